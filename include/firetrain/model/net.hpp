@@ -1,0 +1,90 @@
+/// @brief Net: a static chain of layers (SqueezeNet's Fire modules, pools, dropout, classifier)
+/// with all parameters in one flat arena and all gradients in another, so that the all-reduce,
+/// the SGD update and checkpoints each see one contiguous buffer.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "firetrain/core/params.hpp"
+
+namespace ft {
+
+enum class InitScheme { Torchvision, Xavier };
+
+/// What to build. arch: squeezenet1_0 | squeezenet1_1 | squeezenet_small (1.1 with a 3×3
+/// stride-1 padded stem, for 28×28 / 32×32 inputs).
+struct NetSpec {
+  std::string arch = "squeezenet_small";
+  int in_channels = 3;
+  int height = 224, width = 224;
+  int num_classes = 1000;
+  float dropout = 0.5f;
+};
+
+/// Per-layer facts for `firetrain info` (the paper's Table 1).
+struct LayerInfo {
+  std::string name;   // "fire2 (features.3)"
+  int H = 0, W = 0, C = 0;  // output
+  int64_t params = 0;
+  int64_t macs = 0;   // per image, forward
+};
+
+/// Arguments of one forward/backward pass.
+struct PassContext {
+  int N = 0;                         // local batch
+  bool train = false;                // dropout on
+  uint64_t seed = 0, step = 0;       // dropout key
+  const int64_t* samples = nullptr;  // dataset index of each of the N rows (dropout key)
+};
+
+class Layer;
+
+class Net {
+ public:
+  explicit Net(const NetSpec& spec);
+  ~Net();
+  Net(Net&&) noexcept;
+  Net& operator=(Net&&) noexcept;
+
+  const NetSpec& spec() const { return spec_; }
+  size_t num_params() const { return params_.size(); }
+  float* params() { return params_.data(); }
+  float* grads() { return grads_.data(); }
+  const std::vector<ParamView>& param_views() const { return views_; }
+  std::vector<LayerInfo> layer_table() const;
+
+  void init_weights(uint64_t seed, InitScheme scheme = InitScheme::Torchvision);
+
+  /// x (N, H, W, C) NHWC -> logits (N, num_classes); the pointer stays valid until the next
+  /// forward. Keeps the activations needed by backward.
+  const float* forward(const PassContext& ctx, const float* x);
+  /// dlogits (N, num_classes) -> gradients in grads() (overwritten). After each layer's
+  /// gradients are complete, `ready(lo)` is called with the lowest arena offset that is now
+  /// final: everything in [lo, num_params) is ready (parameters are laid out in forward order,
+  /// so the ready region grows from the end of the arena towards its start).
+  void backward(const PassContext& ctx, const float* dlogits,
+                const std::function<void(size_t lo)>& ready = {});
+
+ private:
+  void ensure_buffers(int N);
+  NetSpec spec_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  std::vector<float> params_, grads_;
+  std::vector<ParamView> views_;
+  std::vector<std::vector<float>> acts_;  // output of each layer, (N, H, W, C)
+  std::vector<float> dbuf_[2];            // ping-pong gradient buffers
+  std::vector<float> scratch_;            // transient per-layer scratch, shared
+  const float* input_ = nullptr;
+  int buf_batch_ = 0;
+};
+
+/// Known architectures, for --help and validation.
+const std::vector<std::string>& known_archs();
+/// Parameter count of an architecture without building it (cheap enough: builds it).
+int64_t count_params(const NetSpec& spec);
+
+}  // namespace ft

@@ -1,0 +1,49 @@
+/// @brief 2-D convolution (NHWC activations, torch OIHW weights), optional fused ReLU.
+///
+/// Forward:  y = relu?(conv(x, w) + b)          x (N, H, W, C), w (O, C, kh, kw), y (N, OH, OW, O)
+/// Backward: dy is masked by (y > 0) in place when ReLU is fused, then dx, dw, db.
+/// The CPU implementation runs oneDNN primitives built once per batch size and reorders the
+/// OIHW weights (the layout of the parameter arena, the all-reduce and torch-h5) to the
+/// layout the kernel prefers.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+
+namespace ft {
+
+struct ConvShape {
+  int C = 0, O = 0;    // input / output channels
+  int H = 0, W = 0;    // input spatial size
+  int k = 1;           // square kernel
+  int stride = 1, pad = 0;
+  bool relu = true;    // ReLU fused after bias
+  int OH() const { return (H + 2 * pad - k) / stride + 1; }
+  int OW() const { return (W + 2 * pad - k) / stride + 1; }
+  int64_t weight_numel() const { return int64_t(O) * C * k * k; }
+};
+
+class Conv2d {
+ public:
+  explicit Conv2d(ConvShape s);
+  ~Conv2d();
+  Conv2d(Conv2d&&) noexcept;
+  const ConvShape& shape() const { return s_; }
+
+  /// x (N, H, W, C), w (O, C, k, k), b (O), y (N, OH, OW, O)
+  void forward(int N, const float* x, const float* w, const float* b, float* y);
+  /// dy (N, OH, OW, O) is modified in place by the ReLU mask (y > 0) when ReLU is fused and
+  /// y is given; pass y = nullptr when the caller has already masked dy. dx may be null (first
+  /// layer). dw, db are overwritten (not accumulated).
+  void backward(int N, const float* x, const float* w, const float* y, float* dy, float* dx,
+                float* dw, float* db);
+
+ struct Impl;  // backend state (primitives per batch size)
+
+ private:
+  ConvShape s_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ft

@@ -1,0 +1,52 @@
+/// @brief Element-wise ops: ReLU, channel concat/split, dropout. The per-element math lives in
+/// FT_HD inline functions so the CPU and (later) CUDA kernels share it.
+#pragma once
+
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define FT_HD __host__ __device__
+#else
+#define FT_HD
+#endif
+
+namespace ft {
+
+FT_HD inline float relu_fwd(float x) { return x > 0.f ? x : 0.f; }
+FT_HD inline float relu_bwd(float y, float dy) { return y > 0.f ? dy : 0.f; }
+
+/// splitmix64 finaliser: a counter-based hash; good enough for dropout masks and augmentation.
+FT_HD inline uint64_t mix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+/// Dropout keep decision for one element, keyed by (seed, step, dataset sample index, element
+/// index in NCHW-logical order within the sample) so that the mask does not depend on the
+/// number of ranks, the layout or the device.
+FT_HD inline bool dropout_keep(uint64_t seed, uint64_t step, uint64_t sample, uint64_t elem,
+                               float p) {
+  uint64_t h = mix64(seed ^ mix64(step ^ mix64(sample ^ mix64(elem + 0x51ed27ULL))));
+  float u = float(h >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+  return u >= p;
+}
+
+/// y = relu(x), in place allowed.
+void relu_forward(int64_t n, const float* x, float* y);
+/// dx = dy * (y > 0), in place allowed.
+void relu_backward(int64_t n, const float* y, const float* dy, float* dx);
+
+/// Writes a (P, Ca) into channels [off, off + Ca) of y (P, Ctot); P = N*H*W pixels.
+void channel_copy_in(int64_t P, int Ca, int off, int Ctot, const float* a, float* y);
+/// Reads channels [off, off + Ca) of y (P, Ctot) into a (P, Ca).
+void channel_copy_out(int64_t P, int Ca, int off, int Ctot, const float* y, float* a);
+
+/// Inverted dropout on x (N, H, W, C): y = x * keep / (1 - p). samples[n] is the dataset index
+/// of row n. In place allowed. backward applies the same mask to dy.
+void dropout_forward(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+                     const int64_t* samples, const float* x, float* y);
+void dropout_backward(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+                      const int64_t* samples, const float* dy, float* dx);
+
+}  // namespace ft

@@ -1,0 +1,43 @@
+/// @brief Max pooling (ceil mode, as Caffe and torchvision's SqueezeNet) and global average
+/// pooling, NHWC.
+#pragma once
+
+#include <memory>
+
+namespace ft {
+
+struct PoolShape {
+  int C = 0, H = 0, W = 0;
+  int k = 3, stride = 2, pad = 0;
+  bool ceil_mode = true;
+  /// torch's rule: ceil((H + 2p - k) / s) + 1, minus one if the last window starts in the
+  /// right padding.
+  static int out_size(int in, int k, int s, int p, bool ceil_mode);
+  int OH() const { return out_size(H, k, stride, pad, ceil_mode); }
+  int OW() const { return out_size(W, k, stride, pad, ceil_mode); }
+};
+
+class MaxPool2d {
+ public:
+  explicit MaxPool2d(PoolShape s);
+  ~MaxPool2d();
+  MaxPool2d(MaxPool2d&&) noexcept;
+  const PoolShape& shape() const { return s_; }
+  /// x (N, H, W, C) -> y (N, OH, OW, C); remembers the argmax for backward.
+  void forward(int N, const float* x, float* y);
+  /// dy (N, OH, OW, C) -> dx (N, H, W, C), overwritten.
+  void backward(int N, const float* dy, float* dx);
+
+ struct Impl;  // backend state (primitives per batch size)
+
+ private:
+  PoolShape s_;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// x (N, H, W, C) -> y (N, C): mean over H, W.
+void global_avgpool_forward(int N, int H, int W, int C, const float* x, float* y);
+/// dy (N, C) -> dx (N, H, W, C) = dy / (H W).
+void global_avgpool_backward(int N, int H, int W, int C, const float* dy, float* dx);
+
+}  // namespace ft

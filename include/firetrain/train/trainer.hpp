@@ -1,0 +1,70 @@
+/// @brief The data-parallel training loop and evaluation, as a library (the CLI is thin).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "firetrain/comm/communicator.hpp"
+#include "firetrain/model/net.hpp"
+
+namespace ft {
+
+class Dataset;
+class Options;
+
+struct TrainConfig {
+  std::string arch = "squeezenet_small";
+  std::string data, val;
+  int64_t epochs = 0, steps = 0;
+  int64_t batch = 128;  // global
+  double lr = 0.04;
+  std::string lr_schedule = "poly";  // poly | constant | step | cosine
+  double lr_power = 1.0;             // poly exponent (the paper: 1, linear to 0)
+  int lr_step_epochs = 30;           // step schedule: multiply by lr_gamma every N epochs
+  double lr_gamma = 0.1;
+  int64_t warmup_steps = 0;          // linear warm-up from lr/warmup to lr
+  double momentum = 0.9, weight_decay = 2e-4, dropout = 0.5;
+  int64_t seed = 42;
+  int threads = 0;  // per rank; 0: cores / ranks on this node
+  bool shuffle = true, augment = true;
+  int pad = 2;      // random-crop padding (pixels)
+  bool flip = true;
+  std::string init = "torchvision";  // torchvision | xavier
+  std::string checkpoint_dir;
+  int64_t checkpoint_every = 0;      // steps; 0: only at the end
+  std::string weights;               // initial weights (torch-h5 or checkpoint)
+  std::string metrics;               // .csv or .jsonl
+  int64_t log_every = 50;
+  std::string device = "cpu";
+  int bucket_kb = 1024;              // all-reduce bucket size
+  int64_t eval_batch = 500;
+  bool eval_each_epoch = true;
+};
+
+/// Registers every TrainConfig field as an option of `firetrain train`.
+void add_train_options(Options& o, TrainConfig& c);
+/// Validates a config before any work (exit code 2 on impossible values).
+void validate(const TrainConfig& c, int world);
+/// Learning rate at `step` (0-based) of `total` steps.
+double lr_at(const TrainConfig& c, int64_t step, int64_t total, int64_t steps_per_epoch);
+
+struct EvalResult {
+  double top1 = 0, top5 = 0, loss = 0;
+  int64_t n = 0;
+};
+/// Every rank evaluates a contiguous shard of the dataset; the result is summed over ranks.
+EvalResult evaluate(Net& net, const Dataset& ds, Communicator& comm, int64_t batch);
+
+struct TrainSummary {
+  int64_t steps = 0;
+  double seconds = 0, images_per_s = 0, allreduce_s = 0;
+  double last_loss = 0;
+  EvalResult val;  // n == 0 when no validation set
+};
+/// Runs the whole training as configured. `config_json` is stored in checkpoints.
+TrainSummary train(const TrainConfig& c, const std::string& config_json, Communicator& comm);
+
+/// Sets the OpenMP/oneDNN thread count for this rank (0: cores on this node / local ranks).
+int set_threads(int threads, Communicator& comm);
+
+}  // namespace ft

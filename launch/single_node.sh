@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The main job: set up, then train SqueezeNet (small-image variant) on Fashion-MNIST with 2 MPI
+# ranks on this node, evaluate on the test set and print the test accuracy.
+# Usage: launch/single_node.sh [extra train flags, e.g. --epochs 3]
+# Environment: NP (ranks, default 2), RUN_DIR (default runs/fashion-mnist).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$ROOT/launch/setup.sh"
+NP="${NP:-2}"
+RUN_DIR="${RUN_DIR:-$ROOT/runs/fashion-mnist}"
+mkdir -p "$RUN_DIR"
+MPI_FLAGS=(-np "$NP")
+[[ $(id -u) -eq 0 ]] && MPI_FLAGS+=(--allow-run-as-root)
+(( NP > $(nproc) )) && MPI_FLAGS+=(--oversubscribe)
+
+start=$(date +%s)
+mpirun "${MPI_FLAGS[@]}" "$ROOT/build/firetrain" train --config "$ROOT/launch/fashion_mnist.cfg" \
+  --data "$ROOT/datasets/fashion-mnist-train.h5" --val "$ROOT/datasets/fashion-mnist-test.h5" \
+  --checkpoint-dir "$RUN_DIR" --metrics "$RUN_DIR/metrics.csv" "$@"
+ckpt=$(ls -1v "$RUN_DIR"/ckpt_*.h5 | tail -n 1)
+mpirun "${MPI_FLAGS[@]}" "$ROOT/build/firetrain" eval --weights "$ckpt" \
+  --data "$ROOT/datasets/fashion-mnist-test.h5"
+echo "single_node: training + evaluation took $(( $(date +%s) - start )) s; checkpoint $ckpt"

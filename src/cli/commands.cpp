@@ -1,0 +1,279 @@
+/// @brief Subcommands: thin wrappers that parse options and call the library.
+#include "commands.hpp"
+
+#include <dnnl.hpp>
+#include <hdf5.h>
+#include <mpi.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "firetrain/comm/communicator.hpp"
+#include "firetrain/core/error.hpp"
+#include "firetrain/data/convert.hpp"
+#include "firetrain/data/dataset.hpp"
+#include "firetrain/io/h5.hpp"
+#include "firetrain/io/weights.hpp"
+#include "firetrain/model/net.hpp"
+#include "firetrain/train/bench.hpp"
+#include "firetrain/train/options.hpp"
+#include "firetrain/train/trainer.hpp"
+
+namespace ft::cli {
+
+namespace {
+bool is_root() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r == 0;
+}
+
+/// The architecture stored with a weights file or checkpoint ("" if none).
+std::string stored_arch(const std::string& path) { return read_arch_attr(path); }
+
+/// Builds the net for a dataset and loads weights; --arch may be implied by the file.
+Net net_for(const std::string& weights, std::string arch, const Dataset& ds) {
+  std::string stored = stored_arch(weights);
+  if (arch.empty()) arch = stored.empty() ? "squeezenet_small" : stored;
+  NetSpec spec;
+  spec.arch = arch;
+  spec.in_channels = ds.channels();
+  spec.height = ds.height();
+  spec.width = ds.width();
+  spec.num_classes = ds.num_classes();
+  Net net(spec);
+  load_weights_h5(weights, net.param_views());
+  return net;
+}
+}  // namespace
+
+void print_version() {
+  const dnnl_version_t* v = dnnl_version();
+  char mpiv[MPI_MAX_LIBRARY_VERSION_STRING];
+  int len = 0;
+  MPI_Get_library_version(mpiv, &len);
+  std::string mpis(mpiv, len);
+  if (auto nl = mpis.find_first_of("\n,"); nl != std::string::npos) mpis = mpis.substr(0, nl);
+  unsigned maj, min, rel;
+  H5get_libversion(&maj, &min, &rel);
+  std::printf("firetrain %s\n  CPU backend: oneDNN %d.%d.%d\n  CUDA backend: not built (the "
+              "CUDA/cuDNN/NCCL backend is not implemented yet)\n  MPI: %s\n  HDF5: %u.%u.%u\n",
+              FIRETRAIN_VERSION, v->major, v->minor, v->patch, mpis.c_str(), maj, min, rel);
+}
+
+int cmd_train(int argc, char** argv) {
+  TrainConfig c;
+  Options o("train", "Data-parallel SGD training of SqueezeNet (mpirun -np N firetrain train ...).");
+  add_train_options(o, c);
+  if (!o.parse(argc, argv)) return 0;
+  Communicator comm;
+  train(c, o.to_json(), comm);
+  return 0;
+}
+
+int cmd_eval(int argc, char** argv) {
+  std::string weights, data, arch;
+  int64_t batch = 500;
+  int threads = 0;
+  Options o("eval", "Top-1/top-5 accuracy and mean loss of a weights file or checkpoint.");
+  o.opt("weights", &weights, "torch-h5 weights or checkpoint")
+      .opt("data", &data, "dataset HDF5")
+      .opt("arch", &arch, "architecture (default: stored in the file, else squeezenet_small)")
+      .opt("batch", &batch, "batch size")
+      .opt("threads", &threads, "threads per rank (0: cores / ranks)");
+  if (!o.parse(argc, argv)) return 0;
+  if (weights.empty() || data.empty()) throw InputError("eval: --weights and --data are required");
+  if (batch <= 0) throw InputError("eval: --batch must be > 0");
+  Communicator comm;
+  set_threads(threads, comm);
+  Dataset ds = Dataset::open(data);
+  Net net = net_for(weights, arch, ds);
+  EvalResult r = evaluate(net, ds, comm, batch);
+  if (comm.rank() == 0)
+    std::printf("eval %s on %s: top-1 %.4f  top-5 %.4f  loss %.4f  (%lld images)\n",
+                weights.c_str(), data.c_str(), r.top1, r.top5, r.loss, (long long)r.n);
+  return 0;
+}
+
+int cmd_predict(int argc, char** argv) {
+  std::string weights, data, out, arch;
+  int64_t batch = 500;
+  int threads = 0;
+  Options o("predict", "Writes /logits float32 (N, classes), in the order of the dataset.");
+  o.opt("weights", &weights, "torch-h5 weights or checkpoint")
+      .opt("data", &data, "dataset HDF5")
+      .opt("out", &out, "output HDF5 file")
+      .opt("arch", &arch, "architecture (default: stored in the file, else squeezenet_small)")
+      .opt("batch", &batch, "batch size")
+      .opt("threads", &threads, "threads (0: all cores)");
+  if (!o.parse(argc, argv)) return 0;
+  if (weights.empty() || data.empty() || out.empty())
+    throw InputError("predict: --weights, --data and --out are required");
+  if (batch <= 0) throw InputError("predict: --batch must be > 0");
+  Communicator comm;
+  if (!is_root()) return 0;  // one writer
+  set_threads(threads, comm);
+  Dataset ds = Dataset::open(data);
+  Net net = net_for(weights, arch, ds);
+  const int K = ds.num_classes();
+  const int64_t N = ds.size(), per = int64_t(ds.height()) * ds.width() * ds.channels();
+  std::vector<float> logits(size_t(N * K)), x(size_t(batch * per));
+  std::vector<int64_t> idx(static_cast<size_t>(batch));
+  for (int64_t s = 0; s < N; s += batch) {
+    const int n = int(std::min(batch, N - s));
+    for (int i = 0; i < n; ++i) idx[i] = s + i;
+    ds.read_images(idx.data(), n, x.data());
+    PassContext ctx;
+    ctx.N = n;
+    const float* y = net.forward(ctx, x.data());
+    std::copy(y, y + int64_t(n) * K, logits.begin() + s * K);
+  }
+  write_logits_h5(out, logits.data(), N, K);
+  std::printf("predict: wrote /logits (%lld, %d) to %s\n", (long long)N, K, out.c_str());
+  return 0;
+}
+
+int cmd_export(int argc, char** argv) {
+  std::string checkpoint, out, arch = "squeezenet1_0", init = "torchvision";
+  int classes = 1000, channels = 3, size = 224;
+  int64_t seed = 42;
+  Options o("export",
+            "Writes a model in the torch-h5 layout (torchvision state_dict names and shapes): "
+            "from --checkpoint, or freshly initialized from --arch/--num-classes/--seed.");
+  o.opt("checkpoint", &checkpoint, "checkpoint or weights to export")
+      .opt("out", &out, "output .h5")
+      .opt("arch", &arch, "architecture (fresh init, or to read a torch-h5 file)")
+      .opt("num-classes", &classes, "classes (fresh init)")
+      .opt("in-channels", &channels, "input channels (fresh init)")
+      .opt("size", &size, "input size (only checks that the net fits it)")
+      .opt("seed", &seed, "initialization seed")
+      .opt("init", &init, "torchvision | xavier");
+  if (!o.parse(argc, argv)) return 0;
+  if (out.empty()) throw InputError("export: --out is required");
+  if (!is_root()) return 0;
+  NetSpec spec;
+  spec.arch = arch;
+  spec.num_classes = classes;
+  spec.in_channels = channels;
+  spec.height = spec.width = size;
+  if (!checkpoint.empty()) {
+    std::string stored = stored_arch(checkpoint);
+    if (!stored.empty() && !o.was_set("arch")) spec.arch = stored;
+    // Classes and channels come from the stored conv shapes.
+    auto shapes = read_weight_shapes(checkpoint);
+    if (auto it = shapes.find("classifier.1.weight"); it != shapes.end())
+      spec.num_classes = int(it->second[0]);
+    if (auto it = shapes.find("features.0.weight"); it != shapes.end())
+      spec.in_channels = int(it->second[1]);
+  }
+  Net net(spec);
+  if (checkpoint.empty())
+    net.init_weights(uint64_t(seed), init == "xavier" ? InitScheme::Xavier : InitScheme::Torchvision);
+  else
+    load_weights_h5(checkpoint, net.param_views());
+  save_weights_h5(out, net.param_views(),
+                  {{"arch", spec.arch}, {"num_classes", std::to_string(spec.num_classes)},
+                   {"in_channels", std::to_string(spec.in_channels)}});
+  std::printf("export: %s, %zu parameters in %zu tensors -> %s\n", spec.arch.c_str(),
+              net.num_params(), net.param_views().size(), out.c_str());
+  return 0;
+}
+
+int cmd_convert(int argc, char** argv) {
+  std::string kind, src, dst;
+  int size = 224;
+  Options o("convert",
+            "Converts to the dataset HDF5 layout:\n"
+            "  firetrain convert fashion-mnist SRC_DIR OUT_DIR   (IDX .gz files)\n"
+            "  firetrain convert cifar10 SRC_DIR OUT_DIR         (binary version batches)\n"
+            "  firetrain convert folder SRC_DIR OUT.h5 --size N  (one sub-folder per class)");
+  o.positional("KIND", &kind, "fashion-mnist | cifar10 | folder")
+      .positional("SRC", &src, "source directory")
+      .positional("OUT", &dst, "output directory (or file for folder)")
+      .opt("size", &size, "folder: output image size");
+  if (!o.parse(argc, argv)) return 0;
+  if (!is_root()) return 0;
+  if (kind == "fashion-mnist")
+    convert_fashion_mnist(src, dst);
+  else if (kind == "cifar10")
+    convert_cifar10(src, dst);
+  else if (kind == "folder")
+    convert_folder(src, dst, size);
+  else
+    throw InputError("convert: unknown kind '" + kind + "' (fashion-mnist, cifar10, folder)");
+  std::printf("convert: %s %s -> %s done\n", kind.c_str(), src.c_str(), dst.c_str());
+  return 0;
+}
+
+int cmd_info(int argc, char** argv) {
+  std::string file, arch;
+  int classes = 1000, channels = 3, size = 224;
+  Options o("info", "What a dataset, weights file or checkpoint holds; or, with --arch, the "
+                    "layer table (output shape, parameters, MACs) of an architecture.");
+  o.positional("FILE", &file, "dataset / weights / checkpoint .h5", false)
+      .opt("arch", &arch, "print this architecture's layer table")
+      .opt("num-classes", &classes, "classes for --arch")
+      .opt("in-channels", &channels, "input channels for --arch")
+      .opt("size", &size, "input size for --arch");
+  if (!o.parse(argc, argv)) return 0;
+  if (!is_root()) return 0;
+  if (!arch.empty()) {
+    NetSpec spec;
+    spec.arch = arch;
+    spec.num_classes = classes;
+    spec.in_channels = channels;
+    spec.height = spec.width = size;
+    Net net(spec);
+    std::printf("%s at %dx%dx%d, %d classes\n", arch.c_str(), size, size, channels, classes);
+    std::printf("%-28s %16s %12s %14s\n", "layer", "output (HxWxC)", "params", "MACs");
+    int64_t p = 0, m = 0;
+    for (auto& l : net.layer_table()) {
+      char shape[64];
+      std::snprintf(shape, sizeof shape, "%dx%dx%d", l.H, l.W, l.C);
+      std::printf("%-28s %16s %12lld %14lld\n", l.name.c_str(), shape, (long long)l.params,
+                  (long long)l.macs);
+      p += l.params;
+      m += l.macs;
+    }
+    std::printf("%-28s %16s %12lld %14lld  (%.3f GMAC, %.2f MB fp32)\n", "total", "", (long long)p,
+                (long long)m, m / 1e9, p * 4 / 1e6);
+    return 0;
+  }
+  if (file.empty()) throw InputError("info: give a FILE or --arch");
+  std::printf("%s", describe_h5(file).c_str());
+  return 0;
+}
+
+int cmd_bench(int argc, char** argv) {
+  std::string what, arch = "squeezenet1_0";
+  int batch = 32, size = 224, threads = 2, steps = 10, warmup = 2, classes = 1000, channels = 3;
+  Options o("bench", "firetrain bench step: training throughput (images/s) on synthetic data,\n"
+                     "one process; prints a table with the median over --steps after --warmup.");
+  o.positional("WHAT", &what, "step")
+      .opt("arch", &arch, "architecture")
+      .opt("batch", &batch, "batch size")
+      .opt("size", &size, "image size")
+      .opt("channels", &channels, "input channels")
+      .opt("classes", &classes, "classes")
+      .opt("threads", &threads, "threads")
+      .opt("steps", &steps, "timed steps")
+      .opt("warmup", &warmup, "untimed steps first");
+  if (!o.parse(argc, argv)) return 0;
+  if (what != "step") throw InputError("bench: unknown benchmark '" + what + "' (step)");
+  if (batch <= 0 || size <= 0 || threads <= 0 || steps <= 0 || warmup < 0)
+    throw InputError("bench: --batch, --size, --threads, --steps must be > 0");
+  if (!is_root()) return 0;
+  StepBenchResult r = bench_step(arch, batch, size, channels, classes, threads, steps, warmup);
+  std::printf("# firetrain bench step (fp32, synthetic data, forward+loss+backward+SGD)\n");
+  std::printf("# %-16s %6s %5s %7s %10s %10s %10s %10s %9s %9s %9s\n", "arch", "batch", "size",
+              "threads", "median_ms", "p90_ms", "img/s", "fwd_ms", "bwd_ms", "sgd_ms", "rss_MB");
+  std::printf("  %-16s %6d %5d %7d %10.1f %10.1f %10.1f %10.1f %9.1f %9.2f %9.0f\n",
+              r.arch.c_str(), r.batch, r.size, r.threads, r.median_ms, r.p90_ms, r.images_per_s,
+              r.fwd_ms, r.bwd_ms, r.sgd_ms, r.peak_rss_mb);
+  return 0;
+}
+
+}  // namespace ft::cli

@@ -1,0 +1,81 @@
+/// @brief The `firetrain` binary: thin subcommands over the library. Exceptions become a clear
+/// message and an exit code (2: bad usage or input, 1: other); with several ranks, MPI_Abort.
+#include <mpi.h>
+
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "commands.hpp"
+#include "firetrain/core/error.hpp"
+
+namespace {
+
+void usage() {
+  std::printf(
+      "usage: firetrain <command> [options]   (firetrain <command> --help for its options)\n\n"
+      "commands:\n"
+      "  train     data-parallel training (run under mpirun -np N, or alone as 1 rank)\n"
+      "  eval      top-1/top-5 accuracy and mean loss of weights or a checkpoint on a dataset\n"
+      "  predict   write /logits (N, classes) of a dataset to an HDF5 file\n"
+      "  export    write a model in the torch-h5 layout (from a checkpoint or freshly initialized)\n"
+      "  convert   fashion-mnist | cifar10 | folder -> dataset HDF5\n"
+      "  info      what a dataset, weights file or checkpoint holds; or an architecture's layers\n"
+      "  bench     step: training throughput on synthetic data\n"
+      "  --version build information\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  int rank = 0, world = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  int code = ft::kExitOk;
+  try {
+    if (argc < 2) {
+      if (rank == 0) usage();
+      code = ft::kExitBadInput;
+    } else {
+      std::string cmd = argv[1];
+      char** sub = argv + 1;
+      int nsub = argc - 1;
+      if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+        if (rank == 0) usage();
+      } else if (cmd == "--version" || cmd == "version") {
+        if (rank == 0) ft::cli::print_version();
+      } else if (cmd == "train") {
+        code = ft::cli::cmd_train(nsub, sub);
+      } else if (cmd == "eval") {
+        code = ft::cli::cmd_eval(nsub, sub);
+      } else if (cmd == "predict") {
+        code = ft::cli::cmd_predict(nsub, sub);
+      } else if (cmd == "export") {
+        code = ft::cli::cmd_export(nsub, sub);
+      } else if (cmd == "convert") {
+        code = ft::cli::cmd_convert(nsub, sub);
+      } else if (cmd == "info") {
+        code = ft::cli::cmd_info(nsub, sub);
+      } else if (cmd == "bench") {
+        code = ft::cli::cmd_bench(nsub, sub);
+      } else {
+        throw ft::InputError("unknown command '" + cmd + "' (see firetrain --help)");
+      }
+    }
+  } catch (const ft::Error& e) {
+    std::fprintf(stderr, "firetrain: error: %s\n", e.what());
+    code = e.exit_code();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "firetrain: error (rank %d): %s\n", rank, e.what());
+    code = ft::kExitFailure;
+  }
+  std::fflush(stdout);
+  std::fflush(stderr);
+  // Other ranks may be waiting in a collective: do not leave them hanging.
+  if (code != ft::kExitOk && world > 1) MPI_Abort(MPI_COMM_WORLD, code);
+  MPI_Finalize();
+  return code;
+}

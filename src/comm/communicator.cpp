@@ -1,0 +1,125 @@
+/// @brief MPI communicator and the overlapped, bucketed gradient reducer.
+#include "firetrain/comm/communicator.hpp"
+
+#include <algorithm>
+#include <climits>
+#include <functional>
+#include <sstream>
+
+#include "firetrain/core/error.hpp"
+
+namespace ft {
+
+Communicator::Communicator(MPI_Comm comm) : comm_(comm) {
+  FT_MPI(MPI_Comm_rank(comm_, &rank_));
+  FT_MPI(MPI_Comm_size(comm_, &size_));
+}
+
+// MPI counts are int: send big buffers in chunks below INT_MAX elements.
+static constexpr size_t kMaxCount = size_t(1) << 30;
+
+void Communicator::broadcast(float* data, size_t n, int root) {
+  if (size_ == 1) return;
+  for (size_t o = 0; o < n; o += kMaxCount)
+    FT_MPI(MPI_Bcast(data + o, int(std::min(kMaxCount, n - o)), MPI_FLOAT, root, comm_));
+}
+
+void Communicator::broadcast(std::string& s, int root) {
+  if (size_ == 1) return;
+  unsigned long long len = s.size();
+  FT_MPI(MPI_Bcast(&len, 1, MPI_UNSIGNED_LONG_LONG, root, comm_));
+  s.resize(len);
+  FT_MPI(MPI_Bcast(s.data(), int(len), MPI_CHAR, root, comm_));
+}
+
+void Communicator::allreduce_sum(double* data, size_t n) {
+  if (size_ == 1) return;
+  FT_MPI(MPI_Allreduce(MPI_IN_PLACE, data, int(n), MPI_DOUBLE, MPI_SUM, comm_));
+}
+
+void Communicator::allreduce_sum(float* data, size_t n) {
+  if (size_ == 1) return;
+  for (size_t o = 0; o < n; o += kMaxCount)
+    FT_MPI(MPI_Allreduce(MPI_IN_PLACE, data + o, int(std::min(kMaxCount, n - o)), MPI_FLOAT,
+                         MPI_SUM, comm_));
+}
+
+void Communicator::barrier() { FT_MPI(MPI_Barrier(comm_)); }
+
+void Communicator::check_consistent(const std::string& what, const std::string& desc) {
+  if (size_ == 1) return;
+  // Compare hashes first (cheap); on a mismatch, gather the descriptions to name the lines.
+  unsigned long long h = std::hash<std::string>{}(desc);
+  std::vector<unsigned long long> all(size_);
+  FT_MPI(MPI_Allgather(&h, 1, MPI_UNSIGNED_LONG_LONG, all.data(), 1, MPI_UNSIGNED_LONG_LONG, comm_));
+  if (std::all_of(all.begin(), all.end(), [&](auto x) { return x == all[0]; })) return;
+  std::string ref = desc;
+  broadcast(ref, 0);
+  std::ostringstream os;
+  os << "ranks disagree on " << what << ": ranks";
+  for (int r = 0; r < size_; ++r)
+    if (all[r] != all[0]) os << " " << r;
+  os << " differ from rank 0";
+  if (desc != ref) {
+    std::istringstream a(ref), b(desc);
+    std::string la, lb;
+    while (std::getline(a, la) && std::getline(b, lb))
+      if (la != lb) break;
+    os << " (rank " << rank_ << " has '" << lb << "', rank 0 has '" << la << "')";
+  }
+  throw InputError(os.str());
+}
+
+GradReducer::GradReducer(Communicator& comm, float* grads, size_t n, size_t bucket_bytes)
+    : comm_(comm), grads_(grads), n_(n) {
+  const size_t per = std::max<size_t>(1, std::min(bucket_bytes / sizeof(float), kMaxCount));
+  for (size_t hi = n; hi > 0;) {
+    size_t lo = hi > per ? hi - per : 0;
+    buckets_.push_back({lo, hi});
+    hi = lo;
+  }
+  reqs_.reserve(buckets_.size());
+}
+
+GradReducer::~GradReducer() {
+  // A step abandoned by an exception: do not leave requests pointing at freed memory.
+  for (auto& r : reqs_)
+    if (r != MPI_REQUEST_NULL) MPI_Wait(&r, MPI_STATUS_IGNORE);
+}
+
+void GradReducer::begin() {
+  next_ = 0;
+  for (auto& b : buckets_) b.started = false;
+  reqs_.clear();
+  t_first_ = 0;
+}
+
+void GradReducer::start(Bucket& b) {
+  if (t_first_ == 0) t_first_ = MPI_Wtime();
+  MPI_Request req = MPI_REQUEST_NULL;
+  if (comm_.size() > 1)
+    FT_MPI(MPI_Iallreduce(MPI_IN_PLACE, grads_ + b.lo, int(b.hi - b.lo), MPI_FLOAT, MPI_SUM,
+                          comm_.comm(), &req));
+  b.started = true;
+  reqs_.push_back(req);
+}
+
+void GradReducer::ready(size_t lo) {
+  while (next_ < buckets_.size() && buckets_[next_].lo >= lo) start(buckets_[next_++]);
+  if (comm_.size() > 1 && !reqs_.empty()) {
+    int flag = 0;  // progress the non-blocking collectives
+    FT_MPI(MPI_Testall(int(reqs_.size()), reqs_.data(), &flag, MPI_STATUSES_IGNORE));
+  }
+}
+
+double GradReducer::finish() {
+  const double t0 = MPI_Wtime();
+  while (next_ < buckets_.size()) start(buckets_[next_++]);
+  if (comm_.size() > 1)
+    FT_MPI(MPI_Waitall(int(reqs_.size()), reqs_.data(), MPI_STATUSES_IGNORE));
+  const double t1 = MPI_Wtime();
+  span_ = t1 - t_first_;
+  return t1 - t0;
+}
+
+}  // namespace ft

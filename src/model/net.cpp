@@ -1,0 +1,406 @@
+/// @brief Net: the layers of SqueezeNet (conv, max pool, Fire, dropout, conv10 + global average
+/// pool) and the builders for squeezenet1_0, squeezenet1_1 and the small-image variant.
+#include "firetrain/model/net.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "firetrain/core/error.hpp"
+#include "firetrain/ops/conv2d.hpp"
+#include "firetrain/ops/elementwise.hpp"
+#include "firetrain/ops/pool.hpp"
+
+namespace ft {
+
+struct Dims {
+  int H = 0, W = 0, C = 0;
+  int64_t size() const { return int64_t(H) * W * C; }
+};
+
+/// A parameter tensor registered by a layer while the net is built.
+struct ParamSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  bool is_final_conv = false;  // torchvision: N(0, 0.01)
+  bool is_bias = false;
+};
+
+class Layer {
+ public:
+  virtual ~Layer() = default;
+  std::string name;  // "fire2 (features.3)"
+  Dims in, out;
+  size_t param_lo = SIZE_MAX;  // lowest arena offset of this layer's parameters
+  virtual std::vector<ParamSpec> param_specs() const { return {}; }
+  /// Called once the arena exists; `offsets` are those of param_specs(), in order.
+  virtual void bind(const std::vector<size_t>& offsets) {}
+  virtual int64_t macs() const { return 0; }
+  virtual void forward(const PassContext& c, const float* P, const float* x, float* y) = 0;
+  /// dy may be modified. dx may be null for the first layer.
+  virtual void backward(const PassContext& c, const float* P, float* G, const float* x,
+                        const float* y, float* dy, float* dx) = 0;
+  /// Scratch floats per image this layer needs.
+  virtual int64_t scratch_per_image() const { return 0; }
+  std::vector<float>* scratch = nullptr;
+};
+
+namespace {
+
+class ConvLayer : public Layer {
+ public:
+  ConvLayer(std::string key, Dims i, int O, int k, int stride, int pad, bool relu, bool final_conv)
+      : key_(std::move(key)), op_(ConvShape{i.C, O, i.H, i.W, k, stride, pad, relu}),
+        final_(final_conv) {
+    in = i;
+    out = Dims{op_.shape().OH(), op_.shape().OW(), O};
+  }
+  std::vector<ParamSpec> param_specs() const override {
+    const auto& s = op_.shape();
+    return {{key_ + ".weight", {s.O, s.C, s.k, s.k}, final_, false},
+            {key_ + ".bias", {s.O}, final_, true}};
+  }
+  void bind(const std::vector<size_t>& o) override {
+    w_ = o[0];
+    b_ = o[1];
+    param_lo = std::min(w_, b_);
+  }
+  int64_t macs() const override { return int64_t(out.H) * out.W * op_.shape().weight_numel(); }
+  void forward(const PassContext& c, const float* P, const float* x, float* y) override {
+    op_.forward(c.N, x, P + w_, P + b_, y);
+  }
+  void backward(const PassContext& c, const float* P, float* G, const float* x, const float* y,
+                float* dy, float* dx) override {
+    op_.backward(c.N, x, P + w_, y, dy, dx, G + w_, G + b_);
+  }
+
+ private:
+  std::string key_;
+  Conv2d op_;
+  bool final_;
+  size_t w_ = 0, b_ = 0;
+};
+
+class MaxPoolLayer : public Layer {
+ public:
+  explicit MaxPoolLayer(Dims i) : op_(PoolShape{i.C, i.H, i.W, 3, 2, 0, true}) {
+    in = i;
+    out = Dims{op_.shape().OH(), op_.shape().OW(), i.C};
+  }
+  void forward(const PassContext& c, const float*, const float* x, float* y) override {
+    op_.forward(c.N, x, y);
+  }
+  void backward(const PassContext& c, const float*, float*, const float*, const float*, float* dy,
+                float* dx) override {
+    if (dx) op_.backward(c.N, dy, dx);
+  }
+
+ private:
+  MaxPool2d op_;
+};
+
+/// Fire (s1x1, e1x1, e3x3): squeeze 1×1 + ReLU -> [expand 1×1 + ReLU ‖ expand 3×3 + ReLU].
+/// oneDNN 2.6 runs convolutions with a channel-strided destination only on its reference
+/// kernel (measured), so each expand writes a dense buffer and the concat is a per-pixel copy.
+class FireLayer : public Layer {
+ public:
+  FireLayer(std::string key, Dims i, int s1, int e1, int e3)
+      : key_(std::move(key)),
+        squeeze_(ConvShape{i.C, s1, i.H, i.W, 1, 1, 0, true}),
+        e1_(ConvShape{s1, e1, i.H, i.W, 1, 1, 0, true}),
+        e3_(ConvShape{s1, e3, i.H, i.W, 3, 1, 1, true}) {
+    in = i;
+    out = Dims{i.H, i.W, e1 + e3};
+  }
+  std::vector<ParamSpec> param_specs() const override {
+    std::vector<ParamSpec> v;
+    for (auto [part, op] : {std::pair{"squeeze", &squeeze_}, {"expand1x1", &e1_},
+                            {"expand3x3", &e3_}}) {
+      const auto& s = op->shape();
+      v.push_back({key_ + "." + part + ".weight", {s.O, s.C, s.k, s.k}});
+      v.push_back({key_ + "." + part + ".bias", {s.O}, false, true});
+    }
+    return v;
+  }
+  void bind(const std::vector<size_t>& o) override {
+    off_.assign(o.begin(), o.end());
+    param_lo = *std::min_element(o.begin(), o.end());
+  }
+  int64_t macs() const override {
+    return pix() * (squeeze_.shape().weight_numel() + e1_.shape().weight_numel() +
+                    e3_.shape().weight_numel());
+  }
+  // Transient scratch per image: two expand outputs (or their gradients) + two squeeze grads.
+  int64_t scratch_per_image() const override { return pix() * (e1() + e3() + 2 * s1()); }
+
+  void forward(const PassContext& c, const float* P, const float* x, float* y) override {
+    const int64_t px = c.N * pix();
+    s_.resize(size_t(px * s1()));  // squeeze output, kept for backward: (N, H, W, s1)
+    float* a = scratch->data();    // (N, H, W, e1)
+    float* b = a + px * e1();      // (N, H, W, e3)
+    squeeze_.forward(c.N, x, P + off_[0], P + off_[1], s_.data());
+    e1_.forward(c.N, s_.data(), P + off_[2], P + off_[3], a);
+    e3_.forward(c.N, s_.data(), P + off_[4], P + off_[5], b);
+    channel_copy_in(px, e1(), 0, out.C, a, y);
+    channel_copy_in(px, e3(), e1(), out.C, b, y);
+  }
+  void backward(const PassContext& c, const float* P, float* G, const float* x, const float* y,
+                float* dy, float* dx) override {
+    const int64_t px = c.N * pix();
+    float* da = scratch->data();  // (N, H, W, e1)
+    float* db = da + px * e1();   // (N, H, W, e3)
+    float* dsa = db + px * e3();  // (N, H, W, s1)
+    float* dsb = dsa + px * s1(); // (N, H, W, s1)
+    relu_backward(px * out.C, y, dy, dy);  // both expand ReLUs at once, on the concat
+    channel_copy_out(px, e1(), 0, out.C, dy, da);
+    channel_copy_out(px, e3(), e1(), out.C, dy, db);
+    e1_.backward(c.N, s_.data(), P + off_[2], nullptr, da, dsa, G + off_[2], G + off_[3]);
+    e3_.backward(c.N, s_.data(), P + off_[4], nullptr, db, dsb, G + off_[4], G + off_[5]);
+    const int64_t ns = px * s1();
+#pragma omp parallel for simd
+    for (int64_t i = 0; i < ns; ++i) dsa[i] += dsb[i];
+    squeeze_.backward(c.N, x, P + off_[0], s_.data(), dsa, dx, G + off_[0], G + off_[1]);
+  }
+
+ private:
+  int64_t pix() const { return int64_t(in.H) * in.W; }
+  int s1() const { return squeeze_.shape().O; }
+  int e1() const { return e1_.shape().O; }
+  int e3() const { return e3_.shape().O; }
+  std::string key_;
+  Conv2d squeeze_, e1_, e3_;
+  std::vector<size_t> off_;
+  std::vector<float> s_;
+};
+
+class DropoutLayer : public Layer {
+ public:
+  DropoutLayer(Dims i, float p) : p_(p) { in = out = i; }
+  void forward(const PassContext& c, const float*, const float* x, float* y) override {
+    const int64_t n = int64_t(c.N) * in.size();
+    if (c.train && p_ > 0.f)
+      dropout_forward(c.N, in.H, in.W, in.C, p_, c.seed, c.step, c.samples, x, y);
+    else
+      std::copy(x, x + n, y);
+  }
+  void backward(const PassContext& c, const float*, float*, const float*, const float*, float* dy,
+                float* dx) override {
+    const int64_t n = int64_t(c.N) * in.size();
+    if (c.train && p_ > 0.f)
+      dropout_backward(c.N, in.H, in.W, in.C, p_, c.seed, c.step, c.samples, dy, dx);
+    else
+      std::copy(dy, dy + n, dx);
+  }
+
+ private:
+  float p_;
+};
+
+class GlobalAvgPoolLayer : public Layer {
+ public:
+  explicit GlobalAvgPoolLayer(Dims i) {
+    in = i;
+    out = Dims{1, 1, i.C};
+  }
+  void forward(const PassContext& c, const float*, const float* x, float* y) override {
+    global_avgpool_forward(c.N, in.H, in.W, in.C, x, y);
+  }
+  void backward(const PassContext& c, const float*, float*, const float*, const float*, float* dy,
+                float* dx) override {
+    global_avgpool_backward(c.N, in.H, in.W, in.C, dy, dx);
+  }
+};
+
+struct FireCfg {
+  int s1, e1, e3;
+};
+
+}  // namespace
+
+const std::vector<std::string>& known_archs() {
+  static const std::vector<std::string> a = {"squeezenet1_0", "squeezenet1_1", "squeezenet_small"};
+  return a;
+}
+
+Net::Net(const NetSpec& spec) : spec_(spec) {
+  const auto& A = known_archs();
+  if (std::find(A.begin(), A.end(), spec.arch) == A.end())
+    throw InputError("unknown --arch '" + spec.arch +
+                     "' (known: squeezenet1_0, squeezenet1_1, squeezenet_small)");
+  if (spec.in_channels < 1 || spec.num_classes < 1 || spec.height < 1 || spec.width < 1)
+    throw InputError("bad network input: channels, classes and image size must be >= 1");
+  if (!(spec.dropout >= 0.f && spec.dropout < 1.f))
+    throw InputError("--dropout must be in [0, 1), got " + std::to_string(spec.dropout));
+  Dims d{spec.height, spec.width, spec.in_channels};
+  auto add = [&](Layer* l, const std::string& name) {
+    l->name = name;
+    layers_.emplace_back(l);
+    d = l->out;
+    if (d.H < 1 || d.W < 1)
+      throw InputError("input " + std::to_string(spec.height) + "x" + std::to_string(spec.width) +
+                       " is too small for " + spec.arch + " (empty output after " + name + ")");
+  };
+  auto pool = [&](int idx) {
+    if (d.H < 3 || d.W < 3)
+      throw InputError("input " + std::to_string(spec.height) + "x" + std::to_string(spec.width) +
+                       " is too small for " + spec.arch);
+    add(new MaxPoolLayer(d), "maxpool (features." + std::to_string(idx) + ")");
+  };
+  auto fire = [&](int idx, int num, FireCfg f) {
+    add(new FireLayer("features." + std::to_string(idx), d, f.s1, f.e1, f.e3),
+        "fire" + std::to_string(num) + " (features." + std::to_string(idx) + ")");
+  };
+  if (spec.arch == "squeezenet1_0") {
+    add(new ConvLayer("features.0", d, 96, 7, 2, 0, true, false), "conv1 (features.0)");
+    pool(2);
+    fire(3, 2, {16, 64, 64});
+    fire(4, 3, {16, 64, 64});
+    fire(5, 4, {32, 128, 128});
+    pool(6);
+    fire(7, 5, {32, 128, 128});
+    fire(8, 6, {48, 192, 192});
+    fire(9, 7, {48, 192, 192});
+    fire(10, 8, {64, 256, 256});
+    pool(11);
+    fire(12, 9, {64, 256, 256});
+  } else {
+    const bool small = spec.arch == "squeezenet_small";
+    add(new ConvLayer("features.0", d, 64, 3, small ? 1 : 2, small ? 1 : 0, true, false),
+        "conv1 (features.0)");
+    pool(2);
+    fire(3, 2, {16, 64, 64});
+    fire(4, 3, {16, 64, 64});
+    pool(5);
+    fire(6, 4, {32, 128, 128});
+    fire(7, 5, {32, 128, 128});
+    pool(8);
+    fire(9, 6, {48, 192, 192});
+    fire(10, 7, {48, 192, 192});
+    fire(11, 8, {64, 256, 256});
+    fire(12, 9, {64, 256, 256});
+  }
+  add(new DropoutLayer(d, spec.dropout), "dropout (classifier.0)");
+  add(new ConvLayer("classifier.1", d, spec.num_classes, 1, 1, 0, true, true),
+      "conv10 (classifier.1)");
+  add(new GlobalAvgPoolLayer(d), "avgpool (classifier.3)");
+
+  // Lay the parameters out in forward order in one arena.
+  size_t total = 0;
+  std::vector<std::vector<size_t>> offs(layers_.size());
+  for (size_t i = 0; i < layers_.size(); ++i)
+    for (auto& p : layers_[i]->param_specs()) {
+      offs[i].push_back(total);
+      ParamView v;
+      v.name = p.name;
+      v.shape = p.shape;
+      v.offset = total;
+      total += v.numel();
+      views_.push_back(v);
+    }
+  params_.assign(total, 0.f);
+  grads_.assign(total, 0.f);
+  for (auto& v : views_) {
+    v.data = params_.data() + v.offset;
+    v.grad = grads_.data() + v.offset;
+  }
+  for (size_t i = 0; i < layers_.size(); ++i)
+    if (!offs[i].empty()) layers_[i]->bind(offs[i]);
+}
+
+Net::~Net() = default;
+Net::Net(Net&&) noexcept = default;
+Net& Net::operator=(Net&&) noexcept = default;
+
+int64_t count_params(const NetSpec& spec) { return int64_t(Net(spec).num_params()); }
+
+std::vector<LayerInfo> Net::layer_table() const {
+  std::vector<LayerInfo> t;
+  for (auto& l : layers_) {
+    LayerInfo i{l->name, l->out.H, l->out.W, l->out.C, 0, l->macs()};
+    for (auto& p : l->param_specs()) {
+      int64_t n = 1;
+      for (auto s : p.shape) n *= s;
+      i.params += n;
+    }
+    t.push_back(i);
+  }
+  return t;
+}
+
+void Net::init_weights(uint64_t seed, InitScheme scheme) {
+  // Counter-based: element j of parameter k depends only on (seed, k, j).
+  auto uniform01 = [](uint64_t a, uint64_t b, uint64_t c) {
+    return double(mix64(a ^ mix64(b ^ mix64(c))) >> 11) * (1.0 / 9007199254740992.0);
+  };
+  size_t k = 0;
+  for (auto& layer : layers_) {
+    for (auto& p : layer->param_specs()) {
+      ParamView& v = views_[k];
+      const size_t n = v.numel();
+      if (p.is_bias) {
+        std::fill(v.data, v.data + n, 0.f);
+      } else if (p.is_final_conv) {  // N(0, 0.01) (torchvision and Caffe agree)
+        for (size_t j = 0; j < n; ++j) {
+          double u1 = uniform01(seed, k, 2 * j) + 1e-300, u2 = uniform01(seed, k, 2 * j + 1);
+          v.data[j] = float(0.01 * std::sqrt(-2 * std::log(u1)) * std::cos(6.283185307179586 * u2));
+        }
+      } else {
+        const double fan_in = double(n) / double(v.shape[0]);
+        // torchvision: kaiming_uniform_ (a = 0): bound sqrt(6 / fan_in).
+        // Caffe "xavier": bound sqrt(3 / fan_in).
+        const double bound = std::sqrt((scheme == InitScheme::Xavier ? 3.0 : 6.0) / fan_in);
+        for (size_t j = 0; j < n; ++j)
+          v.data[j] = float((2 * uniform01(seed, k, j) - 1) * bound);
+      }
+      ++k;
+    }
+  }
+}
+
+void Net::ensure_buffers(int N) {
+  if (N <= buf_batch_) return;
+  int64_t max_act = 0, scratch = 0;
+  acts_.resize(layers_.size());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    acts_[i].assign(size_t(N * layers_[i]->out.size()), 0.f);
+    max_act = std::max({max_act, layers_[i]->out.size(), layers_[i]->in.size()});
+    scratch = std::max(scratch, layers_[i]->scratch_per_image());
+  }
+  dbuf_[0].assign(size_t(N * max_act), 0.f);
+  dbuf_[1].assign(size_t(N * max_act), 0.f);
+  scratch_.assign(size_t(N * scratch), 0.f);
+  for (auto& l : layers_) l->scratch = &scratch_;
+  buf_batch_ = N;
+}
+
+const float* Net::forward(const PassContext& c, const float* x) {
+  FT_REQUIRE(c.N > 0, "empty batch");
+  FT_REQUIRE(!c.train || c.samples, "training forward needs sample indices (dropout keys)");
+  ensure_buffers(c.N);
+  input_ = x;
+  const float* in = x;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    layers_[i]->forward(c, params_.data(), in, acts_[i].data());
+    in = acts_[i].data();
+  }
+  return in;
+}
+
+void Net::backward(const PassContext& c, const float* dlogits,
+                   const std::function<void(size_t)>& ready) {
+  FT_REQUIRE(input_ && c.N <= buf_batch_, "backward without a matching forward");
+  const size_t L = layers_.size();
+  float* dy = dbuf_[0].data();
+  std::copy(dlogits, dlogits + int64_t(c.N) * spec_.num_classes, dy);
+  int cur = 0;
+  for (size_t i = L; i-- > 0;) {
+    Layer& l = *layers_[i];
+    const float* x = i == 0 ? input_ : acts_[i - 1].data();
+    float* dx = i == 0 ? nullptr : dbuf_[1 - cur].data();
+    l.backward(c, params_.data(), grads_.data(), x, acts_[i].data(), dy, dx);
+    if (ready && l.param_lo != SIZE_MAX) ready(l.param_lo);
+    cur = 1 - cur;
+    dy = dx;
+  }
+}
+
+}  // namespace ft

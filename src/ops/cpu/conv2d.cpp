@@ -1,0 +1,143 @@
+/// @brief CPU convolution on oneDNN: forward (ReLU fused as a post-op), backward data and
+/// backward weights+bias. Primitives are built once per batch size; weights are reordered from
+/// torch OIHW to the kernel's preferred layout once per step and shared by forward and
+/// backward-data.
+#include "firetrain/ops/conv2d.hpp"
+
+#include <vector>
+
+#include "dnnl_common.hpp"
+#include "firetrain/core/error.hpp"
+#include "firetrain/ops/elementwise.hpp"
+
+namespace ft {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+namespace {
+struct Prims {
+  dnnl::convolution_forward::primitive_desc fwd_pd;
+  dnnl::convolution_backward_data::primitive_desc bwd_data_pd;
+  dnnl::convolution_backward_weights::primitive_desc bwd_w_pd;
+  dnnl::convolution_forward fwd;
+  dnnl::convolution_backward_data bwd_data;
+  dnnl::convolution_backward_weights bwd_w;
+};
+}  // namespace
+
+struct Conv2d::Impl {
+  std::map<int, Prims> by_batch;
+  memory::desc w_user;        // OIHW
+  memory::desc w_fwd;         // preferred by forward
+  std::vector<float> w_fwd_buf, w_bwd_buf, dw_buf;
+  const float* w_fwd_src = nullptr;  // the weights w_fwd_buf was made from (this step)
+};
+
+Conv2d::Conv2d(ConvShape s) : s_(s), impl_(std::make_unique<Impl>()) {
+  FT_REQUIRE(s.C > 0 && s.O > 0 && s.H > 0 && s.W > 0 && s.k > 0 && s.stride > 0,
+             "bad convolution shape");
+  FT_REQUIRE(s.OH() > 0 && s.OW() > 0, "convolution output would be empty");
+  impl_->w_user = memory::desc({s.O, s.C, s.k, s.k}, dt::f32, tag::oihw);
+}
+Conv2d::~Conv2d() = default;
+Conv2d::Conv2d(Conv2d&&) noexcept = default;
+
+static Prims& prims_for(Conv2d::Impl& im, const ConvShape& s, int N) {
+  auto it = im.by_batch.find(N);
+  if (it != im.by_batch.end()) return it->second;
+  auto& eng = cpu::engine();
+  memory::dims strides = {s.stride, s.stride}, pad = {s.pad, s.pad};
+  memory::desc src({N, s.C, s.H, s.W}, dt::f32, tag::nhwc);
+  memory::desc dst({N, s.O, s.OH(), s.OW()}, dt::f32, tag::nhwc);
+  memory::desc wany({s.O, s.C, s.k, s.k}, dt::f32, tag::any);
+  memory::desc bias({s.O}, dt::f32, tag::x);
+  dnnl::primitive_attr attr;
+  if (s.relu) {
+    dnnl::post_ops po;
+    po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(po);
+  }
+  auto fd = dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
+                                            dnnl::algorithm::convolution_direct, src, wany, bias,
+                                            dst, strides, pad, pad);
+  auto fpd = dnnl::convolution_forward::primitive_desc(fd, attr, eng);
+  auto bd = dnnl::convolution_backward_data::desc(dnnl::algorithm::convolution_direct, src, wany,
+                                                  dst, strides, pad, pad);
+  auto bpd = dnnl::convolution_backward_data::primitive_desc(bd, eng, fpd);
+  auto wd = dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src,
+                                                     wany, bias, dst, strides, pad, pad);
+  auto wpd = dnnl::convolution_backward_weights::primitive_desc(wd, eng, fpd);
+  FT_REQUIRE(fpd.src_desc() == src && fpd.dst_desc() == dst, "oneDNN changed the NHWC layout");
+  Prims p{fpd, bpd, wpd, dnnl::convolution_forward(fpd), dnnl::convolution_backward_data(bpd),
+          dnnl::convolution_backward_weights(wpd)};
+  return im.by_batch.emplace(N, std::move(p)).first->second;
+}
+
+// Reorders OIHW weights into the layout `want` (no copy when it already is OIHW).
+static const float* weights_as(const memory::desc& user, const memory::desc& want, const float* w,
+                               std::vector<float>& buf) {
+  if (want == user) return w;
+  buf.resize(want.get_size() / sizeof(float));
+  memory from(user, cpu::engine(), const_cast<float*>(w));
+  memory to(want, cpu::engine(), buf.data());
+  cpu::reorder(from, to);
+  return buf.data();
+}
+
+void Conv2d::forward(int N, const float* x, const float* w, const float* b, float* y) {
+  auto& p = prims_for(*impl_, s_, N);
+  auto& eng = cpu::engine();
+  const float* wk = weights_as(impl_->w_user, p.fwd_pd.weights_desc(), w, impl_->w_fwd_buf);
+  impl_->w_fwd_src = w;
+  memory ms(p.fwd_pd.src_desc(), eng, const_cast<float*>(x));
+  memory mw(p.fwd_pd.weights_desc(), eng, const_cast<float*>(wk));
+  memory mb(p.fwd_pd.bias_desc(), eng, const_cast<float*>(b));
+  memory md(p.fwd_pd.dst_desc(), eng, y);
+  p.fwd.execute(cpu::stream(), {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_BIAS, mb},
+                                {DNNL_ARG_DST, md}});
+  cpu::stream().wait();
+}
+
+void Conv2d::backward(int N, const float* x, const float* w, const float* y, float* dy, float* dx,
+                      float* dw, float* db) {
+  auto& p = prims_for(*impl_, s_, N);
+  auto& eng = cpu::engine();
+  const int64_t ny = int64_t(N) * s_.OH() * s_.OW() * s_.O;
+  if (s_.relu && y) relu_backward(ny, y, dy, dy);
+  memory mdy(p.bwd_w_pd.diff_dst_desc(), eng, dy);
+  if (dx) {
+    // Backward-data may want the same blocked weights as forward (usual): reuse them.
+    const float* wk;
+    if (p.bwd_data_pd.weights_desc() == p.fwd_pd.weights_desc() && impl_->w_fwd_src == w &&
+        p.fwd_pd.weights_desc() != impl_->w_user)
+      wk = impl_->w_fwd_buf.data();
+    else
+      wk = weights_as(impl_->w_user, p.bwd_data_pd.weights_desc(), w, impl_->w_bwd_buf);
+    memory mw(p.bwd_data_pd.weights_desc(), eng, const_cast<float*>(wk));
+    memory mdx(p.bwd_data_pd.diff_src_desc(), eng, dx);
+    memory mdy2(p.bwd_data_pd.diff_dst_desc(), eng, dy);
+    p.bwd_data.execute(cpu::stream(),
+                       {{DNNL_ARG_DIFF_DST, mdy2}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DIFF_SRC, mdx}});
+  }
+  memory ms(p.bwd_w_pd.src_desc(), eng, const_cast<float*>(x));
+  memory mdb(p.bwd_w_pd.diff_bias_desc(), eng, db);
+  const auto& dwd = p.bwd_w_pd.diff_weights_desc();
+  if (dwd == impl_->w_user) {
+    memory mdw(dwd, eng, dw);
+    p.bwd_w.execute(cpu::stream(), {{DNNL_ARG_SRC, ms}, {DNNL_ARG_DIFF_DST, mdy},
+                                    {DNNL_ARG_DIFF_WEIGHTS, mdw}, {DNNL_ARG_DIFF_BIAS, mdb}});
+    cpu::stream().wait();
+  } else {
+    impl_->dw_buf.resize(dwd.get_size() / sizeof(float));
+    memory mdw(dwd, eng, impl_->dw_buf.data());
+    p.bwd_w.execute(cpu::stream(), {{DNNL_ARG_SRC, ms}, {DNNL_ARG_DIFF_DST, mdy},
+                                    {DNNL_ARG_DIFF_WEIGHTS, mdw}, {DNNL_ARG_DIFF_BIAS, mdb}});
+    memory out(impl_->w_user, eng, dw);
+    cpu::reorder(mdw, out);
+  }
+  cpu::stream().wait();
+}
+
+}  // namespace ft

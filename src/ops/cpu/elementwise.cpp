@@ -1,0 +1,58 @@
+/// @brief CPU element-wise ops: ReLU, channel concat/split copies, dropout.
+#include "firetrain/ops/elementwise.hpp"
+
+#include <cstring>
+
+namespace ft {
+
+void relu_forward(int64_t n, const float* x, float* y) {
+#pragma omp parallel for simd
+  for (int64_t i = 0; i < n; ++i) y[i] = relu_fwd(x[i]);
+}
+
+void relu_backward(int64_t n, const float* y, const float* dy, float* dx) {
+#pragma omp parallel for simd
+  for (int64_t i = 0; i < n; ++i) dx[i] = relu_bwd(y[i], dy[i]);
+}
+
+void channel_copy_in(int64_t P, int Ca, int off, int Ctot, const float* a, float* y) {
+#pragma omp parallel for
+  for (int64_t p = 0; p < P; ++p)
+    std::memcpy(y + p * Ctot + off, a + p * Ca, sizeof(float) * size_t(Ca));
+}
+
+void channel_copy_out(int64_t P, int Ca, int off, int Ctot, const float* y, float* a) {
+#pragma omp parallel for
+  for (int64_t p = 0; p < P; ++p)
+    std::memcpy(a + p * Ca, y + p * Ctot + off, sizeof(float) * size_t(Ca));
+}
+
+// Shared by forward and backward: out = in * keep / (1 - p).
+static void dropout_apply(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+                          const int64_t* samples, const float* in, float* out) {
+  const float scale = p < 1.f ? 1.f / (1.f - p) : 0.f;
+  const int64_t per = int64_t(H) * W * C;
+#pragma omp parallel for
+  for (int n = 0; n < N; ++n) {
+    const uint64_t s = uint64_t(samples[n]);
+    for (int h = 0; h < H; ++h)
+      for (int w = 0; w < W; ++w)
+        for (int c = 0; c < C; ++c) {
+          const int64_t i = n * per + (int64_t(h) * W + w) * C + c;
+          const uint64_t elem = (uint64_t(c) * H + h) * W + w;  // NCHW-logical
+          out[i] = dropout_keep(seed, step, s, elem, p) ? in[i] * scale : 0.f;
+        }
+  }
+}
+
+void dropout_forward(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+                     const int64_t* samples, const float* x, float* y) {
+  dropout_apply(N, H, W, C, p, seed, step, samples, x, y);
+}
+
+void dropout_backward(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+                      const int64_t* samples, const float* dy, float* dx) {
+  dropout_apply(N, H, W, C, p, seed, step, samples, dy, dx);
+}
+
+}  // namespace ft

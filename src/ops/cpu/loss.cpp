@@ -1,0 +1,34 @@
+/// @brief CPU softmax cross-entropy with top-1/top-5 counts.
+#include "firetrain/ops/loss.hpp"
+
+#include <cmath>
+#include <vector>
+
+namespace ft {
+
+LossStats softmax_xent(int n, int K, const float* logits, const int32_t* labels, double denom,
+                       float* dlogits) {
+  LossStats st;
+  for (int i = 0; i < n; ++i) {
+    const float* z = logits + int64_t(i) * K;
+    const int y = labels[i];
+    float zmax = z[0];
+    for (int k = 1; k < K; ++k) zmax = std::max(zmax, z[k]);
+    double sum = 0;
+    for (int k = 0; k < K; ++k) sum += std::exp(double(z[k] - zmax));
+    const double lse = std::log(sum) + zmax;
+    st.loss_sum += lse - z[y];
+    int above = 0;  // classes scoring strictly higher than the label (ties count for the label)
+    for (int k = 0; k < K; ++k) above += z[k] > z[y];
+    st.correct1 += above == 0;
+    st.correct5 += above < 5;
+    if (dlogits) {
+      float* d = dlogits + int64_t(i) * K;
+      for (int k = 0; k < K; ++k)
+        d[k] = float((std::exp(double(z[k]) - lse) - (k == y ? 1.0 : 0.0)) / denom);
+    }
+  }
+  return st;
+}
+
+}  // namespace ft

@@ -1,0 +1,424 @@
+/// @brief The training loop: sharded loader -> forward -> loss -> backward with overlapped
+/// bucketed all-reduce -> SGD; progress, metrics, checkpoints and evaluation.
+#include "firetrain/train/trainer.hpp"
+
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "firetrain/core/error.hpp"
+#include "firetrain/data/dataset.hpp"
+#include "firetrain/data/loader.hpp"
+#include "firetrain/io/weights.hpp"
+#include "firetrain/ops/loss.hpp"
+#include "firetrain/ops/sgd.hpp"
+#include "firetrain/train/options.hpp"
+
+namespace ft {
+
+void add_train_options(Options& o, TrainConfig& c) {
+  o.opt("arch", &c.arch, "squeezenet1_0 | squeezenet1_1 | squeezenet_small")
+      .opt("data", &c.data, "training dataset (HDF5, see datasets/README.md)")
+      .opt("val", &c.val, "validation dataset, evaluated after each epoch and at the end")
+      .opt("epochs", &c.epochs, "epochs to train (or --steps)")
+      .opt("steps", &c.steps, "global steps to train (overrides --epochs)")
+      .opt("batch", &c.batch, "global batch size (split evenly over ranks)")
+      .opt("lr", &c.lr, "peak learning rate")
+      .opt("lr-schedule", &c.lr_schedule, "poly | constant | step | cosine")
+      .opt("lr-power", &c.lr_power, "poly exponent (1: linear decay to 0, as the paper)")
+      .opt("lr-step-epochs", &c.lr_step_epochs, "step schedule: decay every N epochs")
+      .opt("lr-gamma", &c.lr_gamma, "step schedule: decay factor")
+      .opt("warmup-steps", &c.warmup_steps, "linear learning-rate warm-up steps")
+      .opt("momentum", &c.momentum, "SGD momentum")
+      .opt("weight-decay", &c.weight_decay, "L2 weight decay (torch.optim.SGD semantics)")
+      .opt("dropout", &c.dropout, "dropout before conv10")
+      .opt("seed", &c.seed, "seed of initialization, shuffling, augmentation and dropout")
+      .opt("threads", &c.threads, "threads per rank (0: cores / ranks on this node)")
+      .negflag("shuffle", &c.shuffle, "keep file order (no per-epoch shuffle)")
+      .negflag("augment", &c.augment, "no random crop / flip")
+      .opt("pad", &c.pad, "random-crop padding in pixels")
+      .negflag("flip", &c.flip, "no horizontal flips in augmentation")
+      .opt("init", &c.init, "torchvision | xavier (Caffe)")
+      .opt("checkpoint-dir", &c.checkpoint_dir, "directory for checkpoints (ckpt_<step>.h5)")
+      .opt("checkpoint-every", &c.checkpoint_every, "steps between checkpoints (0: end only)")
+      .opt("weights", &c.weights, "initial weights: torch-h5 file or checkpoint")
+      .opt("metrics", &c.metrics, "metrics file, one row per logged step (.csv or .jsonl)")
+      .opt("log-every", &c.log_every, "steps between logged lines / metrics rows")
+      .opt("device", &c.device, "cpu | cuda")
+      .opt("bucket-kb", &c.bucket_kb, "gradient all-reduce bucket size in KiB")
+      .opt("eval-batch", &c.eval_batch, "batch size for evaluation")
+      .negflag("eval-each-epoch", &c.eval_each_epoch, "evaluate --val only at the end");
+}
+
+void validate(const TrainConfig& c, int world) {
+  auto bad = [](const std::string& m) { throw InputError(m); };
+  if (c.data.empty()) bad("train: --data is required");
+  if (c.epochs <= 0 && c.steps <= 0) bad("train: give --epochs N or --steps N (N > 0)");
+  if (c.epochs < 0 || c.steps < 0) bad("train: --epochs and --steps must be positive");
+  if (c.batch <= 0) bad("train: --batch must be > 0");
+  if (c.batch % world != 0)
+    bad("train: global --batch " + std::to_string(c.batch) + " is not divisible by the " +
+        std::to_string(world) + " ranks");
+  if (!(c.lr > 0) || !std::isfinite(c.lr)) bad("train: --lr must be > 0");
+  if (c.lr_schedule != "poly" && c.lr_schedule != "constant" && c.lr_schedule != "step" &&
+      c.lr_schedule != "cosine")
+    bad("train: --lr-schedule must be poly, constant, step or cosine, got '" + c.lr_schedule + "'");
+  if (c.momentum < 0 || c.momentum >= 1) bad("train: --momentum must be in [0, 1)");
+  if (c.weight_decay < 0) bad("train: --weight-decay must be >= 0");
+  if (c.dropout < 0 || c.dropout >= 1) bad("train: --dropout must be in [0, 1)");
+  if (c.threads < 0) bad("train: --threads must be >= 0");
+  if (c.warmup_steps < 0) bad("train: --warmup-steps must be >= 0");
+  if (c.lr_step_epochs <= 0) bad("train: --lr-step-epochs must be > 0");
+  if (c.pad < 0) bad("train: --pad must be >= 0");
+  if (c.log_every <= 0) bad("train: --log-every must be > 0");
+  if (c.checkpoint_every < 0) bad("train: --checkpoint-every must be >= 0");
+  if (c.bucket_kb <= 0) bad("train: --bucket-kb must be > 0");
+  if (c.eval_batch <= 0) bad("train: --eval-batch must be > 0");
+  if (c.init != "torchvision" && c.init != "xavier")
+    bad("train: --init must be torchvision or xavier");
+  if (c.device == "cuda")
+    bad("train: --device cuda: this build has no CUDA backend yet (CPU only); use --device cpu");
+  if (c.device != "cpu") bad("train: --device must be cpu or cuda, got '" + c.device + "'");
+  if (!c.metrics.empty()) {
+    auto ext = std::filesystem::path(c.metrics).extension().string();
+    if (ext != ".csv" && ext != ".jsonl" && ext != ".json")
+      bad("train: --metrics " + c.metrics + ": use a .csv or .jsonl file name");
+  }
+}
+
+double lr_at(const TrainConfig& c, int64_t step, int64_t total, int64_t spe) {
+  double lr = c.lr;
+  const double frac = total > 0 ? double(step) / double(total) : 0.0;
+  if (c.lr_schedule == "poly")
+    lr *= std::pow(std::max(0.0, 1.0 - frac), c.lr_power);
+  else if (c.lr_schedule == "cosine")
+    lr *= 0.5 * (1.0 + std::cos(M_PI * frac));
+  else if (c.lr_schedule == "step")
+    lr *= std::pow(c.lr_gamma, double((step / std::max<int64_t>(1, spe)) / c.lr_step_epochs));
+  if (c.warmup_steps > 0 && step < c.warmup_steps)
+    lr *= double(step + 1) / double(c.warmup_steps);
+  return lr;
+}
+
+int set_threads(int threads, Communicator& comm) {
+  if (threads <= 0) {
+    // Ranks sharing this node split its cores.
+    MPI_Comm local;
+    FT_MPI(MPI_Comm_split_type(comm.comm(), MPI_COMM_TYPE_SHARED, comm.rank(), MPI_INFO_NULL,
+                               &local));
+    int local_size = 1;
+    FT_MPI(MPI_Comm_size(local, &local_size));
+    FT_MPI(MPI_Comm_free(&local));
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    threads = int(std::max<long>(1, cores / std::max(1, local_size)));
+  }
+  omp_set_num_threads(threads);
+  return threads;
+}
+
+EvalResult evaluate(Net& net, const Dataset& ds, Communicator& comm, int64_t batch) {
+  const int64_t N = ds.size();
+  const int64_t lo = N * comm.rank() / comm.size(), hi = N * (comm.rank() + 1) / comm.size();
+  const int K = net.spec().num_classes;
+  const int64_t per = int64_t(ds.height()) * ds.width() * ds.channels();
+  std::vector<float> x(size_t(batch * per));
+  std::vector<int64_t> idx(static_cast<size_t>(batch));
+  std::vector<int32_t> labels(static_cast<size_t>(batch));
+  double sums[4] = {0, 0, 0, 0};  // loss, top1, top5, n
+  for (int64_t s = lo; s < hi; s += batch) {
+    const int n = int(std::min(batch, hi - s));
+    for (int i = 0; i < n; ++i) {
+      idx[i] = s + i;
+      labels[i] = ds.label(s + i);
+    }
+    ds.read_images(idx.data(), n, x.data());
+    PassContext ctx;
+    ctx.N = n;
+    const float* logits = net.forward(ctx, x.data());
+    LossStats st = softmax_xent(n, K, logits, labels.data(), 1.0, nullptr);
+    sums[0] += st.loss_sum;
+    sums[1] += double(st.correct1);
+    sums[2] += double(st.correct5);
+    sums[3] += n;
+  }
+  comm.allreduce_sum(sums, 4);
+  EvalResult r;
+  r.n = int64_t(sums[3]);
+  if (r.n > 0) {
+    r.loss = sums[0] / sums[3];
+    r.top1 = sums[1] / sums[3];
+    r.top5 = sums[2] / sums[3];
+  }
+  return r;
+}
+
+namespace {
+
+std::string fmt_duration(double s) {
+  char b[32];
+  int t = int(s + 0.5);
+  if (t >= 3600)
+    std::snprintf(b, sizeof b, "%dh%02dm", t / 3600, (t / 60) % 60);
+  else
+    std::snprintf(b, sizeof b, "%dm%02ds", t / 60, t % 60);
+  return b;
+}
+
+/// Rank 0's progress: a live line on a terminal, plain periodic lines otherwise (Slurm logs).
+class Progress {
+ public:
+  explicit Progress(bool on) : on_(on), tty_(on && isatty(fileno(stdout))) {}
+  void live(const std::string& line) {
+    if (!tty_) return;
+    std::printf("\r\033[K%s", line.c_str());
+    std::fflush(stdout);
+  }
+  void line(const std::string& line) {
+    if (!on_) return;
+    if (tty_) std::printf("\r\033[K");
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+  }
+
+ private:
+  bool on_, tty_;
+};
+
+class MetricsWriter {
+ public:
+  explicit MetricsWriter(const std::string& path) {
+    if (path.empty()) return;
+    auto ext = std::filesystem::path(path).extension().string();
+    csv_ = ext == ".csv";
+    f_.open(path, std::ios::out | std::ios::trunc);
+    if (!f_) throw InputError(path + ": cannot open the metrics file for writing");
+    if (csv_) f_ << "step,epoch,loss,accuracy,lr,images_per_s,allreduce_s,comm_span_s,elapsed_s\n";
+  }
+  void row(int64_t step, double epoch, double loss, double acc, double lr, double ips,
+           double ar, double span, double elapsed) {
+    if (!f_.is_open()) return;
+    char b[512];
+    if (csv_)
+      std::snprintf(b, sizeof b, "%lld,%.4f,%.6f,%.5f,%.6g,%.1f,%.6f,%.6f,%.3f\n", (long long)step,
+                    epoch, loss, acc, lr, ips, ar, span, elapsed);
+    else
+      std::snprintf(b, sizeof b,
+                    "{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.6f, \"accuracy\": %.5f, "
+                    "\"lr\": %.6g, \"images_per_s\": %.1f, \"allreduce_s\": %.6f, "
+                    "\"comm_span_s\": %.6f, \"elapsed_s\": %.3f}\n",
+                    (long long)step, epoch, loss, acc, lr, ips, ar, span, elapsed);
+    f_ << b;
+    f_.flush();
+  }
+
+ private:
+  std::ofstream f_;
+  bool csv_ = true;
+};
+
+void write_checkpoint(const TrainConfig& c, const std::string& json, Net& net,
+                      const std::vector<float>& momentum, int64_t step, int64_t epoch, int world,
+                      Progress& prog) {
+  std::filesystem::create_directories(c.checkpoint_dir);
+  const std::string path = c.checkpoint_dir + "/ckpt_" + std::to_string(step) + ".h5";
+  CheckpointState st;
+  st.step = step;
+  st.epoch = epoch;
+  st.world_size = world;
+  st.seed = uint64_t(c.seed);
+  st.arch = c.arch;
+  st.config_json = json;
+  save_checkpoint(path, net.param_views(), momentum.data(), momentum.size(), st);
+  prog.line("checkpoint " + path);
+}
+
+}  // namespace
+
+TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& comm) {
+  validate(c, comm.size());
+  const bool root = comm.rank() == 0;
+  Progress prog(root);
+  const int threads = set_threads(c.threads, comm);
+
+  Dataset train_ds = Dataset::open(c.data);
+  std::unique_ptr<Dataset> val_ds;
+  if (!c.val.empty()) {
+    val_ds = std::make_unique<Dataset>(Dataset::open(c.val));
+    if (val_ds->height() != train_ds.height() || val_ds->width() != train_ds.width() ||
+        val_ds->channels() != train_ds.channels() || val_ds->num_classes() != train_ds.num_classes())
+      throw InputError(c.val + ": images or classes differ from the training set " + c.data);
+  }
+  NetSpec spec;
+  spec.arch = c.arch;
+  spec.in_channels = train_ds.channels();
+  spec.height = train_ds.height();
+  spec.width = train_ds.width();
+  spec.num_classes = train_ds.num_classes();
+  spec.dropout = float(c.dropout);
+  Net net(spec);
+
+  // Everyone must agree on what is about to happen, before the first collective on data.
+  std::ostringstream desc;
+  desc << "build " << FIRETRAIN_VERSION << "\nconfig " << json << "\narch " << c.arch
+       << "\nparams " << net.num_params() << "\ntrain set " << train_ds.size() << " x "
+       << train_ds.height() << "x" << train_ds.width() << "x" << train_ds.channels()
+       << "\nclasses " << train_ds.num_classes();
+  comm.check_consistent("the model, config or dataset", desc.str());
+
+  net.init_weights(uint64_t(c.seed), c.init == "xavier" ? InitScheme::Xavier
+                                                         : InitScheme::Torchvision);
+  if (!c.weights.empty()) load_weights_h5(c.weights, net.param_views());
+  comm.broadcast(net.params(), net.num_params(), 0);  // rank 0's weights are the truth
+
+  LoaderOptions lo;
+  lo.global_batch = c.batch;
+  lo.rank = comm.rank();
+  lo.world = comm.size();
+  lo.seed = uint64_t(c.seed);
+  lo.shuffle = c.shuffle;
+  lo.augment = c.augment;
+  lo.pad = c.pad;
+  lo.flip = c.flip;
+  Loader loader(train_ds, lo);
+  const int64_t spe = loader.steps_per_epoch();
+  if (spe <= 0)
+    throw InputError(c.data + ": " + std::to_string(train_ds.size()) +
+                     " samples are fewer than one global batch of " + std::to_string(c.batch));
+  const int64_t total = c.steps > 0 ? c.steps : c.epochs * spe;
+  const int64_t epochs = (total + spe - 1) / spe;
+
+  if (root) {
+    char b[512];
+    std::snprintf(b, sizeof b,
+                  "firetrain train: %s, %zu parameters, %d rank(s) x %d thread(s), global batch "
+                  "%lld, %lld steps (%lld per epoch), %s on %s (%lld images %dx%dx%d, %d classes)",
+                  c.arch.c_str(), net.num_params(), comm.size(), threads, (long long)c.batch,
+                  (long long)total, (long long)spe, c.lr_schedule.c_str(), c.data.c_str(),
+                  (long long)train_ds.size(), train_ds.height(), train_ds.width(),
+                  train_ds.channels(), train_ds.num_classes());
+    prog.line(b);
+  }
+
+  MetricsWriter metrics(root ? c.metrics : "");
+  GradReducer reducer(comm, net.grads(), net.num_params(), size_t(c.bucket_kb) * 1024);
+  std::vector<float> momentum(net.num_params(), 0.f);
+  std::vector<float> dlogits;
+  const int K = spec.num_classes;
+
+  TrainSummary sum;
+  using clock = std::chrono::steady_clock;
+  const auto t_start = clock::now();
+  auto t_log = t_start;
+  double log_stats[4] = {0, 0, 0, 0};  // loss sum, correct, count, allreduce seconds
+  double log_span = 0;
+  int64_t log_steps = 0;
+  auto t_live = t_start;
+  int64_t step = 0;
+  Batch batch;
+  for (int64_t epoch = 0; epoch < epochs && step < total; ++epoch) {
+    loader.start_epoch(epoch);
+    while (step < total && loader.next(batch)) {
+      const double lr = lr_at(c, step, total, spe);
+      PassContext ctx;
+      ctx.N = batch.n;
+      ctx.train = true;
+      ctx.seed = uint64_t(c.seed);
+      ctx.step = uint64_t(step);
+      ctx.samples = batch.indices.data();
+      const float* logits = net.forward(ctx, batch.images.data());
+      dlogits.resize(size_t(batch.n) * K);
+      LossStats st = softmax_xent(batch.n, K, logits, batch.labels.data(), double(c.batch),
+                                  dlogits.data());
+      if (!std::isfinite(st.loss_sum))
+        throw Error("train: the loss became non-finite at step " + std::to_string(step) +
+                    " (lr " + std::to_string(lr) + "); lower --lr or add --warmup-steps");
+      reducer.begin();
+      net.backward(ctx, dlogits.data(), [&](size_t lo_off) { reducer.ready(lo_off); });
+      const double ar = reducer.finish();
+      sgd_update(net.num_params(), float(lr), float(c.momentum), float(c.weight_decay), step == 0,
+                 net.params(), net.grads(), momentum.data());
+      ++step;
+      log_stats[0] += st.loss_sum;
+      log_stats[1] += double(st.correct1);
+      log_stats[2] += batch.n;
+      log_stats[3] += ar;
+      log_span += reducer.comm_span();
+      ++log_steps;
+
+      const auto now = clock::now();
+      const double elapsed = std::chrono::duration<double>(now - t_start).count();
+      const double eta = elapsed / double(step) * double(total - step);
+      if (root && std::chrono::duration<double>(now - t_live).count() > 0.25) {
+        t_live = now;
+        char b[256];
+        std::snprintf(b, sizeof b,
+                      "step %lld/%lld  epoch %.2f  loss %.4f  lr %.4g  %s elapsed  ETA %s",
+                      (long long)step, (long long)total, double(step) / double(spe),
+                      st.loss_sum / batch.n, lr, fmt_duration(elapsed).c_str(),
+                      fmt_duration(eta).c_str());
+        prog.live(b);
+      }
+      if (step % c.log_every == 0 || step == total) {
+        comm.allreduce_sum(log_stats, 3);  // loss, correct, count over ranks
+        const double dt = std::chrono::duration<double>(now - t_log).count();
+        const double ips = log_stats[2] / std::max(dt, 1e-9);
+        const double loss = log_stats[0] / log_stats[2], acc = log_stats[1] / log_stats[2];
+        const double ar_step = log_stats[3] / double(log_steps);
+        sum.last_loss = loss;
+        if (root) {
+          char b[320];
+          std::snprintf(b, sizeof b,
+                        "step %6lld/%lld  epoch %6.2f  loss %.4f  acc %.4f  lr %.4g  %7.1f img/s  "
+                        "allreduce %.2f ms/step  elapsed %s  ETA %s",
+                        (long long)step, (long long)total, double(step) / double(spe), loss, acc,
+                        lr, ips, ar_step * 1e3, fmt_duration(elapsed).c_str(),
+                        fmt_duration(eta).c_str());
+          prog.line(b);
+          metrics.row(step, double(step) / double(spe), loss, acc, lr, ips, ar_step,
+                      log_span / double(log_steps), elapsed);
+        }
+        sum.allreduce_s += log_stats[3];
+        std::fill(log_stats, log_stats + 4, 0.0);
+        log_span = 0;
+        log_steps = 0;
+        t_log = clock::now();
+      }
+      if (!c.checkpoint_dir.empty() && c.checkpoint_every > 0 && step % c.checkpoint_every == 0 &&
+          step < total && root)
+        write_checkpoint(c, json, net, momentum, step, epoch, comm.size(), prog);
+    }
+    if (val_ds && c.eval_each_epoch && step < total) {
+      EvalResult r = evaluate(net, *val_ds, comm, c.eval_batch);
+      char b[200];
+      std::snprintf(b, sizeof b, "epoch %lld: val top-1 %.4f  top-5 %.4f  loss %.4f (%lld images)",
+                    (long long)epoch + 1, r.top1, r.top5, r.loss, (long long)r.n);
+      prog.line(b);
+    }
+  }
+  sum.steps = step;
+  sum.seconds = std::chrono::duration<double>(clock::now() - t_start).count();
+  sum.images_per_s = double(step) * double(c.batch) / std::max(sum.seconds, 1e-9);
+  if (!c.checkpoint_dir.empty() && root)
+    write_checkpoint(c, json, net, momentum, step, epochs, comm.size(), prog);
+  if (val_ds) {
+    sum.val = evaluate(net, *val_ds, comm, c.eval_batch);
+    char b[256];
+    std::snprintf(b, sizeof b,
+                  "final: val top-1 %.4f  top-5 %.4f  loss %.4f on %lld images (%s); trained %lld "
+                  "steps in %s, %.1f img/s",
+                  sum.val.top1, sum.val.top5, sum.val.loss, (long long)sum.val.n,
+                  c.val.c_str(), (long long)step, fmt_duration(sum.seconds).c_str(),
+                  sum.images_per_s);
+    prog.line(b);
+  }
+  return sum;
+}
+
+}  // namespace ft
