@@ -181,6 +181,8 @@ def main():
     p.add_argument("--nchw", action="store_true",
                    help="keep PyTorch's NCHW layout (default channels_last: ~1.5x faster on CPU)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--stop-after-steps", type=int, default=0,
+                   help="screening: stop after N steps (the schedule still spans --epochs)")
     p.add_argument("--log-every", type=int, default=100, help="print the running loss every N steps")
     p.add_argument("--json", default="", help="append a JSON line with the results to this file")
     args = p.parse_args()
@@ -224,6 +226,7 @@ def main():
         perm = torch.randperm(n)
         t0 = time.time()
         run_loss, run_correct, seen = 0.0, 0, 0
+        win_loss, win_n = 0.0, 0
         for b in range(steps_per_epoch):
             idx = perm[b * args.batch:(b + 1) * args.batch]
             x, y = xtr_t[idx], ytr_t[idx]
@@ -247,9 +250,13 @@ def main():
             run_loss += loss.item() * len(y)
             run_correct += (out.argmax(1) == y).sum().item()
             seen += len(y)
+            win_loss, win_n = win_loss + loss.item(), win_n + 1
             if args.log_every and step % args.log_every == 0:
-                print(f"  step {step} lr {lr:.5f} loss {run_loss / seen:.4f} "
-                      f"acc {run_correct / seen:.4f}", flush=True)
+                print(f"  step {step} lr {lr:.5f} loss(last {win_n}) {win_loss / win_n:.4f}",
+                      flush=True)
+                win_loss, win_n = 0.0, 0
+            if args.stop_after_steps and step >= args.stop_after_steps:
+                break
         dt = time.time() - t0
         acc, tloss = evaluate(net, xte_t, yte_t)
         accs.append(acc)
@@ -257,6 +264,8 @@ def main():
         print(f"epoch {epoch + 1}/{args.epochs} train_loss {run_loss / seen:.4f} "
               f"train_acc {run_correct / seen:.4f} test_loss {tloss:.4f} test_acc {acc:.4f} "
               f"lr_end {lr:.5f} img/s {seen / dt:.0f} epoch_s {dt:.1f}", flush=True)
+        if args.stop_after_steps and step >= args.stop_after_steps:
+            break
     elapsed = time.time() - t_start
     print(f"final test_acc {accs[-1]:.4f} best {max(accs):.4f} total_s {elapsed:.0f} "
           f"mean_img/s {np.mean(rates):.0f}")

@@ -15,7 +15,7 @@
 #include "firetrain/core/error.hpp"
 #include "firetrain/data/convert.hpp"
 #include "firetrain/data/dataset.hpp"
-#include "firetrain/io/h5.hpp"
+#include "firetrain/io/inspect.hpp"
 #include "firetrain/io/weights.hpp"
 #include "firetrain/model/net.hpp"
 #include "firetrain/train/bench.hpp"

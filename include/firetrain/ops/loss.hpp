@@ -7,7 +7,7 @@ namespace ft {
 
 struct LossStats {
   double loss_sum = 0;   // sum over the local samples of -log softmax(logit)[label]
-  int64_t correct1 = 0;  // top-1 hits
+  int64_t correct1 = 0;  // top-1 hits (ties go to the lower class index, as torch.argmax)
   int64_t correct5 = 0;  // top-5 hits
 };
 

@@ -18,8 +18,10 @@ LossStats softmax_xent(int n, int K, const float* logits, const int32_t* labels,
     for (int k = 0; k < K; ++k) sum += std::exp(double(z[k] - zmax));
     const double lse = std::log(sum) + zmax;
     st.loss_sum += lse - z[y];
-    int above = 0;  // classes scoring strictly higher than the label (ties count for the label)
-    for (int k = 0; k < K; ++k) above += z[k] > z[y];
+    // Rank of the label as torch.argmax/topk order it: higher scores first, ties broken
+    // towards the lower class index (so all-equal logits are not "correct" for every class).
+    int above = 0;
+    for (int k = 0; k < K; ++k) above += z[k] > z[y] || (z[k] == z[y] && k < y);
     st.correct1 += above == 0;
     st.correct5 += above < 5;
     if (dlogits) {

@@ -1,0 +1,98 @@
+/// @brief `info`, `eval`, `export` and `predict` helpers: what an HDF5 file holds, and the
+/// /logits writer.
+#include "firetrain/io/inspect.hpp"
+
+#include <mutex>
+#include <sstream>
+
+#include "firetrain/core/error.hpp"
+#include "firetrain/core/params.hpp"
+#include "firetrain/data/dataset.hpp"
+#include "firetrain/io/h5.hpp"
+
+namespace ft {
+
+namespace {
+std::string attr_or_empty(hid_t obj, const char* name) {
+  return h5::has_attr(obj, name) ? h5::read_attr_string(obj, name) : std::string();
+}
+/// The group holding the weights: /model in a checkpoint, the root in a torch-h5 file.
+const char* weights_group(hid_t f) { return h5::is_group(f, "model") ? "model" : "."; }
+
+std::map<std::string, std::vector<int64_t>> shapes_in(hid_t f, const char* group) {
+  std::map<std::string, std::vector<int64_t>> out;
+  h5::Handle g = h5::group_handle(FT_H5_ID(H5Gopen2(f, group, H5P_DEFAULT)));
+  for (auto& name : h5::list_datasets(g)) {
+    h5::Handle d = h5::dataset_handle(h5::open_dataset(g, name));
+    out[name] = h5::dataset_info(d).shape;
+  }
+  return out;
+}
+}  // namespace
+
+std::string read_arch_attr(const std::string& path) {
+  std::lock_guard<std::mutex> lock(h5_mutex());
+  h5::Handle f = h5::open_file(path);
+  return attr_or_empty(f, "arch");
+}
+
+std::map<std::string, std::vector<int64_t>> read_weight_shapes(const std::string& path) {
+  std::lock_guard<std::mutex> lock(h5_mutex());
+  h5::Handle f = h5::open_file(path);
+  return shapes_in(f, weights_group(f));
+}
+
+std::string describe_h5(const std::string& path) {
+  bool is_dataset = false;
+  {
+    std::lock_guard<std::mutex> lock(h5_mutex());
+    h5::Handle f = h5::open_file(path);
+    is_dataset = h5::exists(f, "images") || h5::exists(f, "labels");
+  }
+  std::ostringstream os;
+  if (is_dataset) {
+    Dataset ds = Dataset::open(path);
+    os << path << ": dataset\n  images: " << ds.size() << " x " << ds.height() << "x"
+       << ds.width() << "x" << ds.channels() << " (N, H, W, C)\n  classes: " << ds.num_classes()
+       << "\n";
+    std::vector<int64_t> counts(size_t(ds.num_classes()), 0);
+    for (int64_t i = 0; i < ds.size(); ++i) counts[size_t(ds.label(i))]++;
+    const auto& names = ds.class_names();
+    for (int k = 0; k < ds.num_classes(); ++k)
+      os << "    " << k << " " << (size_t(k) < names.size() ? names[size_t(k)] : std::string("?"))
+         << ": " << counts[size_t(k)] << "\n";
+    return os.str();
+  }
+  std::lock_guard<std::mutex> lock(h5_mutex());
+  h5::Handle f = h5::open_file(path);
+  const bool ckpt = h5::is_group(f, "model");
+  os << path << ": " << (ckpt ? "checkpoint" : "weights (torch-h5 layout)") << "\n";
+  for (const char* a : {"arch", "num_classes", "in_channels", "step", "epoch", "world_size", "seed",
+                        "format"}) {
+    std::string v = attr_or_empty(f, a);
+    if (!v.empty()) os << "  " << a << ": " << v << "\n";
+  }
+  int64_t total = 0;
+  auto shapes = shapes_in(f, weights_group(f));
+  for (auto& [k, s] : shapes) {
+    int64_t n = 1;
+    for (auto d : s) n *= d;
+    total += n;
+    os << "    " << k << " " << shape_str(s) << "\n";
+  }
+  os << "  " << shapes.size() << " tensors, " << total << " parameters\n";
+  if (ckpt) {
+    std::string cfg = attr_or_empty(f, "config");
+    if (!cfg.empty()) os << "  config: " << cfg << "\n";
+  }
+  return os.str();
+}
+
+void write_logits_h5(const std::string& path, const float* logits, int64_t n, int k) {
+  std::lock_guard<std::mutex> lock(h5_mutex());
+  h5::AtomicFile f(path);
+  h5::write_dataset<float>(f, "logits", logits, {n, int64_t(k)});
+  f.commit();
+}
+
+}  // namespace ft

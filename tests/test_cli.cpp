@@ -1,0 +1,274 @@
+/// @brief End-to-end tests of the firetrain binary: exit codes and messages on bad input,
+/// export/import round trips, predict, info, and training that lowers the loss (1 and 2 ranks,
+/// which must agree).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+
+#include "firetrain/data/dataset.hpp"
+#include "firetrain/io/h5.hpp"
+
+namespace ft {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Run {
+  int code = -1;
+  std::string out;  // stdout + stderr
+};
+
+Run run(const std::string& args) {
+  std::string cmd = std::string(FT_BINARY) + " " + args + " 2>&1";
+  Run r;
+  FILE* p = popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  int st = pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) /
+           ("ft_cli_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string p(const std::string& name) const { return (dir_ / name).string(); }
+
+  /// A small learnable dataset: class k is a bright square at position k on a dark image.
+  std::string tiny_dataset(const std::string& name, int n, int K = 4, int S = 12) {
+    std::vector<uint8_t> img(size_t(n) * S * S);
+    std::vector<int32_t> lab(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) {
+      lab[i] = i % K;
+      uint8_t* x = img.data() + size_t(i) * S * S;
+      for (int j = 0; j < S * S; ++j) x[j] = uint8_t((j * 37 + i * 11) % 40);  // noise
+      const int r0 = (lab[i] / 2) * (S / 2), c0 = (lab[i] % 2) * (S / 2);
+      for (int r = r0 + 1; r < r0 + S / 2 - 1; ++r)
+        for (int c = c0 + 1; c < c0 + S / 2 - 1; ++c) x[r * S + c] = 220;
+    }
+    std::vector<std::string> names;
+    for (int k = 0; k < K; ++k) names.push_back("class" + std::to_string(k));
+    write_dataset(p(name), img.data(), lab.data(), n, S, S, 1, K, names);
+    return p(name);
+  }
+
+  /// Writes a raw HDF5 file with the given images/labels datasets (to make bad inputs).
+  template <class TI, class TL>
+  std::string raw_dataset(const std::string& name, const std::vector<TI>& images,
+                          std::vector<int64_t> ishape, const std::vector<TL>& labels,
+                          std::vector<int64_t> lshape, int64_t num_classes) {
+    std::lock_guard<std::mutex> lock(h5_mutex());
+    h5::AtomicFile f(p(name));
+    h5::write_dataset<TI>(f, "images", images.data(), ishape);
+    h5::write_dataset<TL>(f, "labels", labels.data(), lshape);
+    if (num_classes >= 0) h5::write_attr(f, "num_classes", num_classes);
+    f.commit();
+    return p(name);
+  }
+  fs::path dir_;
+};
+
+void expect_bad_input(const Run& r, const std::string& file, const std::string& word) {
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find(file), std::string::npos) << "message does not name " << file << ":\n" << r.out;
+  EXPECT_NE(r.out.find(word), std::string::npos) << "message lacks '" << word << "':\n" << r.out;
+  EXPECT_EQ(r.out.find("Segmentation"), std::string::npos) << r.out;
+}
+
+TEST_F(CliTest, HelpAndVersion) {
+  Run r = run("--help");
+  EXPECT_EQ(r.code, 0);
+  for (const char* c : {"train", "eval", "predict", "export", "convert", "info", "bench"})
+    EXPECT_NE(r.out.find(c), std::string::npos) << c;
+  for (const char* c : {"train", "eval", "predict", "export", "convert", "info", "bench"}) {
+    Run h = run(std::string(c) + " --help");
+    EXPECT_EQ(h.code, 0) << c << ": " << h.out;
+    EXPECT_NE(h.out.find("usage: firetrain " + std::string(c)), std::string::npos) << h.out;
+  }
+  Run t = run("train --help");
+  for (const char* f : {"--arch", "--data", "--val", "--epochs", "--steps", "--batch", "--lr",
+                        "--lr-schedule", "--momentum", "--weight-decay", "--dropout", "--seed",
+                        "--threads", "--no-shuffle", "--no-augment", "--checkpoint-dir",
+                        "--checkpoint-every", "--weights", "--metrics", "--device", "--config"})
+    EXPECT_NE(t.out.find(f), std::string::npos) << f;
+  Run v = run("--version");
+  EXPECT_EQ(v.code, 0);
+  EXPECT_NE(v.out.find("oneDNN"), std::string::npos) << v.out;
+}
+
+TEST_F(CliTest, BadUsageIsExitCode2) {
+  EXPECT_EQ(run("frobnicate").code, 2);
+  EXPECT_EQ(run("train --data x.h5 --steps 1 --bogus 3").code, 2);
+  std::string ds = tiny_dataset("d.h5", 16);
+  Run r = run("train --data " + ds + " --steps 1 --lr -1");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("--lr"), std::string::npos) << r.out;
+  EXPECT_EQ(run("train --data " + ds + " --epochs 0").code, 2);
+  EXPECT_EQ(run("train --data " + ds + " --steps 1 --lr-schedule zigzag").code, 2);
+  EXPECT_EQ(run("train --data " + ds + " --steps 1 --batch abc").code, 2);
+  Run cuda = run("train --data " + ds + " --steps 1 --device cuda");
+  EXPECT_EQ(cuda.code, 2) << cuda.out;
+  EXPECT_NE(cuda.out.find("CUDA"), std::string::npos) << cuda.out;
+  // A config file with an unknown key.
+  std::ofstream(p("bad.cfg")) << "arch = squeezenet_small\nlearning_rate = 0.1\n";
+  Run c = run("train --config " + p("bad.cfg") + " --data " + ds + " --steps 1");
+  expect_bad_input(c, "bad.cfg", "learning-rate");
+}
+
+TEST_F(CliTest, BadDatasetsAreExitCode2WithTheFileNamed) {
+  expect_bad_input(run("train --steps 1 --data " + p("missing.h5")), "missing.h5", "no such file");
+  std::ofstream(p("text.h5")) << "this is not HDF5\n";
+  expect_bad_input(run("train --steps 1 --data " + p("text.h5")), "text.h5", "HDF5");
+  std::vector<int16_t> i16(4 * 8 * 8, 1);
+  std::vector<int32_t> lab4 = {0, 1, 0, 1};
+  expect_bad_input(run("train --steps 1 --data " + raw_dataset("i16.h5", i16, {4, 8, 8, 1}, lab4, {4}, 2)),
+                   "i16.h5", "images");
+  std::vector<uint8_t> u8(4 * 8 * 8, 1);
+  expect_bad_input(run("train --steps 1 --data " + raw_dataset("rank3.h5", u8, {4, 8, 8}, lab4, {4}, 2)),
+                   "rank3.h5", "images");
+  std::vector<int32_t> bad = {0, 1, 5, 1};
+  expect_bad_input(run("train --steps 1 --data " + raw_dataset("range.h5", u8, {4, 8, 8, 1}, bad, {4}, 2)),
+                   "range.h5", "label");
+  std::vector<int32_t> neg = {0, -1, 0, 1};
+  expect_bad_input(run("train --steps 1 --data " + raw_dataset("neg.h5", u8, {4, 8, 8, 1}, neg, {4}, 2)),
+                   "neg.h5", "label");
+  std::vector<int32_t> lab3 = {0, 1, 0};
+  expect_bad_input(run("train --steps 1 --data " + raw_dataset("len.h5", u8, {4, 8, 8, 1}, lab3, {3}, 2)),
+                   "len.h5", "labels");
+  expect_bad_input(run("train --steps 1 --data " + raw_dataset("nocls.h5", u8, {4, 8, 8, 1}, lab4, {4}, -1)),
+                   "nocls.h5", "num_classes");
+}
+
+TEST_F(CliTest, ExportImportRoundTripAndWrongWeights) {
+  Run e = run("export --arch squeezenet1_0 --num-classes 1000 --seed 3 --out " + p("a.h5"));
+  ASSERT_EQ(e.code, 0) << e.out;
+  EXPECT_NE(e.out.find("1248424"), std::string::npos) << e.out;
+  Run e2 = run("export --checkpoint " + p("a.h5") + " --out " + p("b.h5"));
+  ASSERT_EQ(e2.code, 0) << e2.out;
+  {
+    std::lock_guard<std::mutex> lock(h5_mutex());
+    h5::Handle a = h5::open_file(p("a.h5")), b = h5::open_file(p("b.h5"));
+    auto names = h5::list_datasets(a);
+    ASSERT_EQ(names.size(), 52u);
+    EXPECT_EQ(names, h5::list_datasets(b));
+    for (auto& n : names)
+      EXPECT_EQ(h5::read_dataset<float>(a, n), h5::read_dataset<float>(b, n)) << n;
+  }
+  // Weights of another architecture: exit 2 naming a key and both shapes.
+  std::string ds = tiny_dataset("d.h5", 8, 4, 12);
+  Run w = run("export --arch squeezenet_small --num-classes 4 --in-channels 1 --out " + p("s.h5"));
+  ASSERT_EQ(w.code, 0) << w.out;
+  Run bad = run("eval --arch squeezenet1_1 --weights " + p("a.h5") + " --data " + ds);
+  EXPECT_EQ(bad.code, 2) << bad.out;
+  EXPECT_NE(bad.out.find("features.0.weight"), std::string::npos) << bad.out;
+  Run ok = run("eval --weights " + p("s.h5") + " --data " + ds);
+  EXPECT_EQ(ok.code, 0) << ok.out;
+  EXPECT_NE(ok.out.find("top-1"), std::string::npos) << ok.out;
+}
+
+// Reads the loss column of a metrics CSV.
+std::vector<double> losses(const std::string& csv) {
+  std::ifstream f(csv);
+  std::string line;
+  std::getline(f, line);
+  std::vector<double> out;
+  while (std::getline(f, line)) {
+    std::stringstream ss(line);
+    std::string cell;
+    for (int i = 0; i < 3 && std::getline(ss, cell, ','); ++i) {
+    }
+    out.push_back(std::stod(cell));
+  }
+  return out;
+}
+
+TEST_F(CliTest, TrainingLowersTheLossAndPredictWritesLogits) {
+  std::string ds = tiny_dataset("d.h5", 256);
+  Run r = run("train --data " + ds + " --val " + ds + " --steps 120 --batch 32 --lr 0.02 " +
+              "--warmup-steps 20 --log-every 20 --threads 1 --no-augment --metrics " + p("m.csv") +
+              " --checkpoint-dir " + p("ck"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto l = losses(p("m.csv"));
+  ASSERT_EQ(l.size(), 6u) << r.out;
+  EXPECT_LT(l.back(), 0.7 * l.front()) << r.out;
+  EXPECT_NE(r.out.find("final: val top-1"), std::string::npos) << r.out;
+  ASSERT_TRUE(fs::exists(p("ck/ckpt_120.h5"))) << r.out;
+  Run pr = run("predict --weights " + p("ck/ckpt_120.h5") + " --data " + ds + " --out " + p("o.h5"));
+  ASSERT_EQ(pr.code, 0) << pr.out;
+  std::lock_guard<std::mutex> lock(h5_mutex());
+  h5::Handle f = h5::open_file(p("o.h5"));
+  std::vector<int64_t> shape;
+  auto logits = h5::read_dataset<float>(f, "logits", &shape);
+  EXPECT_EQ(shape, (std::vector<int64_t>{256, 4}));
+  int correct = 0;
+  for (int i = 0; i < 256; ++i) {
+    int best = 0;
+    for (int k = 1; k < 4; ++k)
+      if (logits[size_t(i) * 4 + k] > logits[size_t(i) * 4 + best]) best = k;
+    correct += best == i % 4;
+  }
+  EXPECT_GT(correct, 128) << "the trained model should beat chance (64/256) clearly";
+}
+
+TEST_F(CliTest, TwoRanksTrainTheSameWeightsAsOneRank) {
+  // Data-parallel semantics end to end (loader shards, dropout keys, all-reduce, SGD):
+  // 2 ranks with global batch 16 == 1 rank with batch 16, up to summation order.
+  std::string ds = tiny_dataset("d.h5", 96);
+  const std::string common = " train --data " + ds + " --steps 12 --batch 16 --lr 0.02 " +
+                             "--warmup-steps 3 --threads 1 --log-every 4 --seed 5 ";
+  Run one = run(common + "--checkpoint-dir " + p("ck1"));
+  ASSERT_EQ(one.code, 0) << one.out;
+  const std::string mpi = std::string(FT_MPIEXEC) +
+                          " --allow-run-as-root --oversubscribe --bind-to none -np 2 " + FT_BINARY;
+  std::string cmd = mpi + common + "--checkpoint-dir " + p("ck2") + " 2>&1";
+  FILE* pp = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pp)) > 0) out.append(buf.data(), n);
+  ASSERT_EQ(pclose(pp), 0) << out;
+  std::lock_guard<std::mutex> lock(h5_mutex());
+  h5::Handle a = h5::open_file(p("ck1/ckpt_12.h5")), b = h5::open_file(p("ck2/ckpt_12.h5"));
+  EXPECT_EQ(h5::read_attr_int64(b, "world_size"), 2);
+  double worst = 0, scale = 0;
+  for (auto& name : h5::list_datasets(a, "model")) {
+    auto wa = h5::read_dataset<float>(a, "model/" + name), wb = h5::read_dataset<float>(b, "model/" + name);
+    ASSERT_EQ(wa.size(), wb.size()) << name;
+    for (size_t i = 0; i < wa.size(); ++i) {
+      worst = std::max(worst, double(std::fabs(wa[i] - wb[i])));
+      scale = std::max(scale, double(std::fabs(wa[i])));
+    }
+  }
+  EXPECT_GT(scale, 0.0);
+  EXPECT_LT(worst, 1e-5 * std::max(1.0, scale)) << "max |w_2ranks - w_1rank| = " << worst;
+}
+
+TEST_F(CliTest, InfoDescribesDatasetsCheckpointsAndArchitectures) {
+  std::string ds = tiny_dataset("d.h5", 12, 3);
+  Run r = run("info " + ds);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("12 x 12x12x1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("class2: 4"), std::string::npos) << r.out;
+  Run a = run("info --arch squeezenet1_0");
+  EXPECT_EQ(a.code, 0);
+  EXPECT_NE(a.out.find("1248424"), std::string::npos) << a.out;
+  EXPECT_NE(a.out.find("fire9"), std::string::npos) << a.out;
+  expect_bad_input(run("info " + p("nope.h5")), "nope.h5", "no such file");
+}
+
+}  // namespace
+}  // namespace ft
