@@ -20,14 +20,14 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Run {
+struct CmdResult {
   int code = -1;
   std::string out;  // stdout + stderr
 };
 
-Run run(const std::string& args) {
+CmdResult run(const std::string& args) {
   std::string cmd = std::string(FT_BINARY) + " " + args + " 2>&1";
-  Run r;
+  CmdResult r;
   FILE* p = popen(cmd.c_str(), "r");
   std::array<char, 4096> buf{};
   size_t n;
@@ -82,7 +82,7 @@ class CliTest : public ::testing::Test {
   fs::path dir_;
 };
 
-void expect_bad_input(const Run& r, const std::string& file, const std::string& word) {
+void expect_bad_input(const CmdResult& r, const std::string& file, const std::string& word) {
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find(file), std::string::npos) << "message does not name " << file << ":\n" << r.out;
   EXPECT_NE(r.out.find(word), std::string::npos) << "message lacks '" << word << "':\n" << r.out;
@@ -90,22 +90,22 @@ void expect_bad_input(const Run& r, const std::string& file, const std::string& 
 }
 
 TEST_F(CliTest, HelpAndVersion) {
-  Run r = run("--help");
+  CmdResult r = run("--help");
   EXPECT_EQ(r.code, 0);
   for (const char* c : {"train", "eval", "predict", "export", "convert", "info", "bench"})
     EXPECT_NE(r.out.find(c), std::string::npos) << c;
   for (const char* c : {"train", "eval", "predict", "export", "convert", "info", "bench"}) {
-    Run h = run(std::string(c) + " --help");
+    CmdResult h = run(std::string(c) + " --help");
     EXPECT_EQ(h.code, 0) << c << ": " << h.out;
     EXPECT_NE(h.out.find("usage: firetrain " + std::string(c)), std::string::npos) << h.out;
   }
-  Run t = run("train --help");
+  CmdResult t = run("train --help");
   for (const char* f : {"--arch", "--data", "--val", "--epochs", "--steps", "--batch", "--lr",
                         "--lr-schedule", "--momentum", "--weight-decay", "--dropout", "--seed",
                         "--threads", "--no-shuffle", "--no-augment", "--checkpoint-dir",
                         "--checkpoint-every", "--weights", "--metrics", "--device", "--config"})
     EXPECT_NE(t.out.find(f), std::string::npos) << f;
-  Run v = run("--version");
+  CmdResult v = run("--version");
   EXPECT_EQ(v.code, 0);
   EXPECT_NE(v.out.find("oneDNN"), std::string::npos) << v.out;
 }
@@ -114,18 +114,18 @@ TEST_F(CliTest, BadUsageIsExitCode2) {
   EXPECT_EQ(run("frobnicate").code, 2);
   EXPECT_EQ(run("train --data x.h5 --steps 1 --bogus 3").code, 2);
   std::string ds = tiny_dataset("d.h5", 16);
-  Run r = run("train --data " + ds + " --steps 1 --lr -1");
+  CmdResult r = run("train --data " + ds + " --steps 1 --lr -1");
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("--lr"), std::string::npos) << r.out;
   EXPECT_EQ(run("train --data " + ds + " --epochs 0").code, 2);
   EXPECT_EQ(run("train --data " + ds + " --steps 1 --lr-schedule zigzag").code, 2);
   EXPECT_EQ(run("train --data " + ds + " --steps 1 --batch abc").code, 2);
-  Run cuda = run("train --data " + ds + " --steps 1 --device cuda");
+  CmdResult cuda = run("train --data " + ds + " --steps 1 --device cuda");
   EXPECT_EQ(cuda.code, 2) << cuda.out;
   EXPECT_NE(cuda.out.find("CUDA"), std::string::npos) << cuda.out;
   // A config file with an unknown key.
   std::ofstream(p("bad.cfg")) << "arch = squeezenet_small\nlearning_rate = 0.1\n";
-  Run c = run("train --config " + p("bad.cfg") + " --data " + ds + " --steps 1");
+  CmdResult c = run("train --config " + p("bad.cfg") + " --data " + ds + " --steps 1");
   expect_bad_input(c, "bad.cfg", "learning-rate");
 }
 
@@ -133,7 +133,7 @@ TEST_F(CliTest, BadDatasetsAreExitCode2WithTheFileNamed) {
   expect_bad_input(run("train --steps 1 --data " + p("missing.h5")), "missing.h5", "no such file");
   std::ofstream(p("text.h5")) << "this is not HDF5\n";
   expect_bad_input(run("train --steps 1 --data " + p("text.h5")), "text.h5", "HDF5");
-  std::vector<int16_t> i16(4 * 8 * 8, 1);
+  std::vector<double> i16(4 * 8 * 8, 1.0);  // float64: not an accepted image type
   std::vector<int32_t> lab4 = {0, 1, 0, 1};
   expect_bad_input(run("train --steps 1 --data " + raw_dataset("i16.h5", i16, {4, 8, 8, 1}, lab4, {4}, 2)),
                    "i16.h5", "images");
@@ -154,10 +154,10 @@ TEST_F(CliTest, BadDatasetsAreExitCode2WithTheFileNamed) {
 }
 
 TEST_F(CliTest, ExportImportRoundTripAndWrongWeights) {
-  Run e = run("export --arch squeezenet1_0 --num-classes 1000 --seed 3 --out " + p("a.h5"));
+  CmdResult e = run("export --arch squeezenet1_0 --num-classes 1000 --seed 3 --out " + p("a.h5"));
   ASSERT_EQ(e.code, 0) << e.out;
   EXPECT_NE(e.out.find("1248424"), std::string::npos) << e.out;
-  Run e2 = run("export --checkpoint " + p("a.h5") + " --out " + p("b.h5"));
+  CmdResult e2 = run("export --checkpoint " + p("a.h5") + " --out " + p("b.h5"));
   ASSERT_EQ(e2.code, 0) << e2.out;
   {
     std::lock_guard<std::mutex> lock(h5_mutex());
@@ -170,12 +170,21 @@ TEST_F(CliTest, ExportImportRoundTripAndWrongWeights) {
   }
   // Weights of another architecture: exit 2 naming a key and both shapes.
   std::string ds = tiny_dataset("d.h5", 8, 4, 12);
-  Run w = run("export --arch squeezenet_small --num-classes 4 --in-channels 1 --out " + p("s.h5"));
+  CmdResult w = run("export --arch squeezenet_small --num-classes 4 --in-channels 1 --out " + p("s.h5"));
   ASSERT_EQ(w.code, 0) << w.out;
-  Run bad = run("eval --arch squeezenet1_1 --weights " + p("a.h5") + " --data " + ds);
+  CmdResult w10 = run("export --arch squeezenet1_0 --num-classes 4 --in-channels 1 --out " + p("w10.h5"));
+  ASSERT_EQ(w10.code, 0) << w10.out;
+  CmdResult bad = run("eval --arch squeezenet_small --weights " + p("w10.h5") + " --data " + ds);
   EXPECT_EQ(bad.code, 2) << bad.out;
-  EXPECT_NE(bad.out.find("features.0.weight"), std::string::npos) << bad.out;
-  Run ok = run("eval --weights " + p("s.h5") + " --data " + ds);
+  EXPECT_NE(bad.out.find("missing keys: features.6.squeeze.weight"), std::string::npos) << bad.out;
+  CmdResult w5 = run("export --arch squeezenet_small --num-classes 5 --in-channels 1 --out " + p("w5.h5"));
+  ASSERT_EQ(w5.code, 0) << w5.out;
+  CmdResult shape = run("eval --weights " + p("w5.h5") + " --data " + ds);
+  EXPECT_EQ(shape.code, 2) << shape.out;
+  EXPECT_NE(shape.out.find("classifier.1.weight"), std::string::npos) << shape.out;
+  EXPECT_NE(shape.out.find("(4, 512, 1, 1)"), std::string::npos) << shape.out;
+  EXPECT_NE(shape.out.find("(5, 512, 1, 1)"), std::string::npos) << shape.out;
+  CmdResult ok = run("eval --weights " + p("s.h5") + " --data " + ds);
   EXPECT_EQ(ok.code, 0) << ok.out;
   EXPECT_NE(ok.out.find("top-1"), std::string::npos) << ok.out;
 }
@@ -198,16 +207,16 @@ std::vector<double> losses(const std::string& csv) {
 
 TEST_F(CliTest, TrainingLowersTheLossAndPredictWritesLogits) {
   std::string ds = tiny_dataset("d.h5", 256);
-  Run r = run("train --data " + ds + " --val " + ds + " --steps 120 --batch 32 --lr 0.02 " +
-              "--warmup-steps 20 --log-every 20 --threads 1 --no-augment --metrics " + p("m.csv") +
-              " --checkpoint-dir " + p("ck"));
+  CmdResult r = run("train --data " + ds + " --val " + ds + " --steps 200 --batch 32 --lr 0.01 " +
+                    "--warmup-steps 20 --log-every 25 --threads 1 --no-augment --dropout 0 --metrics " +
+                    p("m.csv") + " --checkpoint-dir " + p("ck"));
   ASSERT_EQ(r.code, 0) << r.out;
   auto l = losses(p("m.csv"));
-  ASSERT_EQ(l.size(), 6u) << r.out;
-  EXPECT_LT(l.back(), 0.7 * l.front()) << r.out;
+  ASSERT_EQ(l.size(), 8u) << r.out;
+  EXPECT_LT(l.back(), 0.5 * l.front()) << r.out;
   EXPECT_NE(r.out.find("final: val top-1"), std::string::npos) << r.out;
-  ASSERT_TRUE(fs::exists(p("ck/ckpt_120.h5"))) << r.out;
-  Run pr = run("predict --weights " + p("ck/ckpt_120.h5") + " --data " + ds + " --out " + p("o.h5"));
+  ASSERT_TRUE(fs::exists(p("ck/ckpt_200.h5"))) << r.out;
+  CmdResult pr = run("predict --weights " + p("ck/ckpt_200.h5") + " --data " + ds + " --out " + p("o.h5"));
   ASSERT_EQ(pr.code, 0) << pr.out;
   std::lock_guard<std::mutex> lock(h5_mutex());
   h5::Handle f = h5::open_file(p("o.h5"));
@@ -230,7 +239,7 @@ TEST_F(CliTest, TwoRanksTrainTheSameWeightsAsOneRank) {
   std::string ds = tiny_dataset("d.h5", 96);
   const std::string common = " train --data " + ds + " --steps 12 --batch 16 --lr 0.02 " +
                              "--warmup-steps 3 --threads 1 --log-every 4 --seed 5 ";
-  Run one = run(common + "--checkpoint-dir " + p("ck1"));
+  CmdResult one = run(common + "--checkpoint-dir " + p("ck1"));
   ASSERT_EQ(one.code, 0) << one.out;
   const std::string mpi = std::string(FT_MPIEXEC) +
                           " --allow-run-as-root --oversubscribe --bind-to none -np 2 " + FT_BINARY;
@@ -254,16 +263,18 @@ TEST_F(CliTest, TwoRanksTrainTheSameWeightsAsOneRank) {
     }
   }
   EXPECT_GT(scale, 0.0);
-  EXPECT_LT(worst, 1e-5 * std::max(1.0, scale)) << "max |w_2ranks - w_1rank| = " << worst;
+  // Summation order differs (partial sums per rank), and momentum carries those ulps along:
+  // ~2e-5 after 12 steps; a wrong shard or dropout key would differ by far more than 1e-4.
+  EXPECT_LT(worst, 1e-4 * std::max(1.0, scale)) << "max |w_2ranks - w_1rank| = " << worst;
 }
 
 TEST_F(CliTest, InfoDescribesDatasetsCheckpointsAndArchitectures) {
   std::string ds = tiny_dataset("d.h5", 12, 3);
-  Run r = run("info " + ds);
+  CmdResult r = run("info " + ds);
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("12 x 12x12x1"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("class2: 4"), std::string::npos) << r.out;
-  Run a = run("info --arch squeezenet1_0");
+  CmdResult a = run("info --arch squeezenet1_0");
   EXPECT_EQ(a.code, 0);
   EXPECT_NE(a.out.find("1248424"), std::string::npos) << a.out;
   EXPECT_NE(a.out.find("fire9"), std::string::npos) << a.out;

@@ -198,7 +198,7 @@ TEST_F(DatasetTest, CachedAndOnDemandReadsAgreeAcrossThreads) {
   const int n = 600, h = 8, w = 8;
   std::vector<uint8_t> img(size_t(n * h * w));
   for (size_t i = 0; i < img.size(); ++i) img[i] = uint8_t((i * 131 + i / 64) % 256);
-  std::vector<int32_t> lab(size_t(n));
+  std::vector<int32_t> lab(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) lab[size_t(i)] = i % 10;
   const std::string p = file("big.h5");
   ft::write_dataset(p, img.data(), lab.data(), n, h, w, 1, 10, {}, {0.3f}, {0.4f});

@@ -310,7 +310,7 @@ TEST_F(IoTest, PlainWeightsAreNotACheckpoint) {
   expect_input_error([&] { ft::load_checkpoint(p, v, nullptr); }, {p, "not a checkpoint"});
 }
 
-TEST_F(IoTest, CheckpointMomentumShapeIsValidated) {
+TEST_F(IoTest, CheckpointShapesAreValidated) {
   std::vector<float> a, b;
   std::vector<ParamView> va, vb;
   make_model(a, va);
@@ -320,7 +320,7 @@ TEST_F(IoTest, CheckpointMomentumShapeIsValidated) {
   make_model(b, vb);
   vb[1].shape = {5};  // a different model
   expect_input_error([&] { ft::load_checkpoint(p, vb, mom.data()); },
-                     {p, "features.0.bias", "expected shape (5), found (4)"});
+                     {p, "features.0.bias", "expected shape (5,), found (4,)"});
 }
 
 TEST_F(IoTest, LatestCheckpointPicksTheHighestStep) {

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <random>
@@ -49,13 +50,13 @@ struct FireDef {
 /// torchvision state_dict of squeezenet1_0 / squeezenet1_1 (in state_dict order).
 std::vector<Tensor> torchvision_tensors(const std::string& arch, int in_c, int classes) {
   std::vector<Tensor> t;
-  static const FireDef fires10[] = {{3, 16, 64, 64},   {4, 16, 64, 64},   {5, 32, 128, 128},
-                                     {7, 32, 128, 128},  {8, 48, 192, 192}, {9, 48, 192, 192},
-                                     {10, 64, 256, 256}, {12, 64, 256, 256}};
+  static const FireDef fires10[] = {{3, 16, 64, 64},    {4, 16, 64, 64},   {5, 32, 128, 128},
+                                    {7, 32, 128, 128},  {8, 48, 192, 192}, {9, 48, 192, 192},
+                                    {10, 64, 256, 256}, {12, 64, 256, 256}};
   // squeezenet1_1 and the small variant share the layout.
   static const FireDef fires11[] = {{3, 16, 64, 64},    {4, 16, 64, 64},   {6, 32, 128, 128},
-                                     {7, 32, 128, 128},  {9, 48, 192, 192}, {10, 48, 192, 192},
-                                     {11, 64, 256, 256}, {12, 64, 256, 256}};
+                                    {7, 32, 128, 128},  {9, 48, 192, 192}, {10, 48, 192, 192},
+                                    {11, 64, 256, 256}, {12, 64, 256, 256}};
   const bool v10 = arch == "squeezenet1_0";
   int c = v10 ? 96 : 64;
   if (v10)
@@ -85,9 +86,7 @@ std::vector<Tensor> torchvision_tensors(const std::string& arch, int in_c, int c
 
 class H5 {
  public:
-  explicit H5(const std::string& path) {
-    id_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  }
+  explicit H5(const std::string& path) { id_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT); }
   ~H5() {
     if (id_ >= 0) H5Fclose(id_);
   }
@@ -143,6 +142,7 @@ class ModelTest : public ::testing::Test {
   /// Opens tests/data/squeezenet1_0_ref.h5; false when it is missing.
   bool open_reference() {
     path_ = test_data("squeezenet1_0_ref.h5");
+    if (!std::ifstream(path_).good()) return false;  // no HDF5 error stack for a missing file
     h5_ = std::make_unique<H5>(path_);
     return h5_->ok();
   }
@@ -169,9 +169,9 @@ class ModelTest : public ::testing::Test {
   std::unique_ptr<H5> h5_;
 };
 
-#define FT_NEED_REFERENCE()                                                                  \
-  do {                                                                                       \
-    if (!open_reference())                                                                   \
+#define FT_NEED_REFERENCE()                                                                       \
+  do {                                                                                            \
+    if (!open_reference())                                                                        \
       GTEST_SKIP() << path_ << " is missing: generate it with tests/reference/make_reference.py"; \
   } while (0)
 
@@ -422,7 +422,8 @@ double mean_loss(ft::Net& net, const ft::PassContext& ctx, const fvec& x,
                  const std::vector<int32_t>& labels, fvec* dlogits) {
   const float* z = net.forward(ctx, x.data());
   const int K = net.spec().num_classes;
-  auto st = ft::softmax_xent(ctx.N, K, z, labels.data(), ctx.N, dlogits ? dlogits->data() : nullptr);
+  auto st =
+      ft::softmax_xent(ctx.N, K, z, labels.data(), ctx.N, dlogits ? dlogits->data() : nullptr);
   return st.loss_sum / ctx.N;
 }
 
@@ -440,8 +441,8 @@ void compare_with_naive(const ft::NetSpec& spec, int N, uint32_t seed, float fin
   ASSERT_EQ(ref.num_params(), net.num_params());
   for (size_t i = 0; i < net.num_params(); ++i) ref.params[i] = net.params()[i];
   const int K = spec.num_classes;
-  fvec x = random_floats(size_t(N) * spec.height * spec.width * spec.in_channels, seed + 1, -1.f,
-                         1.f);
+  fvec x =
+      random_floats(size_t(N) * spec.height * spec.width * spec.in_channels, seed + 1, -1.f, 1.f);
   std::vector<int32_t> labels;
   for (int n = 0; n < N; ++n) labels.push_back(int32_t((n * 7 + 3) % K));
   ft::PassContext ctx;
@@ -503,7 +504,7 @@ TEST_F(ModelTest, NaiveNetFiniteDifferences) {
     o.kink_tol = 1e-4;
     o.max_points = 2;
     o.seed = uint32_t(v.offset);
-    o.max_skipped_frac_percent = 100;
+    o.max_skipped_percent = 100;
     check_gradient(loss, ref.params.data() + v.offset, v.numel(), grad.data() + v.offset,
                    "naive " + v.name, o);
   }
@@ -511,17 +512,18 @@ TEST_F(ModelTest, NaiveNetFiniteDifferences) {
 
 // Finite differences through the whole fp32 ft::Net (eval mode: dropout off) on a few
 // parameters of every tensor, perturbed in the arena. This is a loose sanity check (sign errors,
-// missing factors, mis-wired layers, stale buffers); the tight checks are SmallNetMatchesNaiveNet
-// (1e-4) with NaiveNetFiniteDifferences (double, h = 1e-7) and the PyTorch reference. Why loose:
-// (1) the loss is computed from fp32 activations, so it carries rounding noise of ~1e-7
-// relative, which a central difference turns into ~1e-7·|L|/h of gradient noise; (2) the loss is
-// densely kinked: one early parameter moves ~10^4-10^5 ReLU pre-activations and max-pool
-// candidates, so a step of h crosses about 2h·10^5 kinks, each bending the slope. Measured on
-// this net in double: features.0.bias[12] has d/dθ = -0.18146 but the central difference gives
-// -0.1978 (h 1e-2), -0.1917 (1e-3), -0.1811 (1e-4), -0.18155 (1e-5), -0.18146 only at h 1e-7,
-// which fp32 cannot resolve. With h = 1e-3 a point must match within 15% of itself plus 1e-3 of
-// the largest analytic gradient checked, and all points together must agree in direction
-// (cosine > 0.99) and in scale (least-squares slope within 5% of 1).
+// missing factors, mis-wired layers, stale buffers); the tight checks are NetMatchesNaiveNet
+// (1e-4 of each tensor's largest gradient) with NaiveNetFiniteDifferences (double, h = 1e-7) and
+// the PyTorch reference. Why loose: (1) the loss is computed from fp32 activations, so it carries
+// rounding noise of ~1e-7 relative, which a central difference turns into ~1e-7·|L|/h of
+// gradient noise; (2) the loss is densely kinked: one early parameter moves ~10^4-10^5 ReLU
+// pre-activations and max-pool candidates, so a step of h crosses about 2h·10^5 kinks, each
+// bending the slope. Measured on this net in double: features.0.bias[12] has dL/dθ = -0.26966;
+// the central difference gives -0.3010 (h 1e-2), -0.2760 (1e-3), -0.2706 (1e-4), -0.2709 (1e-5),
+// -0.2702 (1e-6) and -0.26966 only at h 1e-7, which fp32 cannot resolve. With h = 1e-3 a point
+// must match within 20% of itself plus 2e-3 of the largest analytic gradient checked, and all
+// points together must agree in direction (cosine > 0.99) and in scale (least-squares slope
+// within 5% of 1).
 TEST_F(ModelTest, WholeNetFiniteDifferences) {
   ft::Net net(tiny_spec());
   net.init_weights(5);
@@ -584,7 +586,7 @@ TEST_F(ModelTest, WholeNetFiniteDifferences) {
   double worst = 0;
   std::string worst_what;
   for (auto& p : pts) {
-    const double err = std::abs(p.num - p.ana), tol = 0.15 * std::abs(p.ana) + 1e-3 * amax;
+    const double err = std::abs(p.num - p.ana), tol = 0.2 * std::abs(p.ana) + 2e-3 * amax;
     if (err / tol > worst) worst = err / tol, worst_what = p.what;
     if (err > tol) ADD_FAILURE() << p.what << ": numeric " << p.num << " analytic " << p.ana;
   }
@@ -592,9 +594,10 @@ TEST_F(ModelTest, WholeNetFiniteDifferences) {
   EXPECT_GT(cosine, 0.99);
   EXPECT_NEAR(slope, 1.0, 0.05);
   EXPECT_LE(skipped, int(pts.size()) / 10) << "too many kinks";
-  std::printf("[ fd ] checked %zu, skipped %d; cosine %.5f, slope %.4f; worst %s at %.2f of the "
-              "tolerance\n",
-              pts.size(), skipped, cosine, slope, worst_what.c_str(), worst);
+  std::printf(
+      "[ fd ] checked %zu, skipped %d; cosine %.5f, slope %.4f; worst %s at %.2f of the "
+      "tolerance\n",
+      pts.size(), skipped, cosine, slope, worst_what.c_str(), worst);
 }
 
 // The dropout mask follows (seed, step, sample index), not the batch position or batch size:
@@ -716,10 +719,11 @@ TEST_F(ModelTest, PyTorchReferenceForwardLossAndGradients) {
     ++nkeys;
   }
   EXPECT_EQ(nkeys, 52u);
-  std::printf("[ ref ] logits max rel %.2e; loss %.7f vs %.7f; worst gradient %s at %.2e of "
-              "its max |grad|\n",
-              max_rel_error(logits.data(), ref_logits.data(), logits.size()), st.loss_sum / N,
-              ref_loss, worst_key.c_str(), worst);
+  std::printf(
+      "[ ref ] logits max rel %.2e; loss %.7f vs %.7f; worst gradient %s at %.2e of "
+      "its max |grad|\n",
+      max_rel_error(logits.data(), ref_logits.data(), logits.size()), st.loss_sum / N, ref_loss,
+      worst_key.c_str(), worst);
 }
 
 TEST_F(ModelTest, PyTorchReferenceThreeSgdSteps) {

@@ -7,6 +7,7 @@
 /// (seed, step, sample, NCHW element), softmax cross-entropy with top-1/top-5, torch SGD.
 /// Fast ops run in fp32 and are compared with "rtol 1e-4 relative to the output scale": an
 /// element may differ by 1e-4 of itself or 1e-5 of the largest reference magnitude.
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -29,6 +30,7 @@ using namespace ft::test;
 using ft::ConvShape;
 using ft::PoolShape;
 using fvec = std::vector<float>;
+using dvec = std::vector<double>;
 
 /// fp32 result vs double reference, "rtol relative to the output scale".
 bool near(const fvec& a, const dvec& b, const std::string& what, double rtol = 1e-4) {
@@ -39,12 +41,54 @@ bool near(const fvec& a, const dvec& b, const std::string& what, double rtol = 1
 // Naive references (double).
 
 std::string conv_str(const ConvShape& s, int N) {
-  return "conv N=" + std::to_string(N) + " C=" + std::to_string(s.C) + " O=" +
-         std::to_string(s.O) + " " + std::to_string(s.H) + "x" + std::to_string(s.W) + " k=" +
-         std::to_string(s.k) + " s=" + std::to_string(s.stride) + " p=" + std::to_string(s.pad) +
-         (s.relu ? " relu" : "");
+  return "conv N=" + std::to_string(N) + " C=" + std::to_string(s.C) + " O=" + std::to_string(s.O) +
+         " " + std::to_string(s.H) + "x" + std::to_string(s.W) + " k=" + std::to_string(s.k) +
+         " s=" + std::to_string(s.stride) + " p=" + std::to_string(s.pad) + (s.relu ? " relu" : "");
 }
 
+// =============================================================================================
+// The harness itself: expect_close names the worst element; the gradient checker catches a
+// wrong gradient and skips kinks.
+
+TEST(OpsTest, ExpectCloseReportsWorstElement) {
+  fvec ref = {1.f, -2.f, 3.f, 1000.f, 0.f};
+  fvec a = ref;
+  EXPECT_TRUE(expect_close(a, ref, 0, 0, "identical"));
+  a[1] = -2.001f;  // rel 5e-4
+  a[4] = 0.5f;     // near zero: judged against the floor 1e-3 * 1000 = 1 -> rel 0.5
+  CloseReport r = compare(a.data(), ref.data(), a.size(), 1e-3, 0);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.worst, 4u);
+  EXPECT_NEAR(r.max_rel, 0.5, 1e-6);
+  EXPECT_DOUBLE_EQ(r.floor, 1.0);
+  EXPECT_NONFATAL_FAILURE(expect_close(a, ref, 1e-3, 0, "demo"), "worst at [4]");
+  a[4] = 0.f;
+  EXPECT_TRUE(expect_close(a, ref, 1e-3, 0, "within rtol"));
+  a[0] = NAN;
+  EXPECT_NONFATAL_FAILURE(expect_close(a, ref, 1e-3, 0, "nan"), "worst at [0]");
+  EXPECT_NONFATAL_FAILURE(expect_close(fvec(3), fvec(4), 1, 1, "sizes"), "sizes differ");
+}
+
+TEST(GradCheck, CheckerCatchesWrongGradientsAndSkipsKinks) {
+  // f = sum relu(x_i) * c_i with one x exactly at the kink.
+  dvec x = {0.5, -0.7, 0.0, 1.2}, c = {1, 2, 3, 4};
+  auto f = [&] {
+    double s = 0;
+    for (size_t i = 0; i < x.size(); ++i) s += std::max(x[i], 0.0) * c[i];
+    return s;
+  };
+  dvec good = {1, 0, 0, 4};  // any value at the kink is skipped
+  GradCheckOptions o;
+  o.max_skipped_percent = 30;
+  auto rep = check_gradient(f, x.data(), x.size(), good.data(), "good", o);
+  EXPECT_EQ(rep.checked, 3u);
+  EXPECT_EQ(rep.skipped, 1u);
+  EXPECT_EQ(rep.failed, 0u);
+  dvec bad = {1, 0, 0, 4.01};
+  EXPECT_NONFATAL_FAILURE(check_gradient(f, x.data(), x.size(), bad.data(), "bad", o),
+                          "gradient mismatch at [3]");
+  EXPECT_EQ(x, (dvec{0.5, -0.7, 0.0, 1.2})) << "x restored";
+}
 
 // =============================================================================================
 // Convolution.
@@ -57,22 +101,22 @@ struct ConvCase {
 /// Small shapes of every kind the nets use, for the finite-difference check of the reference.
 std::vector<ConvCase> small_conv_cases() {
   return {
-      {{3, 4, 5, 5, 1, 1, 0, true}, 2},     // 1×1
-      {{3, 4, 5, 6, 3, 1, 1, true}, 2},     // 3×3 pad 1, non-square
-      {{2, 3, 11, 11, 7, 2, 0, true}, 2},   // 7×7 stride 2, no pad
-      {{2, 3, 7, 7, 3, 2, 0, true}, 1},     // 3×3 stride 2 (squeezenet1_1 stem)
-      {{3, 5, 5, 5, 3, 1, 1, false}, 2},    // no ReLU
+      {{3, 4, 5, 5, 1, 1, 0, true}, 2},    // 1×1
+      {{3, 4, 5, 6, 3, 1, 1, true}, 2},    // 3×3 pad 1, non-square
+      {{2, 3, 11, 11, 7, 2, 0, true}, 2},  // 7×7 stride 2, no pad
+      {{2, 3, 7, 7, 3, 2, 0, true}, 1},    // 3×3 stride 2 (squeezenet1_1 stem)
+      {{3, 5, 5, 5, 3, 1, 1, false}, 2},   // no ReLU
   };
 }
 
 /// Shapes for fast-vs-reference: the SqueezeNet kinds at odd sizes, batch 1 and 3.
 std::vector<ConvCase> conv_cases() {
   return {
-      {{16, 17, 13, 13, 1, 1, 0, true}, 3},   // 1×1 squeeze/expand
+      {{16, 17, 13, 13, 1, 1, 0, true}, 3},  // 1×1 squeeze/expand
       {{3, 16, 27, 27, 1, 1, 0, true}, 1},
-      {{17, 16, 13, 13, 3, 1, 1, true}, 3},   // 3×3 pad 1 expand
+      {{17, 16, 13, 13, 3, 1, 1, true}, 3},  // 3×3 pad 1 expand
       {{16, 16, 27, 27, 3, 1, 1, true}, 1},
-      {{3, 16, 55, 55, 7, 2, 0, true}, 1},    // 7×7 stride 2 (conv1 of 1.0)
+      {{3, 16, 55, 55, 7, 2, 0, true}, 1},  // 7×7 stride 2 (conv1 of 1.0)
       {{3, 17, 27, 27, 7, 2, 0, true}, 3},
       {{3, 16, 27, 27, 3, 2, 0, true}, 3},    // 3×3 stride 2 (conv1 of 1.1)
       {{16, 17, 13, 13, 1, 1, 0, false}, 3},  // no ReLU
@@ -224,9 +268,9 @@ TEST(OpsTest, Conv2dSeesWeightUpdatesAndBatchSizes) {
 // evaluation forward at another batch size, then other weights, between a forward and its
 // backward).
 TEST(OpsTest, Conv2dBackwardIndependentOfLastForward) {
-  for (const ConvShape& s : {ConvShape{16, 32, 9, 9, 3, 1, 1, true},
-                             ConvShape{3, 16, 27, 27, 7, 2, 0, true},
-                             ConvShape{64, 16, 6, 6, 1, 1, 0, true}}) {
+  for (const ConvShape& s :
+       {ConvShape{16, 32, 9, 9, 3, 1, 1, true}, ConvShape{3, 16, 27, 27, 7, 2, 0, true},
+        ConvShape{64, 16, 6, 6, 1, 1, 0, true}}) {
     SCOPED_TRACE(conv_str(s, 3));
     ft::Conv2d op(s);
     const int N = 3;
@@ -277,10 +321,18 @@ TEST(OpsTest, PoolOutSizeMatchesTorch) {
 }
 
 TEST(GradCheck, MaxPoolReference) {
-  struct C { int N, C, H, W, p; };
+  struct C {
+    int N, C, H, W, p;
+  };
   uint32_t seed = 300;
   for (auto c : {C{2, 3, 7, 7, 0}, C{1, 2, 8, 6, 0}, C{2, 2, 6, 7, 1}}) {
-    PoolRef P{c.C, c.H, c.W, 3, 2, c.p, torch_pool_out(c.H, 3, 2, c.p, true),
+    PoolRef P{c.C,
+              c.H,
+              c.W,
+              3,
+              2,
+              c.p,
+              torch_pool_out(c.H, 3, 2, c.p, true),
               torch_pool_out(c.W, 3, 2, c.p, true)};
     SCOPED_TRACE("pool " + std::to_string(c.H) + "x" + std::to_string(c.W) + " p" +
                  std::to_string(c.p));
@@ -323,14 +375,19 @@ struct PoolCase {
 
 TEST(OpsTest, MaxPoolMatchesReference) {
   uint32_t seed = 400;
-  for (auto c : {PoolCase{3, 16, 13, 13, 0}, PoolCase{1, 17, 14, 14, 0},
-                 PoolCase{3, 3, 27, 27, 0}, PoolCase{1, 16, 28, 28, 0},
-                 PoolCase{1, 16, 55, 55, 0}, PoolCase{1, 3, 109, 109, 0},
-                 PoolCase{3, 17, 13, 14, 0}, PoolCase{2, 16, 14, 13, 1},
-                 PoolCase{1, 16, 3, 3, 0}, PoolCase{2, 64, 12, 12, 0},
-                 PoolCase{2, 128, 6, 6, 0}, PoolCase{2, 256, 3, 3, 0}}) {
+  for (auto c :
+       {PoolCase{3, 16, 13, 13, 0}, PoolCase{1, 17, 14, 14, 0}, PoolCase{3, 3, 27, 27, 0},
+        PoolCase{1, 16, 28, 28, 0}, PoolCase{1, 16, 55, 55, 0}, PoolCase{1, 3, 109, 109, 0},
+        PoolCase{3, 17, 13, 14, 0}, PoolCase{2, 16, 14, 13, 1}, PoolCase{1, 16, 3, 3, 0},
+        PoolCase{2, 64, 12, 12, 0}, PoolCase{2, 128, 6, 6, 0}, PoolCase{2, 256, 3, 3, 0}}) {
     PoolShape ps{c.C, c.H, c.W, 3, 2, c.pad, true};
-    PoolRef P{c.C, c.H, c.W, 3, 2, c.pad, torch_pool_out(c.H, 3, 2, c.pad, true),
+    PoolRef P{c.C,
+              c.H,
+              c.W,
+              3,
+              2,
+              c.pad,
+              torch_pool_out(c.H, 3, 2, c.pad, true),
               torch_pool_out(c.W, 3, 2, c.pad, true)};
     SCOPED_TRACE("maxpool N=" + std::to_string(c.N) + " C=" + std::to_string(c.C) + " " +
                  std::to_string(c.H) + "x" + std::to_string(c.W) + " p" + std::to_string(c.pad));
@@ -354,6 +411,28 @@ TEST(OpsTest, MaxPoolMatchesReference) {
   }
 }
 
+// Ties: the CPU max pool documents torch's rule (the first maximum of the window in row-major
+// order receives the gradient). Inputs with many exact ties, as after a ReLU (zeros) or from
+// quantized data.
+TEST(OpsTest, MaxPoolTiesFollowTorch) {
+  const int N = 2, C = 17, H = 13, W = 14;
+  PoolShape ps{C, H, W, 3, 2, 0, true};
+  PoolRef P{C, H, W, 3, 2, 0, torch_pool_out(H, 3, 2, 0, true), torch_pool_out(W, 3, 2, 0, true)};
+  fvec xf = random_floats(size_t(N) * H * W * C, 88, -1.f, 1.f);
+  for (auto& v : xf) v = std::max(0.f, std::round(v * 3.f));  // values in {0, 1, 2, 3}
+  fvec dyf = random_floats(size_t(N) * P.OH * P.OW * C, 89);
+  dvec y, dx;
+  std::vector<size_t> am;
+  maxpool_ref_forward(P, N, to_double(xf), y, am);
+  maxpool_ref_backward(am, xf.size(), to_double(dyf), dx);
+  ft::MaxPool2d op(ps);
+  fvec yf(y.size()), dxf(dx.size());
+  op.forward(N, xf.data(), yf.data());
+  op.backward(N, dyf.data(), dxf.data());
+  expect_close(yf, y, 0, 0, "y");
+  expect_close(dxf, dx, 1e-6, 1e-7, "dx (torch's first-maximum rule)");
+}
+
 // Floor mode through the same op (torchvision SqueezeNet uses ceil mode; floor mode is part of
 // the PoolShape API).
 TEST(OpsTest, MaxPoolFloorMode) {
@@ -361,8 +440,8 @@ TEST(OpsTest, MaxPoolFloorMode) {
     SCOPED_TRACE("floor mode " + std::to_string(H));
     const int N = 2, C = 5;
     PoolShape ps{C, H, H, 3, 2, 0, false};
-    PoolRef P{C, H, H, 3, 2, 0, torch_pool_out(H, 3, 2, 0, false),
-              torch_pool_out(H, 3, 2, 0, false)};
+    PoolRef P{
+        C, H, H, 3, 2, 0, torch_pool_out(H, 3, 2, 0, false), torch_pool_out(H, 3, 2, 0, false)};
     ASSERT_EQ(ps.OH(), P.OH);
     fvec xf = random_distinct(size_t(N) * H * H * C, 77 + H, 1e-3f);
     fvec dyf = random_floats(size_t(N) * P.OH * P.OW * C, 78 + H);
@@ -401,7 +480,9 @@ TEST(GradCheck, GlobalAvgPoolReference) {
 }
 
 TEST(OpsTest, GlobalAvgPoolMatchesReference) {
-  struct C { int N, H, W, C; };
+  struct C {
+    int N, H, W, C;
+  };
   uint32_t seed = 500;
   for (auto c : {C{3, 13, 13, 17}, C{1, 13, 13, 1000}, C{3, 1, 1, 16}, C{2, 7, 5, 3}}) {
     SCOPED_TRACE("avgpool " + std::to_string(c.N) + "x" + std::to_string(c.H) + "x" +
@@ -520,7 +601,10 @@ TEST(GradCheck, DropoutReference) {
 }
 
 TEST(OpsTest, DropoutMatchesReference) {
-  struct C { int N, H, W, C; float p; };
+  struct C {
+    int N, H, W, C;
+    float p;
+  };
   uint32_t seed = 700;
   for (auto c : {C{3, 13, 13, 17, 0.5f}, C{2, 1, 1, 512, 0.5f}, C{3, 5, 7, 3, 0.2f},
                  C{1, 13, 13, 16, 0.9f}}) {
@@ -535,8 +619,7 @@ TEST(OpsTest, DropoutMatchesReference) {
     dropout_ref(mask, c.p, to_double(dyf), dx);
     fvec yf(y.size()), dxf(dx.size());
     ft::dropout_forward(c.N, c.H, c.W, c.C, c.p, sd, step, samples.data(), xf.data(), yf.data());
-    ft::dropout_backward(c.N, c.H, c.W, c.C, c.p, sd, step, samples.data(), dyf.data(),
-                         dxf.data());
+    ft::dropout_backward(c.N, c.H, c.W, c.C, c.p, sd, step, samples.data(), dyf.data(), dxf.data());
     expect_close(yf, y, 1e-6, 0, "dropout y");
     expect_close(dxf, dx, 1e-6, 0, "dropout dx");
     size_t zero_mismatch = 0;  // dropped elements are exactly zero, kept ones non-zero
@@ -656,7 +739,7 @@ TEST(OpsTest, SoftmaxXentMatchesReference) {
 TEST(OpsTest, SoftmaxXentLargeLogitsAndManyClasses) {
   const int n = 3, K = 1000;
   fvec zf = random_floats(size_t(n) * K, 95, -5.f, 5.f);
-  for (int k = 0; k < K; ++k) zf[size_t(k)] += 1000.f;   // row 0: huge positive
+  for (int k = 0; k < K; ++k) zf[size_t(k)] += 1000.f;      // row 0: huge positive
   for (int k = 0; k < K; ++k) zf[size_t(K + k)] -= 1000.f;  // row 1: huge negative
   std::vector<int32_t> labels = {3, 999, 500};
   XentRef r = xent_ref(n, K, to_double(zf), labels, n);
@@ -693,9 +776,11 @@ void sgd_ref(double lr, double mom, double wd, bool first, dvec& w, const dvec& 
 
 TEST(OpsTest, SgdMatchesTorchSemantics) {
   const size_t n = 4099;
-  struct C { float lr, mom, wd; };
-  for (auto c : {C{0.01f, 0.9f, 2e-4f}, C{0.04f, 0.9f, 0.f}, C{0.1f, 0.f, 5e-4f},
-                 C{0.5f, 0.5f, 0.1f}}) {
+  struct C {
+    float lr, mom, wd;
+  };
+  for (auto c :
+       {C{0.01f, 0.9f, 2e-4f}, C{0.04f, 0.9f, 0.f}, C{0.1f, 0.f, 5e-4f}, C{0.5f, 0.5f, 0.1f}}) {
     SCOPED_TRACE("lr " + std::to_string(c.lr) + " momentum " + std::to_string(c.mom) + " wd " +
                  std::to_string(c.wd));
     fvec wf = random_floats(n, 1), buf(n, 1e30f);  // garbage: the first step must overwrite it

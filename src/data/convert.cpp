@@ -207,6 +207,7 @@ bool decode_jpeg(FILE* fp, std::vector<uint8_t>& out, int& h, int& w, std::strin
   JpegErr jerr;
   cinfo.err = jpeg_std_error(&jerr.mgr);
   jerr.mgr.error_exit = jpeg_error_exit;
+  jerr.mgr.output_message = [](j_common_ptr) {};  // warnings: quiet (errors are thrown)
   jerr.msg[0] = '\0';
   if (setjmp(jerr.jump)) {
     jpeg_destroy_decompress(&cinfo);
@@ -376,7 +377,9 @@ std::vector<uint8_t> read_image_rgb(const std::string& path, int& h, int& w) {
     img.version = PNG_IMAGE_VERSION;
     if (!png_image_begin_read_from_stdio(&img, fp.get()))
       throw InputError(path + ": unreadable PNG image (" + img.message + ")");
-    img.format = PNG_FORMAT_RGB;  // gray, palette, 16-bit converted; alpha composited on black
+    // Gray, palette and 16-bit are converted; alpha is then dropped, as PIL's convert("RGB")
+    // (what torchvision's ImageFolder does) drops it.
+    img.format = PNG_FORMAT_RGBA;
     h = int(img.height);
     w = int(img.width);
     out.resize(PNG_IMAGE_SIZE(img));
@@ -385,6 +388,10 @@ std::vector<uint8_t> read_image_rgb(const std::string& path, int& h, int& w) {
       png_image_free(&img);
       throw InputError(path + ": unreadable PNG image (" + msg + ")");
     }
+    const size_t px = size_t(h) * size_t(w);
+    for (size_t i = 0; i < px; ++i)
+      for (int c = 0; c < 3; ++c) out[i * 3 + size_t(c)] = out[i * 4 + size_t(c)];
+    out.resize(px * 3);
   } else {
     throw InputError(path + ": not a JPEG or PNG image");
   }

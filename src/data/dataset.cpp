@@ -244,6 +244,12 @@ const std::vector<float>& Dataset::mean() const { return s_->mean; }
 const std::vector<float>& Dataset::stddev() const { return s_->std; }
 float Dataset::zero_value(int c) const { return s_->zero[size_t(c)]; }
 const std::vector<int32_t>& Dataset::labels() const { return s_->labels; }
+const float* Dataset::lut() const { return s_->lut.data(); }
+const uint8_t* Dataset::cached_u8(int64_t i) const {
+  if (!s_->cached || !s_->u8) return nullptr;
+  FT_REQUIRE(i >= 0 && i < s_->n, s_->path + ": sample index out of range");
+  return s_->cache_u8.data() + i * s_->sample();
+}
 
 int32_t Dataset::label(int64_t i) const {
   FT_REQUIRE(i >= 0 && i < s_->n, "label index out of range");

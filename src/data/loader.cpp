@@ -3,7 +3,6 @@
 #include "firetrain/data/loader.hpp"
 
 #include <algorithm>
-#include <cstring>
 
 #include "firetrain/core/error.hpp"
 
@@ -55,37 +54,70 @@ AugChoice aug_choice(uint64_t seed, int64_t epoch, int64_t index, int pad, bool 
   return a;
 }
 
-void augment_image(const float* in, float* out, int h, int w, int c, const AugChoice& a,
-                   const float* zero) {
+namespace {
+
+/// out(y, x) = map(c, in(y + dy, xs + dx)) with xs = x or w - 1 - x (flip), zero[c] outside.
+/// Per row, the columns that read inside the image form one range [x0, x1): no per-pixel
+/// branches. C > 0 fixes the channel count at compile time (0: use c).
+template <int C, class T, class Map>
+void augment_impl(const T* in, float* out, int h, int w, int c, const AugChoice& a,
+                  const float* zero, Map map) {
+  if (C > 0) c = C;
+  const int x0 = a.flip ? std::max(0, a.dx) : std::max(0, -a.dx);
+  const int x1 = std::max(x0, a.flip ? std::min(w, w + a.dx) : std::min(w, w - a.dx));
+  auto fill = [&](float* o, int from, int to) {
+    for (int x = from; x < to; ++x)
+      for (int ch = 0; ch < c; ++ch) o[size_t(x) * c + ch] = zero[ch];
+  };
   for (int y = 0; y < h; ++y) {
     float* o = out + size_t(y) * w * c;
     const int sy = y + a.dy;
     if (sy < 0 || sy >= h) {
-      for (int x = 0; x < w; ++x)
-        for (int ch = 0; ch < c; ++ch) o[size_t(x) * c + ch] = zero[ch];
+      fill(o, 0, w);
       continue;
     }
-    const float* row = in + size_t(sy) * w * c;
-    if (!a.flip) {
-      // Source columns x + dx: a contiguous copy between two padded margins.
-      const int x0 = std::max(0, -a.dx), x1 = std::min(w, w - a.dx);  // valid [x0, x1)
-      for (int x = 0; x < x0; ++x)
-        for (int ch = 0; ch < c; ++ch) o[size_t(x) * c + ch] = zero[ch];
-      if (x1 > x0)
-        std::memcpy(o + size_t(x0) * c, row + size_t(x0 + a.dx) * c,
-                    sizeof(float) * size_t(x1 - x0) * c);
-      for (int x = std::max(x0, x1); x < w; ++x)
-        for (int ch = 0; ch < c; ++ch) o[size_t(x) * c + ch] = zero[ch];
+    const T* row = in + size_t(sy) * w * c;
+    fill(o, 0, x0);
+    if (a.flip) {
+      for (int x = x0; x < x1; ++x) {
+        const T* p = row + size_t(w - 1 + a.dx - x) * c;
+        for (int ch = 0; ch < c; ++ch) o[size_t(x) * c + ch] = map(ch, p[ch]);
+      }
     } else {
-      for (int x = 0; x < w; ++x) {
-        const int sx = (w - 1 - x) + a.dx;
-        if (sx < 0 || sx >= w)
-          for (int ch = 0; ch < c; ++ch) o[size_t(x) * c + ch] = zero[ch];
-        else
-          for (int ch = 0; ch < c; ++ch) o[size_t(x) * c + ch] = row[size_t(sx) * c + ch];
+      for (int x = x0; x < x1; ++x) {
+        const T* p = row + size_t(x + a.dx) * c;
+        for (int ch = 0; ch < c; ++ch) o[size_t(x) * c + ch] = map(ch, p[ch]);
       }
     }
+    fill(o, x1, w);
   }
+}
+
+template <class T, class Map>
+void augment_dispatch(const T* in, float* out, int h, int w, int c, const AugChoice& a,
+                      const float* zero, Map map) {
+  if (c == 1)
+    augment_impl<1>(in, out, h, w, c, a, zero, map);
+  else if (c == 3)
+    augment_impl<3>(in, out, h, w, c, a, zero, map);
+  else
+    augment_impl<0>(in, out, h, w, c, a, zero, map);
+}
+
+}  // namespace
+
+void augment_image(const float* in, float* out, int h, int w, int c, const AugChoice& a,
+                   const float* zero) {
+  augment_dispatch(in, out, h, w, c, a, zero, [](int, float v) { return v; });
+}
+
+void augment_image_u8(const uint8_t* in, float* out, int h, int w, int c, const AugChoice& a,
+                      const float* lut) {
+  FT_REQUIRE(c >= 1 && c <= 3, "augment_image_u8: 1 to 3 channels");
+  float zero[3];
+  for (int ch = 0; ch < c; ++ch) zero[ch] = lut[ch * 256];
+  augment_dispatch(in, out, h, w, c, a, zero,
+                   [lut](int ch, uint8_t v) { return lut[ch * 256 + v]; });
 }
 
 Loader::Loader(const Dataset& ds, LoaderOptions opt) : ds_(ds), opt_(opt) {
@@ -127,6 +159,16 @@ void Loader::produce(int64_t step, Batch& b) const {
   const bool aug = opt_.augment && (opt_.pad > 0 || opt_.flip);
   if (!aug) {
     ds_.read_images(b.indices.data(), n, b.images.data());
+    return;
+  }
+  if (ds_.cached_u8(0)) {
+    // Cached uint8: crop, flip and normalize in one pass from the raw pixels.
+    for (int i = 0; i < n; ++i) {
+      const int64_t idx = b.indices[size_t(i)];
+      const AugChoice a = aug_choice(opt_.seed, epoch_, idx, opt_.pad, opt_.flip);
+      augment_image_u8(ds_.cached_u8(idx), b.images.data() + size_t(i) * per, ds_.height(),
+                       ds_.width(), ds_.channels(), a, ds_.lut());
+    }
     return;
   }
   thread_local std::vector<float> staging;

@@ -279,7 +279,11 @@ Net::Net(const NetSpec& spec) : spec_(spec) {
     fire(12, 9, {64, 256, 256});
   }
   add(new DropoutLayer(d, spec.dropout), "dropout (classifier.0)");
-  add(new ConvLayer("classifier.1", d, spec.num_classes, 1, 1, 0, true, true),
+  // The small-image variant drops the ReLU after conv10: with it, a few large early updates
+  // can push every conv10 output below zero for every input, after which no gradient flows
+  // and the loss stays at ln(classes) (seen with lr >= 0.01 on Fashion-MNIST, in PyTorch too).
+  const bool final_relu = spec.arch != "squeezenet_small";
+  add(new ConvLayer("classifier.1", d, spec.num_classes, 1, 1, 0, final_relu, true),
       "conv10 (classifier.1)");
   add(new GlobalAvgPoolLayer(d), "avgpool (classifier.3)");
 

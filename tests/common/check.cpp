@@ -47,7 +47,8 @@ CloseReport compare_t(const A* a, const B* b, size_t n, double rtol, double atol
     const double rel = e == 0 ? 0.0 : (scale > 0 ? e / scale : HUGE_VAL);
     if (rel > r.max_rel || std::isnan(e)) r.max_rel = std::isnan(e) ? NAN : rel;
     r.max_abs = std::max(r.max_abs, e);
-    const double ratio = std::isnan(e) ? HUGE_VAL : (allowed > 0 ? e / allowed : (e > 0 ? HUGE_VAL : 0));
+    const double ratio =
+        std::isnan(e) ? HUGE_VAL : (allowed > 0 ? e / allowed : (e > 0 ? HUGE_VAL : 0));
     if (ratio > worst_ratio) {
       worst_ratio = ratio;
       r.worst = i;
@@ -121,6 +122,8 @@ GradCheckReport check_gradient(const std::function<double()>& f, double* x, size
   }
   const double f0 = opt.kink_tol >= 0 ? f() : 0.0;
   int reported = 0;
+  std::ostringstream mismatches;
+  mismatches.precision(12);
   rep.worst_err = -1;
   for (size_t i : idx) {
     if (skip && skip(i)) {
@@ -153,20 +156,20 @@ GradCheckReport check_gradient(const std::function<double()>& f, double* x, size
     if (!(err <= opt.threshold)) {
       ++rep.failed;
       if (reported++ < 5)
-        ADD_FAILURE() << what << ": gradient mismatch at [" << i << "]: numeric " << num
-                      << " vs analytic " << ana << " (scaled error " << err << " > "
-                      << opt.threshold << ")";
+        mismatches << "\n  gradient mismatch at [" << i << "]: numeric " << num << " vs analytic "
+                   << ana << " (scaled error " << err << " > " << opt.threshold << ")";
     }
   }
   if (rep.worst_err < 0) rep.worst_err = 0;
   const size_t total = rep.checked + rep.skipped;
-  if (total > 0 && rep.skipped * 100 > opt.max_skipped_frac_percent * total)
+  if (total > 0 && rep.skipped * 100 > opt.max_skipped_percent * total)
     ADD_FAILURE() << what << ": " << rep.skipped << " of " << total
                   << " points skipped as kinks: the check proves little";
   if (rep.failed > 0)
     ADD_FAILURE() << what << ": " << rep.failed << " of " << rep.checked
-                  << " gradient points failed; worst [" << rep.worst_index << "] numeric "
-                  << rep.worst_numeric << " analytic " << rep.worst_analytic;
+                  << " gradient points failed (h " << opt.h << "); worst [" << rep.worst_index
+                  << "] numeric " << rep.worst_numeric << " analytic " << rep.worst_analytic
+                  << mismatches.str();
   return rep;
 }
 

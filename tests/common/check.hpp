@@ -28,11 +28,11 @@ std::string test_data(const char* name);
 struct CloseReport {
   bool ok = true;
   size_t n = 0;
-  size_t worst = 0;       // index of the element with the largest e_i / (atol + rtol * scale_i)
-  double a = 0, b = 0;    // values there
-  double max_rel = 0;     // max_i rel_i
-  double max_abs = 0;     // max_i e_i
-  double floor = 0;       // s
+  size_t worst = 0;     // index of the element with the largest e_i / (atol + rtol * scale_i)
+  double a = 0, b = 0;  // values there
+  double max_rel = 0;   // max_i rel_i
+  double max_abs = 0;   // max_i e_i
+  double floor = 0;     // s
   std::string str(const std::string& what) const;
 };
 
@@ -64,19 +64,20 @@ double abs_max(const double* x, size_t n);
 // Gradient checking (double precision).
 
 struct GradCheckOptions {
-  double h = 1e-4;           // central-difference step
-  double threshold = 1e-6;   // |numeric - analytic| <= threshold * max(|numeric|, |analytic|, 1)
+  double h = 1e-4;          // central-difference step
+  double threshold = 1e-6;  // |numeric - analytic| <= threshold * max(|numeric|, |analytic|, 1)
   /// A point is a kink (ReLU at 0, a max-pool tie) when the two one-sided slopes differ by more
-  /// than kink_tol * max(|slopes|, 1); it is then skipped. Negative: no detection.
+  /// than kink_tol * max(|slopes|, 1); it is then skipped. Negative: no detection (use that for
+  /// smooth functions, where the slopes differ by about h·f'').
   double kink_tol = 1e-7;
-  size_t max_points = 0;     // 0: every element; otherwise a deterministic random subset
-  uint32_t seed = 1;         // for the subset
-  size_t max_skipped_frac_percent = 10;  // fail if more than this share of points was skipped
+  size_t max_points = 0;            // 0: every element; otherwise a deterministic random subset
+  uint32_t seed = 1;                // for the subset
+  size_t max_skipped_percent = 10;  // fail if more than this share of points was skipped
 };
 
 struct GradCheckReport {
   size_t checked = 0, skipped = 0, failed = 0;
-  double worst_err = 0;      // largest |numeric - analytic| / max(|numeric|, |analytic|, 1)
+  double worst_err = 0;  // largest |numeric - analytic| / max(|numeric|, |analytic|, 1)
   size_t worst_index = 0;
   double worst_numeric = 0, worst_analytic = 0;
 };
@@ -98,8 +99,7 @@ std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.f, float
 std::vector<double> random_doubles(size_t n, uint32_t seed, double lo = -1.0, double hi = 1.0);
 /// Distinct values: a random permutation of {0, ..., n-1}, times `spacing`, shifted by `lo`.
 /// Max pooling on such inputs has no ties, and perturbations < spacing/2 move no argmax.
-std::vector<float> random_distinct(size_t n, uint32_t seed, float spacing = 0.01f,
-                                   float lo = -1.f);
+std::vector<float> random_distinct(size_t n, uint32_t seed, float spacing = 0.01f, float lo = -1.f);
 
 std::vector<double> to_double(const std::vector<float>& v);
 std::vector<float> to_float(const std::vector<double>& v);

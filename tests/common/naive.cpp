@@ -82,7 +82,6 @@ int torch_pool_out(int in, int k, int s, int p, bool ceil_mode) {
   return out;
 }
 
-
 /// x (N, H, W, C) -> y (N, OH, OW, C); argmax[i] = offset in x of the FIRST maximum of window i
 /// in row-major order (torch); padded positions never win.
 void maxpool_ref_forward(const PoolRef& P, int N, const dvec& x, dvec& y,
@@ -111,8 +110,7 @@ void maxpool_ref_forward(const PoolRef& P, int N, const dvec& x, dvec& y,
         }
 }
 
-void maxpool_ref_backward(const std::vector<size_t>& argmax, size_t nx, const dvec& dy,
-                          dvec& dx) {
+void maxpool_ref_backward(const std::vector<size_t>& argmax, size_t nx, const dvec& dy, dvec& dx) {
   dx.assign(nx, 0.0);
   for (size_t o = 0; o < dy.size(); ++o) dx[argmax[o]] += dy[o];
 }
@@ -145,8 +143,8 @@ std::vector<char> dropout_ref_mask(int N, int H, int W, int C, float p, uint64_t
     for (int h = 0; h < H; ++h)
       for (int w = 0; w < W; ++w)
         for (int c = 0; c < C; ++c)
-          m[nhwc(n, h, w, c, H, W, C)] = ft::dropout_keep(
-              seed, step, uint64_t(samples[n]), (uint64_t(c) * H + h) * W + w, p);
+          m[nhwc(n, h, w, c, H, W, C)] =
+              ft::dropout_keep(seed, step, uint64_t(samples[n]), (uint64_t(c) * H + h) * W + w, p);
   return m;
 }
 
@@ -154,7 +152,6 @@ void dropout_ref(const std::vector<char>& mask, double p, const dvec& x, dvec& y
   y.resize(x.size());
   for (size_t i = 0; i < x.size(); ++i) y[i] = mask[i] ? x[i] / (1.0 - p) : 0.0;
 }
-
 
 /// -log softmax(z)[y] summed over rows; dlogits = (softmax - onehot) / denom. Top-k: the label
 /// is within the k largest logits (inputs have no ties).
@@ -180,13 +177,15 @@ namespace {
 dvec slice(const dvec& v, size_t off, size_t n) {
   return dvec(v.begin() + long(off), v.begin() + long(off + n));
 }
-void put(dvec& v, size_t off, const dvec& s) { std::copy(s.begin(), s.end(), v.begin() + long(off)); }
+void put(dvec& v, size_t off, const dvec& s) {
+  std::copy(s.begin(), s.end(), v.begin() + long(off));
+}
 size_t conv_params(const ConvShape& s) { return size_t(s.weight_numel()) + size_t(s.O); }
 }  // namespace
 
 NaiveNet::NaiveNet(const std::string& arch, int C, int H, int W, int classes) : classes_(classes) {
-  auto conv = [&](int O, int k, int s, int p) {
-    Op op{Op::Conv, {ConvShape{C, O, H, W, k, s, p, true}}, {}, H, W, C, nparams_};
+  auto conv = [&](int O, int k, int s, int p, bool relu) {
+    Op op{Op::Conv, {ConvShape{C, O, H, W, k, s, p, relu}}, {}, H, W, C, nparams_};
     nparams_ += conv_params(op.c[0]);
     H = conv_out(H, k, s, p);
     W = conv_out(W, k, s, p);
@@ -203,13 +202,17 @@ NaiveNet::NaiveNet(const std::string& arch, int C, int H, int W, int classes) : 
     Op op{Op::Fire,
           {ConvShape{C, s1, H, W, 1, 1, 0, true}, ConvShape{s1, e1, H, W, 1, 1, 0, true},
            ConvShape{s1, e3, H, W, 3, 1, 1, true}},
-          {}, H, W, C, nparams_};
+          {},
+          H,
+          W,
+          C,
+          nparams_};
     for (auto& c : op.c) nparams_ += conv_params(c);
     C = e1 + e3;
     ops_.push_back(op);
   };
   if (arch == "squeezenet1_0") {
-    conv(96, 7, 2, 0);
+    conv(96, 7, 2, 0, true);
     pool();
     fire(16, 64, 64), fire(16, 64, 64), fire(32, 128, 128);
     pool();
@@ -218,7 +221,7 @@ NaiveNet::NaiveNet(const std::string& arch, int C, int H, int W, int classes) : 
     fire(64, 256, 256);
   } else {
     const bool small = arch == "squeezenet_small";
-    conv(64, 3, small ? 1 : 2, small ? 1 : 0);
+    conv(64, 3, small ? 1 : 2, small ? 1 : 0, true);
     pool();
     fire(16, 64, 64), fire(16, 64, 64);
     pool();
@@ -226,7 +229,8 @@ NaiveNet::NaiveNet(const std::string& arch, int C, int H, int W, int classes) : 
     pool();
     fire(48, 192, 192), fire(48, 192, 192), fire(64, 256, 256), fire(64, 256, 256);
   }
-  conv(classes, 1, 1, 0);  // dropout (eval: identity) then the final conv + ReLU
+  // Dropout (eval: identity), then the final conv: ReLU except in the small variant.
+  conv(classes, 1, 1, 0, arch != "squeezenet_small");
   ops_.push_back(Op{Op::Avg, {}, {}, H, W, C, nparams_});
   params.assign(nparams_, 0.0);
   grads.assign(nparams_, 0.0);
@@ -325,8 +329,8 @@ void NaiveNet::backward(const dvec& dlogits) {
         for (int j = 1; j <= 2; ++j) {
           const auto& cs = op.c[j];
           const size_t nw = size_t(cs.weight_numel());
-          conv_ref_backward(cs, N, s, slice(params, o[j], nw), j == 1 ? y1 : y3,
-                            j == 1 ? d1 : d3, j == 1 ? ds1 : ds3, dw, db);
+          conv_ref_backward(cs, N, s, slice(params, o[j], nw), j == 1 ? y1 : y3, j == 1 ? d1 : d3,
+                            j == 1 ? ds1 : ds3, dw, db);
           put(grads, o[j], dw);
           put(grads, o[j] + nw, db);
         }

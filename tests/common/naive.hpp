@@ -33,8 +33,7 @@ struct PoolRef {
 /// in row-major order (torch); padded positions never win.
 void maxpool_ref_forward(const PoolRef& P, int N, const dvec& x, dvec& y,
                          std::vector<size_t>& argmax);
-void maxpool_ref_backward(const std::vector<size_t>& argmax, size_t nx, const dvec& dy,
-                          dvec& dx);
+void maxpool_ref_backward(const std::vector<size_t>& argmax, size_t nx, const dvec& dy, dvec& dx);
 
 void avgpool_ref_forward(int N, int H, int W, int C, const dvec& x, dvec& y);
 void avgpool_ref_backward(int N, int H, int W, int C, const dvec& dy, dvec& dx);
@@ -55,9 +54,12 @@ struct XentRef {
 XentRef xent_ref(int n, int K, const dvec& z, const std::vector<int32_t>& labels, double denom);
 
 /// A naive SqueezeNet (squeezenet1_0, squeezenet1_1, squeezenet_small) in double, in eval mode
-/// (dropout off), its parameters in torchvision state_dict order in one flat vector.
+/// (dropout off), its parameters in torchvision state_dict order in one flat vector. Built from
+/// the loop references above; shares no code with ft::Net.
 class NaiveNet {
  public:
+  /// As ft::NetSpec documents it: ReLU after the last conv in squeezenet1_0/1_1 (torchvision),
+  /// none in squeezenet_small.
   NaiveNet(const std::string& arch, int C, int H, int W, int classes);
   size_t num_params() const { return nparams_; }
   dvec params, grads;  // (num_params)
@@ -69,7 +71,7 @@ class NaiveNet {
  private:
   struct Op {
     enum Kind { Conv, Pool, Fire, Avg } kind;
-    ConvShape c[3];   // Conv: c[0]; Fire: squeeze, expand1x1, expand3x3
+    ConvShape c[3];  // Conv: c[0]; Fire: squeeze, expand1x1, expand3x3
     PoolRef pool{};
     int H = 0, W = 0, C = 0;  // input
     size_t off = 0;           // parameter offset
@@ -77,8 +79,8 @@ class NaiveNet {
   std::vector<Op> ops_;
   size_t nparams_ = 0;
   int N_ = 0, classes_;
-  std::vector<dvec> acts_;   // input of op i is acts_[i], output acts_[i + 1]
-  std::vector<dvec> sq_;     // fire squeeze outputs
+  std::vector<dvec> acts_;               // input of op i is acts_[i], output acts_[i + 1]
+  std::vector<dvec> sq_;                 // fire squeeze outputs
   std::vector<std::vector<size_t>> am_;  // pool argmax
 };
 

@@ -45,6 +45,12 @@ class Dataset {
   /// The normalized value of a raw 0 pixel in channel c: what zero padding becomes.
   float zero_value(int c) const;
 
+  /// Fast path for the loader: the raw pixels of sample i (H, W, C) when the images are
+  /// cached uint8 (else nullptr), and the (C, 256) table mapping a raw value to its normalized
+  /// value: normalized(c, x) = lut()[c * 256 + x].
+  const uint8_t* cached_u8(int64_t i) const;
+  const float* lut() const;
+
   int32_t label(int64_t i) const;
   const std::vector<int32_t>& labels() const;
 

@@ -63,6 +63,10 @@ AugChoice aug_choice(uint64_t seed, int64_t epoch, int64_t index, int pad, bool 
 void augment_image(const float* in, float* out, int h, int w, int c, const AugChoice& a,
                    const float* zero);
 
+/// The same from raw uint8 pixels, normalized through lut (C, 256) (see Dataset::lut()).
+void augment_image_u8(const uint8_t* in, float* out, int h, int w, int c, const AugChoice& a,
+                      const float* lut);
+
 class Loader {
  public:
   Loader(const Dataset& ds, LoaderOptions opt);

@@ -15,8 +15,9 @@ namespace ft {
 
 enum class InitScheme { Torchvision, Xavier };
 
-/// What to build. arch: squeezenet1_0 | squeezenet1_1 | squeezenet_small (1.1 with a 3×3
-/// stride-1 padded stem, for 28×28 / 32×32 inputs).
+/// What to build. arch: squeezenet1_0 | squeezenet1_1 | squeezenet_small: v1.1 with a 3×3
+/// stride-1 padded stem (for 28×28 / 32×32 inputs) and no ReLU after conv10 (so conv10 cannot
+/// die: logits may be negative). Parameter names and shapes are those of squeezenet1_1.
 struct NetSpec {
   std::string arch = "squeezenet_small";
   int in_channels = 3;

@@ -33,6 +33,8 @@ class Conv2d {
 
   /// x (N, H, W, C), w (O, C, k, k), b (O), y (N, OH, OW, O)
   void forward(int N, const float* x, const float* w, const float* b, float* y);
+  /// backward must see the same weights as the preceding forward (the reordered copy made by
+  /// forward is reused when `w` is the same pointer): update weights only after backward.
   /// dy (N, OH, OW, O) is modified in place by the ReLU mask (y > 0) when ReLU is fused and
   /// y is given; pass y = nullptr when the caller has already masked dy. dx may be null (first
   /// layer). dw, db are overwritten (not accumulated).

@@ -23,7 +23,8 @@ class MaxPool2d {
   ~MaxPool2d();
   MaxPool2d(MaxPool2d&&) noexcept;
   const PoolShape& shape() const { return s_; }
-  /// x (N, H, W, C) -> y (N, OH, OW, C); remembers the argmax for backward.
+  /// x (N, H, W, C) -> y (N, OH, OW, C); remembers the argmax for backward. Ties go to the
+  /// first maximum in row-major window order, as in torch.
   void forward(int N, const float* x, float* y);
   /// dy (N, OH, OW, C) -> dx (N, H, W, C), overwritten.
   void backward(int N, const float* dy, float* dx);
