@@ -437,7 +437,8 @@ void compare_with_naive(const ft::NetSpec& spec, int N, uint32_t seed, float fin
   for (auto& v : net.param_views())
     if (v.name == "classifier.1.weight")
       for (size_t j = 0; j < v.numel(); ++j) v.data[j] *= final_scale;
-  NaiveNet ref(spec.arch, spec.in_channels, spec.height, spec.width, spec.num_classes);
+  NaiveNet ref(spec.arch, spec.in_channels, spec.height, spec.width, spec.num_classes,
+               spec.bypass);
   ASSERT_EQ(ref.num_params(), net.num_params());
   for (size_t i = 0; i < net.num_params(); ++i) ref.params[i] = net.params()[i];
   const int K = spec.num_classes;
@@ -467,6 +468,18 @@ void compare_with_naive(const ft::NetSpec& spec, int N, uint32_t seed, float fin
   }
   std::printf("[ naive ] %s: worst gradient %s at %.2e of its max |grad|\n", spec.arch.c_str(),
               worst_key.c_str(), worst);
+}
+
+TEST_F(ModelTest, NetMatchesNaiveNetWithSimpleBypass) {
+  // The paper's simple bypass (identity around fire3, 5, 7, 9) on every architecture.
+  for (const char* arch : {"squeezenet_small", "squeezenet1_1", "squeezenet1_0"}) {
+    ft::NetSpec spec{arch, 3, arch[10] == 's' ? 16 : 48, arch[10] == 's' ? 16 : 48, 7, 0.5f};
+    spec.bypass = "simple";
+    compare_with_naive(spec, 2, 9, 30.f);
+  }
+  ft::NetSpec bad = tiny_spec();
+  bad.bypass = "complex";
+  EXPECT_THROW(ft::Net{bad}, ft::InputError);
 }
 
 TEST_F(ModelTest, NetMatchesNaiveNet) {

@@ -32,14 +32,16 @@ bool is_root() {
 }
 
 /// The architecture stored with a weights file or checkpoint ("" if none).
-std::string stored_arch(const std::string& path) { return read_arch_attr(path); }
+std::string stored_arch(const std::string& path) { return read_root_attr(path, "arch"); }
 
-/// Builds the net for a dataset and loads weights; --arch may be implied by the file.
+/// Builds the net for a dataset and loads weights; --arch (and the bypass variant) may be
+/// implied by the file.
 Net net_for(const std::string& weights, std::string arch, const Dataset& ds) {
   std::string stored = stored_arch(weights);
   if (arch.empty()) arch = stored.empty() ? "squeezenet_small" : stored;
   NetSpec spec;
   spec.arch = arch;
+  if (std::string b = read_root_attr(weights, "bypass"); !b.empty()) spec.bypass = b;
   spec.in_channels = ds.channels();
   spec.height = ds.height();
   spec.width = ds.width();
@@ -137,7 +139,7 @@ int cmd_predict(int argc, char** argv) {
 }
 
 int cmd_export(int argc, char** argv) {
-  std::string checkpoint, out, arch = "squeezenet1_0", init = "torchvision";
+  std::string checkpoint, out, arch = "squeezenet1_0", init = "torchvision", bypass = "none";
   int classes = 1000, channels = 3, size = 224;
   int64_t seed = 42;
   Options o("export",
@@ -150,6 +152,7 @@ int cmd_export(int argc, char** argv) {
       .opt("in-channels", &channels, "input channels (fresh init)")
       .opt("size", &size, "input size (only checks that the net fits it)")
       .opt("seed", &seed, "initialization seed")
+      .opt("bypass", &bypass, "none | simple (fresh init; read from the file otherwise)")
       .opt("init", &init, "torchvision | xavier");
   if (!o.parse(argc, argv)) return 0;
   if (out.empty()) throw InputError("export: --out is required");
@@ -159,9 +162,11 @@ int cmd_export(int argc, char** argv) {
   spec.num_classes = classes;
   spec.in_channels = channels;
   spec.height = spec.width = size;
+  spec.bypass = bypass;
   if (!checkpoint.empty()) {
     std::string stored = stored_arch(checkpoint);
     if (!stored.empty() && !o.was_set("arch")) spec.arch = stored;
+    if (std::string b = read_root_attr(checkpoint, "bypass"); !b.empty()) spec.bypass = b;
     // Classes and channels come from the stored conv shapes.
     auto shapes = read_weight_shapes(checkpoint);
     if (auto it = shapes.find("classifier.1.weight"); it != shapes.end())
@@ -175,7 +180,8 @@ int cmd_export(int argc, char** argv) {
   else
     load_weights_h5(checkpoint, net.param_views());
   save_weights_h5(out, net.param_views(),
-                  {{"arch", spec.arch}, {"num_classes", std::to_string(spec.num_classes)},
+                  {{"arch", spec.arch}, {"bypass", spec.bypass},
+                   {"num_classes", std::to_string(spec.num_classes)},
                    {"in_channels", std::to_string(spec.in_channels)}});
   std::printf("export: %s, %zu parameters in %zu tensors -> %s\n", spec.arch.c_str(),
               net.num_params(), net.param_views().size(), out.c_str());

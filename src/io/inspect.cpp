@@ -30,10 +30,10 @@ std::map<std::string, std::vector<int64_t>> shapes_in(hid_t f, const char* group
 }
 }  // namespace
 
-std::string read_arch_attr(const std::string& path) {
+std::string read_root_attr(const std::string& path, const std::string& name) {
   std::lock_guard<std::mutex> lock(h5_mutex());
   h5::Handle f = h5::open_file(path);
-  return attr_or_empty(f, "arch");
+  return attr_or_empty(f, name.c_str());
 }
 
 std::map<std::string, std::vector<int64_t>> read_weight_shapes(const std::string& path) {
@@ -67,7 +67,7 @@ std::string describe_h5(const std::string& path) {
   h5::Handle f = h5::open_file(path);
   const bool ckpt = h5::is_group(f, "model");
   os << path << ": " << (ckpt ? "checkpoint" : "weights (torch-h5 layout)") << "\n";
-  for (const char* a : {"arch", "num_classes", "in_channels", "step", "epoch", "world_size", "seed",
+  for (const char* a : {"arch", "bypass", "num_classes", "in_channels", "step", "epoch", "world_size", "seed",
                         "format"}) {
     std::string v = attr_or_empty(f, a);
     if (!v.empty()) os << "  " << a << ": " << v << "\n";

@@ -134,6 +134,7 @@ void save_checkpoint(const std::string& path, const std::vector<ParamView>& para
   h5::write_attr(f, "world_size", int64_t(st.world_size));
   h5::write_attr_u64(f, "seed", st.seed);
   h5::write_attr(f, "arch", st.arch);
+  h5::write_attr(f, "bypass", st.bypass);
   h5::write_attr(f, "config", st.config_json);
   h5::write_attr(f, "format", std::string(kCheckpointFormat));
   h5::write_attr(f, "complete", int64_t(1));  // last: its presence means the rest is there
@@ -170,6 +171,7 @@ CheckpointState load_checkpoint(const std::string& path, const std::vector<Param
   st.world_size = int(h5::read_attr_int64(f, "world_size"));
   st.seed = h5::read_attr_u64(f, "seed");
   if (h5::has_attr(f, "arch")) st.arch = h5::read_attr_string(f, "arch");
+  if (h5::has_attr(f, "bypass")) st.bypass = h5::read_attr_string(f, "bypass");
   if (h5::has_attr(f, "config")) st.config_json = h5::read_attr_string(f, "config");
   return st;
 }

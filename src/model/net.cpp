@@ -99,17 +99,21 @@ class MaxPoolLayer : public Layer {
 };
 
 /// Fire (s1x1, e1x1, e3x3): squeeze 1×1 + ReLU -> [expand 1×1 + ReLU ‖ expand 3×3 + ReLU].
+/// With `bypass` (the paper's simple bypass, section 6), the module's input is added to its
+/// output: y = concat + x (needs in channels == out channels).
 /// oneDNN 2.6 runs convolutions with a channel-strided destination only on its reference
 /// kernel (measured), so each expand writes a dense buffer and the concat is a per-pixel copy.
 class FireLayer : public Layer {
  public:
-  FireLayer(std::string key, Dims i, int s1, int e1, int e3)
+  FireLayer(std::string key, Dims i, int s1, int e1, int e3, bool bypass)
       : key_(std::move(key)),
         squeeze_(ConvShape{i.C, s1, i.H, i.W, 1, 1, 0, true}),
         e1_(ConvShape{s1, e1, i.H, i.W, 1, 1, 0, true}),
-        e3_(ConvShape{s1, e3, i.H, i.W, 3, 1, 1, true}) {
+        e3_(ConvShape{s1, e3, i.H, i.W, 3, 1, 1, true}),
+        bypass_(bypass) {
     in = i;
     out = Dims{i.H, i.W, e1 + e3};
+    FT_REQUIRE(!bypass || in.C == out.C, "simple bypass needs equal in/out channels");
   }
   std::vector<ParamSpec> param_specs() const override {
     std::vector<ParamSpec> v;
@@ -140,8 +144,18 @@ class FireLayer : public Layer {
     squeeze_.forward(c.N, x, P + off_[0], P + off_[1], s_.data());
     e1_.forward(c.N, s_.data(), P + off_[2], P + off_[3], a);
     e3_.forward(c.N, s_.data(), P + off_[4], P + off_[5], b);
-    channel_copy_in(px, e1(), 0, out.C, a, y);
-    channel_copy_in(px, e3(), e1(), out.C, b, y);
+    float* cat = y;
+    if (bypass_) {  // keep the concat (for the ReLU masks); y = concat + x
+      cat_.resize(size_t(px * out.C));
+      cat = cat_.data();
+    }
+    channel_copy_in(px, e1(), 0, out.C, a, cat);
+    channel_copy_in(px, e3(), e1(), out.C, b, cat);
+    if (bypass_) {
+      const int64_t n = px * out.C;
+#pragma omp parallel for simd
+      for (int64_t i = 0; i < n; ++i) y[i] = cat[i] + x[i];
+    }
   }
   void backward(const PassContext& c, const float* P, float* G, const float* x, const float* y,
                 float* dy, float* dx) override {
@@ -150,15 +164,20 @@ class FireLayer : public Layer {
     float* db = da + px * e1();   // (N, H, W, e3)
     float* dsa = db + px * e3();  // (N, H, W, s1)
     float* dsb = dsa + px * s1(); // (N, H, W, s1)
-    relu_backward(px * out.C, y, dy, dy);  // both expand ReLUs at once, on the concat
-    channel_copy_out(px, e1(), 0, out.C, dy, da);
-    channel_copy_out(px, e3(), e1(), out.C, dy, db);
+    // Both expand ReLU masks at once, taken from the concat, split into the two halves; dy is
+    // left intact (the bypass passes it straight to dx).
+    concat_relu_backward(px, e1(), e3(), bypass_ ? cat_.data() : y, dy, da, db);
     e1_.backward(c.N, s_.data(), P + off_[2], nullptr, da, dsa, G + off_[2], G + off_[3]);
     e3_.backward(c.N, s_.data(), P + off_[4], nullptr, db, dsb, G + off_[4], G + off_[5]);
     const int64_t ns = px * s1();
 #pragma omp parallel for simd
     for (int64_t i = 0; i < ns; ++i) dsa[i] += dsb[i];
     squeeze_.backward(c.N, x, P + off_[0], s_.data(), dsa, dx, G + off_[0], G + off_[1]);
+    if (bypass_ && dx) {
+      const int64_t n = px * out.C;
+#pragma omp parallel for simd
+      for (int64_t i = 0; i < n; ++i) dx[i] += dy[i];
+    }
   }
 
  private:
@@ -168,8 +187,10 @@ class FireLayer : public Layer {
   int e3() const { return e3_.shape().O; }
   std::string key_;
   Conv2d squeeze_, e1_, e3_;
+  bool bypass_;
   std::vector<size_t> off_;
-  std::vector<float> s_;
+  std::vector<float> s_;    // squeeze output (N, H, W, s1)
+  std::vector<float> cat_;  // with bypass: the concat before the addition (N, H, W, C)
 };
 
 class DropoutLayer : public Layer {
@@ -228,6 +249,8 @@ Net::Net(const NetSpec& spec) : spec_(spec) {
                      "' (known: squeezenet1_0, squeezenet1_1, squeezenet_small)");
   if (spec.in_channels < 1 || spec.num_classes < 1 || spec.height < 1 || spec.width < 1)
     throw InputError("bad network input: channels, classes and image size must be >= 1");
+  if (spec.bypass != "none" && spec.bypass != "simple")
+    throw InputError("unknown --bypass '" + spec.bypass + "' (none, simple)");
   if (!(spec.dropout >= 0.f && spec.dropout < 1.f))
     throw InputError("--dropout must be in [0, 1), got " + std::to_string(spec.dropout));
   Dims d{spec.height, spec.width, spec.in_channels};
@@ -245,8 +268,10 @@ Net::Net(const NetSpec& spec) : spec_(spec) {
                        " is too small for " + spec.arch);
     add(new MaxPoolLayer(d), "maxpool (features." + std::to_string(idx) + ")");
   };
+  // The paper's simple bypass goes around fire3, 5, 7 and 9 (equal in/out channels).
   auto fire = [&](int idx, int num, FireCfg f) {
-    add(new FireLayer("features." + std::to_string(idx), d, f.s1, f.e1, f.e3),
+    const bool bypass = spec.bypass == "simple" && num % 2 == 1;
+    add(new FireLayer("features." + std::to_string(idx), d, f.s1, f.e1, f.e3, bypass),
         "fire" + std::to_string(num) + " (features." + std::to_string(idx) + ")");
   };
   if (spec.arch == "squeezenet1_0") {

@@ -25,6 +25,7 @@ namespace ft {
 
 void add_train_options(Options& o, TrainConfig& c) {
   o.opt("arch", &c.arch, "squeezenet1_0 | squeezenet1_1 | squeezenet_small")
+      .opt("bypass", &c.bypass, "none | simple (identity around fire3, 5, 7, 9; the paper's sec. 6)")
       .opt("data", &c.data, "training dataset (HDF5, see datasets/README.md)")
       .opt("val", &c.val, "validation dataset, evaluated after each epoch and at the end")
       .opt("epochs", &c.epochs, "epochs to train (or --steps)")
@@ -234,6 +235,7 @@ void write_checkpoint(const TrainConfig& c, const std::string& json, Net& net,
   st.world_size = world;
   st.seed = uint64_t(c.seed);
   st.arch = c.arch;
+  st.bypass = c.bypass;
   st.config_json = json;
   save_checkpoint(path, net.param_views(), momentum.data(), momentum.size(), st);
   prog.line("checkpoint " + path);
@@ -262,6 +264,7 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
   spec.width = train_ds.width();
   spec.num_classes = train_ds.num_classes();
   spec.dropout = float(c.dropout);
+  spec.bypass = c.bypass;
   Net net(spec);
 
   // Everyone must agree on what is about to happen, before the first collective on data.

@@ -183,7 +183,8 @@ void put(dvec& v, size_t off, const dvec& s) {
 size_t conv_params(const ConvShape& s) { return size_t(s.weight_numel()) + size_t(s.O); }
 }  // namespace
 
-NaiveNet::NaiveNet(const std::string& arch, int C, int H, int W, int classes) : classes_(classes) {
+NaiveNet::NaiveNet(const std::string& arch, int C, int H, int W, int classes,
+                   const std::string& bypass) : classes_(classes) {
   auto conv = [&](int O, int k, int s, int p, bool relu) {
     Op op{Op::Conv, {ConvShape{C, O, H, W, k, s, p, relu}}, {}, H, W, C, nparams_};
     nparams_ += conv_params(op.c[0]);
@@ -198,6 +199,7 @@ NaiveNet::NaiveNet(const std::string& arch, int C, int H, int W, int classes) : 
     H = P.OH;
     W = P.OW;
   };
+  int nfire = 0;
   auto fire = [&](int s1, int e1, int e3) {
     Op op{Op::Fire,
           {ConvShape{C, s1, H, W, 1, 1, 0, true}, ConvShape{s1, e1, H, W, 1, 1, 0, true},
@@ -208,6 +210,8 @@ NaiveNet::NaiveNet(const std::string& arch, int C, int H, int W, int classes) : 
           C,
           nparams_};
     for (auto& c : op.c) nparams_ += conv_params(c);
+    op.bypass = bypass == "simple" && nfire % 2 == 1;  // fire3, 5, 7, 9
+    ++nfire;
     C = e1 + e3;
     ops_.push_back(op);
   };
@@ -240,6 +244,7 @@ const dvec& NaiveNet::forward(int N, const dvec& x) {
   N_ = N;
   acts_.assign(ops_.size() + 1, {});
   sq_.assign(ops_.size(), {});
+  cat_.assign(ops_.size(), {});
   am_.assign(ops_.size(), {});
   acts_[0] = x;
   for (size_t i = 0; i < ops_.size(); ++i) {
@@ -276,6 +281,10 @@ const dvec& NaiveNet::forward(int N, const dvec& x) {
           for (int c = 0; c < e3; ++c)
             out[size_t(p) * (e1 + e3) + e1 + c] = ys[2][size_t(p) * e3 + c];
         }
+        if (op.bypass) {
+          cat_[i] = out;
+          for (size_t k = 0; k < out.size(); ++k) out[k] += in[k];
+        }
         break;
       }
     }
@@ -309,14 +318,15 @@ void NaiveNet::backward(const dvec& dlogits) {
         break;
       case Op::Fire: {
         const int e1 = op.c[1].O, e3 = op.c[2].O, P = N * op.H * op.W;
+        const dvec& cat = op.bypass ? cat_[i] : out;
         dvec y1(size_t(P) * e1), y3(size_t(P) * e3), d1(y1.size()), d3(y3.size());
         for (int p = 0; p < P; ++p) {  // split
           for (int c = 0; c < e1; ++c) {
-            y1[size_t(p) * e1 + c] = out[size_t(p) * (e1 + e3) + c];
+            y1[size_t(p) * e1 + c] = cat[size_t(p) * (e1 + e3) + c];
             d1[size_t(p) * e1 + c] = dy[size_t(p) * (e1 + e3) + c];
           }
           for (int c = 0; c < e3; ++c) {
-            y3[size_t(p) * e3 + c] = out[size_t(p) * (e1 + e3) + e1 + c];
+            y3[size_t(p) * e3 + c] = cat[size_t(p) * (e1 + e3) + e1 + c];
             d3[size_t(p) * e3 + c] = dy[size_t(p) * (e1 + e3) + e1 + c];
           }
         }
@@ -340,6 +350,8 @@ void NaiveNet::backward(const dvec& dlogits) {
         conv_ref_backward(cs, N, in, slice(params, o[0], nw), s, ds1, dx, dw, db);
         put(grads, o[0], dw);
         put(grads, o[0] + nw, db);
+        if (op.bypass)
+          for (size_t k = 0; k < dx.size(); ++k) dx[k] += dy[k];
         break;
       }
     }

@@ -60,7 +60,9 @@ class NaiveNet {
  public:
   /// As ft::NetSpec documents it: ReLU after the last conv in squeezenet1_0/1_1 (torchvision),
   /// none in squeezenet_small.
-  NaiveNet(const std::string& arch, int C, int H, int W, int classes);
+  /// bypass "simple": identity added around fire3, 5, 7, 9 (the paper's simple bypass).
+  NaiveNet(const std::string& arch, int C, int H, int W, int classes,
+           const std::string& bypass = "none");
   size_t num_params() const { return nparams_; }
   dvec params, grads;  // (num_params)
   /// x (N, H, W, C) -> logits (N, classes).
@@ -75,12 +77,14 @@ class NaiveNet {
     PoolRef pool{};
     int H = 0, W = 0, C = 0;  // input
     size_t off = 0;           // parameter offset
+    bool bypass = false;      // Fire: out = concat + in
   };
   std::vector<Op> ops_;
   size_t nparams_ = 0;
   int N_ = 0, classes_;
   std::vector<dvec> acts_;               // input of op i is acts_[i], output acts_[i + 1]
   std::vector<dvec> sq_;                 // fire squeeze outputs
+  std::vector<dvec> cat_;                // fire concat before the bypass addition
   std::vector<std::vector<size_t>> am_;  // pool argmax
 };
 

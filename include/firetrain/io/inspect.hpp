@@ -9,8 +9,9 @@
 
 namespace ft {
 
-/// The root string attribute "arch" of a weights file or checkpoint; "" if absent.
-std::string read_arch_attr(const std::string& path);
+/// A root attribute of a weights file or checkpoint ("arch", "bypass"), as a string; "" if
+/// absent.
+std::string read_root_attr(const std::string& path, const std::string& name);
 /// key -> shape of every float dataset of a torch-h5 file (or of a checkpoint's /model).
 std::map<std::string, std::vector<int64_t>> read_weight_shapes(const std::string& path);
 /// A human-readable summary of a dataset, weights file or checkpoint.

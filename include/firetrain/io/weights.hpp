@@ -40,6 +40,7 @@ struct CheckpointState {
   int world_size = 1;
   uint64_t seed = 0;
   std::string arch;
+  std::string bypass = "none";  // Fire bypass variant (none | simple)
   std::string config_json;
 };
 

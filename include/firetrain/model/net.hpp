@@ -24,6 +24,8 @@ struct NetSpec {
   int height = 224, width = 224;
   int num_classes = 1000;
   float dropout = 0.5f;
+  /// "none", or "simple": the paper's simple bypass (identity around fire3, 5, 7, 9).
+  std::string bypass = "none";
 };
 
 /// Per-layer facts for `firetrain info` (the paper's Table 1).

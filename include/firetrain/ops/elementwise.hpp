@@ -42,6 +42,11 @@ void channel_copy_in(int64_t P, int Ca, int off, int Ctot, const float* a, float
 /// Reads channels [off, off + Ca) of y (P, Ctot) into a (P, Ca).
 void channel_copy_out(int64_t P, int Ca, int off, int Ctot, const float* y, float* a);
 
+/// Backward of ReLU + channel concat: for y (P, Ca + Cb) = relu([a ‖ b]) and its gradient dy,
+/// da (P, Ca) = dy[:, :Ca] * (y[:, :Ca] > 0) and db likewise for the other channels.
+void concat_relu_backward(int64_t P, int Ca, int Cb, const float* y, const float* dy, float* da,
+                          float* db);
+
 /// Inverted dropout on x (N, H, W, C): y = x * keep / (1 - p). samples[n] is the dataset index
 /// of row n. In place allowed. backward applies the same mask to dy.
 void dropout_forward(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,

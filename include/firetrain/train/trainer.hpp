@@ -14,6 +14,7 @@ class Options;
 
 struct TrainConfig {
   std::string arch = "squeezenet_small";
+  std::string bypass = "none";  // none | simple (the paper's simple bypass)
   std::string data, val;
   int64_t epochs = 0, steps = 0;
   int64_t batch = 128;  // global
