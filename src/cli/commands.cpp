@@ -153,7 +153,7 @@ int cmd_export(int argc, char** argv) {
       .opt("size", &size, "input size (only checks that the net fits it)")
       .opt("seed", &seed, "initialization seed")
       .opt("bypass", &bypass, "none | simple (fresh init; read from the file otherwise)")
-      .opt("init", &init, "torchvision | xavier");
+      .opt("init", &init, "torchvision | xavier | kaiming");
   if (!o.parse(argc, argv)) return 0;
   if (out.empty()) throw InputError("export: --out is required");
   if (!is_root()) return 0;
@@ -176,7 +176,7 @@ int cmd_export(int argc, char** argv) {
   }
   Net net(spec);
   if (checkpoint.empty())
-    net.init_weights(uint64_t(seed), init == "xavier" ? InitScheme::Xavier : InitScheme::Torchvision);
+    net.init_weights(uint64_t(seed), parse_init(init));
   else
     load_weights_h5(checkpoint, net.param_views());
   save_weights_h5(out, net.param_views(),

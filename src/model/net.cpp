@@ -355,6 +355,13 @@ std::vector<LayerInfo> Net::layer_table() const {
   return t;
 }
 
+InitScheme parse_init(const std::string& name) {
+  if (name == "torchvision") return InitScheme::Torchvision;
+  if (name == "xavier") return InitScheme::Xavier;
+  if (name == "kaiming") return InitScheme::Kaiming;
+  throw InputError("unknown --init '" + name + "' (torchvision, xavier, kaiming)");
+}
+
 void Net::init_weights(uint64_t seed, InitScheme scheme) {
   // Counter-based: element j of parameter k depends only on (seed, k, j).
   auto uniform01 = [](uint64_t a, uint64_t b, uint64_t c) {
@@ -367,7 +374,8 @@ void Net::init_weights(uint64_t seed, InitScheme scheme) {
       const size_t n = v.numel();
       if (p.is_bias) {
         std::fill(v.data, v.data + n, 0.f);
-      } else if (p.is_final_conv) {  // N(0, 0.01) (torchvision and Caffe agree)
+      } else if (p.is_final_conv && scheme != InitScheme::Kaiming) {
+        // N(0, 0.01) (torchvision and Caffe agree)
         for (size_t j = 0; j < n; ++j) {
           double u1 = uniform01(seed, k, 2 * j) + 1e-300, u2 = uniform01(seed, k, 2 * j + 1);
           v.data[j] = float(0.01 * std::sqrt(-2 * std::log(u1)) * std::cos(6.283185307179586 * u2));

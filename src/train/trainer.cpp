@@ -46,12 +46,15 @@ void add_train_options(Options& o, TrainConfig& c) {
       .negflag("augment", &c.augment, "no random crop / flip")
       .opt("pad", &c.pad, "random-crop padding in pixels")
       .negflag("flip", &c.flip, "no horizontal flips in augmentation")
-      .opt("init", &c.init, "torchvision | xavier (Caffe)")
+      .opt("init", &c.init, "torchvision | xavier (Caffe) | kaiming (conv10 too)")
       .opt("checkpoint-dir", &c.checkpoint_dir, "directory for checkpoints (ckpt_<step>.h5)")
       .opt("checkpoint-every", &c.checkpoint_every, "steps between checkpoints (0: end only)")
       .opt("weights", &c.weights, "initial weights: torch-h5 file or checkpoint")
       .opt("metrics", &c.metrics, "metrics file, one row per logged step (.csv or .jsonl)")
       .opt("log-every", &c.log_every, "steps between logged lines / metrics rows")
+      .opt("progress", &c.progress,
+           "auto | live | plain: live line on a terminal (auto: if stdout is a tty; mpirun "
+           "gives ranks a pty even when its own output is a file, so batch jobs want plain)")
       .opt("device", &c.device, "cpu | cuda")
       .opt("bucket-kb", &c.bucket_kb, "gradient all-reduce bucket size in KiB")
       .opt("eval-batch", &c.eval_batch, "batch size for evaluation")
@@ -79,11 +82,12 @@ void validate(const TrainConfig& c, int world) {
   if (c.lr_step_epochs <= 0) bad("train: --lr-step-epochs must be > 0");
   if (c.pad < 0) bad("train: --pad must be >= 0");
   if (c.log_every <= 0) bad("train: --log-every must be > 0");
+  if (c.progress != "auto" && c.progress != "live" && c.progress != "plain")
+    bad("train: --progress must be auto, live or plain");
   if (c.checkpoint_every < 0) bad("train: --checkpoint-every must be >= 0");
   if (c.bucket_kb <= 0) bad("train: --bucket-kb must be > 0");
   if (c.eval_batch <= 0) bad("train: --eval-batch must be > 0");
-  if (c.init != "torchvision" && c.init != "xavier")
-    bad("train: --init must be torchvision or xavier");
+  parse_init(c.init);
   if (c.device == "cuda")
     bad("train: --device cuda: this build has no CUDA backend yet (CPU only); use --device cpu");
   if (c.device != "cpu") bad("train: --device must be cpu or cuda, got '" + c.device + "'");
@@ -175,7 +179,8 @@ std::string fmt_duration(double s) {
 /// Rank 0's progress: a live line on a terminal, plain periodic lines otherwise (Slurm logs).
 class Progress {
  public:
-  explicit Progress(bool on) : on_(on), tty_(on && isatty(fileno(stdout))) {}
+  Progress(bool on, const std::string& mode)
+      : on_(on), tty_(on && (mode == "live" || (mode == "auto" && isatty(fileno(stdout))))) {}
   void live(const std::string& line) {
     if (!tty_) return;
     std::printf("\r\033[K%s", line.c_str());
@@ -246,7 +251,7 @@ void write_checkpoint(const TrainConfig& c, const std::string& json, Net& net,
 TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& comm) {
   validate(c, comm.size());
   const bool root = comm.rank() == 0;
-  Progress prog(root);
+  Progress prog(root, c.progress);
   const int threads = set_threads(c.threads, comm);
 
   Dataset train_ds = Dataset::open(c.data);
@@ -275,8 +280,7 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
        << "\nclasses " << train_ds.num_classes();
   comm.check_consistent("the model, config or dataset", desc.str());
 
-  net.init_weights(uint64_t(c.seed), c.init == "xavier" ? InitScheme::Xavier
-                                                         : InitScheme::Torchvision);
+  net.init_weights(uint64_t(c.seed), parse_init(c.init));
   if (!c.weights.empty()) load_weights_h5(c.weights, net.param_views());
   comm.broadcast(net.params(), net.num_params(), 0);  // rank 0's weights are the truth
 

@@ -13,7 +13,12 @@
 
 namespace ft {
 
-enum class InitScheme { Torchvision, Xavier };
+/// Torchvision: Kaiming-uniform convs, conv10 N(0, 0.01), zero biases. Xavier: Caffe's
+/// (uniform ±sqrt(3/fan_in)), conv10 N(0, 0.01). Kaiming: Kaiming-uniform for conv10 too, so
+/// the backward signal into the Fire modules is not scaled down 5-6x by conv10 at the start.
+enum class InitScheme { Torchvision, Xavier, Kaiming };
+/// "torchvision" | "xavier" | "kaiming" -> scheme (InputError otherwise).
+InitScheme parse_init(const std::string& name);
 
 /// What to build. arch: squeezenet1_0 | squeezenet1_1 | squeezenet_small: v1.1 with a 3×3
 /// stride-1 padded stem (for 28×28 / 32×32 inputs) and no ReLU after conv10 (so conv10 cannot

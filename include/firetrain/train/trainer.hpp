@@ -30,12 +30,13 @@ struct TrainConfig {
   bool shuffle = true, augment = true;
   int pad = 2;      // random-crop padding (pixels)
   bool flip = true;
-  std::string init = "torchvision";  // torchvision | xavier
+  std::string init = "torchvision";  // torchvision | xavier | kaiming
   std::string checkpoint_dir;
   int64_t checkpoint_every = 0;      // steps; 0: only at the end
   std::string weights;               // initial weights (torch-h5 or checkpoint)
   std::string metrics;               // .csv or .jsonl
   int64_t log_every = 50;
+  std::string progress = "auto";     // auto | live | plain
   std::string device = "cpu";
   int bucket_kb = 1024;              // all-reduce bucket size
   int64_t eval_batch = 500;
