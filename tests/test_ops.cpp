@@ -405,7 +405,7 @@ TEST(OpsTest, MaxPoolMatchesReference) {
     fvec yf(y.size(), -9.f), dxf(dx.size(), 9.f);
     op.forward(c.N, xf.data(), yf.data());
     expect_close(yf, y, 0, 0, "maxpool y (exact)");
-    op.backward(c.N, dyf.data(), dxf.data());
+    op.backward(c.N, xf.data(), yf.data(), dyf.data(), dxf.data());
     // Up to four windows overlap on one input: sums of dy may round differently.
     expect_close(dxf, dx, 1e-6, 1e-7, "maxpool dx");
   }
@@ -428,7 +428,7 @@ TEST(OpsTest, MaxPoolTiesFollowTorch) {
   ft::MaxPool2d op(ps);
   fvec yf(y.size()), dxf(dx.size());
   op.forward(N, xf.data(), yf.data());
-  op.backward(N, dyf.data(), dxf.data());
+  op.backward(N, xf.data(), yf.data(), dyf.data(), dxf.data());
   expect_close(yf, y, 0, 0, "y");
   expect_close(dxf, dx, 1e-6, 1e-7, "dx (torch's first-maximum rule)");
 }
@@ -453,7 +453,7 @@ TEST(OpsTest, MaxPoolFloorMode) {
     try {
       ft::MaxPool2d op(ps);
       op.forward(N, xf.data(), yf.data());
-      op.backward(N, dyf.data(), dxf.data());
+      op.backward(N, xf.data(), yf.data(), dyf.data(), dxf.data());
     } catch (const std::exception& e) {
       ADD_FAILURE() << "MaxPool2d floor mode threw: " << e.what();
       continue;

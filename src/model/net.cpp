@@ -89,9 +89,9 @@ class MaxPoolLayer : public Layer {
   void forward(const PassContext& c, const float*, const float* x, float* y) override {
     op_.forward(c.N, x, y);
   }
-  void backward(const PassContext& c, const float*, float*, const float*, const float*, float* dy,
-                float* dx) override {
-    if (dx) op_.backward(c.N, dy, dx);
+  void backward(const PassContext& c, const float*, float*, const float* x, const float* y,
+                float* dy, float* dx) override {
+    if (dx) op_.backward(c.N, x, y, dy, dx);
   }
 
  private:

@@ -23,11 +23,11 @@ class MaxPool2d {
   ~MaxPool2d();
   MaxPool2d(MaxPool2d&&) noexcept;
   const PoolShape& shape() const { return s_; }
-  /// x (N, H, W, C) -> y (N, OH, OW, C); remembers the argmax for backward. Ties go to the
-  /// first maximum in row-major window order, as in torch.
+  /// x (N, H, W, C) -> y (N, OH, OW, C).
   void forward(int N, const float* x, float* y);
-  /// dy (N, OH, OW, C) -> dx (N, H, W, C), overwritten.
-  void backward(int N, const float* dy, float* dx);
+  /// dy (N, OH, OW, C) -> dx (N, H, W, C), overwritten, given the forward's x and y. Each
+  /// window's gradient goes to its first maximum in row-major order, as in torch.
+  void backward(int N, const float* x, const float* y, const float* dy, float* dx);
 
  struct Impl;  // backend state (primitives per batch size)
 

@@ -17,18 +17,17 @@ int PoolShape::out_size(int in, int k, int s, int p, bool ceil_mode) {
 }
 
 // Max pooling is memory-bound; in NHWC every window position is a contiguous channel vector,
-// so the max over the window vectorizes over C. The argmax (window position 0..k*k-1, first
-// maximum in row-major order, as torch) is kept as one byte per output element for backward.
-// (oneDNN 2.6's NHWC max pooling measured ~18% of a Fashion-MNIST step; this runs at memory
-// speed.)
+// so the max over the window vectorizes over C. No argmax is stored: backward finds, per
+// channel, the first window position (row-major, as torch) whose input equals the output, from
+// the x and y the layer keeps anyway. (oneDNN 2.6's NHWC max pooling took ~18% of a
+// Fashion-MNIST step; this forward is a plain vmaxps loop.)
 struct MaxPool2d::Impl {
-  std::vector<uint8_t> argmax;  // (N, OH, OW, C)
+  std::vector<uint8_t> done;  // per thread: (C) "gradient already routed" flags
 };
 
 MaxPool2d::MaxPool2d(PoolShape s) : s_(s), impl_(std::make_unique<Impl>()) {
   FT_REQUIRE(s.C > 0 && s.H >= s.k - 2 * s.pad && s.W >= s.k - 2 * s.pad,
              "max pool input smaller than its window");
-  FT_REQUIRE(s.k * s.k <= 255, "max pool window too large");
 }
 MaxPool2d::~MaxPool2d() = default;
 MaxPool2d::MaxPool2d(MaxPool2d&&) noexcept = default;
@@ -36,15 +35,11 @@ MaxPool2d::MaxPool2d(MaxPool2d&&) noexcept = default;
 void MaxPool2d::forward(int N, const float* x, float* y) {
   const int H = s_.H, W = s_.W, C = s_.C, OH = s_.OH(), OW = s_.OW();
   const int k = s_.k, st = s_.stride, pad = s_.pad;
-  impl_->argmax.resize(size_t(N) * OH * OW * C);
-  uint8_t* am = impl_->argmax.data();
 #pragma omp parallel for collapse(2)
   for (int n = 0; n < N; ++n)
     for (int oh = 0; oh < OH; ++oh)
       for (int ow = 0; ow < OW; ++ow) {
-        const int64_t o = ((int64_t(n) * OH + oh) * OW + ow) * C;
-        float* yo = y + o;
-        uint8_t* ao = am + o;
+        float* yo = y + ((int64_t(n) * OH + oh) * OW + ow) * C;
         bool first = true;
         for (int i = 0; i < k; ++i) {
           const int h = oh * st - pad + i;
@@ -53,53 +48,56 @@ void MaxPool2d::forward(int N, const float* x, float* y) {
             const int w = ow * st - pad + j;
             if (w < 0 || w >= W) continue;
             const float* xi = x + ((int64_t(n) * H + h) * W + w) * C;
-            const uint8_t pos = uint8_t(i * k + j);
             if (first) {
 #pragma omp simd
-              for (int c = 0; c < C; ++c) {
-                yo[c] = xi[c];
-                ao[c] = pos;
-              }
+              for (int c = 0; c < C; ++c) yo[c] = xi[c];
               first = false;
             } else {
 #pragma omp simd
-              for (int c = 0; c < C; ++c) {
-                const bool gt = xi[c] > yo[c];
-                yo[c] = gt ? xi[c] : yo[c];
-                ao[c] = gt ? pos : ao[c];
-              }
+              for (int c = 0; c < C; ++c) yo[c] = xi[c] > yo[c] ? xi[c] : yo[c];
             }
           }
         }
       }
 }
 
-void MaxPool2d::backward(int N, const float* dy, float* dx) {
+void MaxPool2d::backward(int N, const float* x, const float* y, const float* dy, float* dx) {
   const int H = s_.H, W = s_.W, C = s_.C, OH = s_.OH(), OW = s_.OW();
   const int k = s_.k, st = s_.stride, pad = s_.pad;
-  const uint8_t* am = impl_->argmax.data();
-#pragma omp parallel for
-  for (int n = 0; n < N; ++n) {
-    float* dxn = dx + int64_t(n) * H * W * C;
-    std::fill(dxn, dxn + int64_t(H) * W * C, 0.f);
-    for (int oh = 0; oh < OH; ++oh)
-      for (int ow = 0; ow < OW; ++ow) {
-        const int64_t o = ((int64_t(n) * OH + oh) * OW + ow) * C;
-        const float* dyo = dy + o;
-        const uint8_t* ao = am + o;
-        for (int i = 0; i < k; ++i) {
-          const int h = oh * st - pad + i;
-          if (h < 0 || h >= H) continue;
-          for (int j = 0; j < k; ++j) {
-            const int w = ow * st - pad + j;
-            if (w < 0 || w >= W) continue;
-            float* dxi = dxn + (int64_t(h) * W + w) * C;
-            const uint8_t pos = uint8_t(i * k + j);
+#pragma omp parallel
+  {
+    std::vector<uint8_t> done(static_cast<size_t>(C));
+#pragma omp for
+    for (int n = 0; n < N; ++n) {
+      float* dxn = dx + int64_t(n) * H * W * C;
+      const float* xn = x + int64_t(n) * H * W * C;
+      std::fill(dxn, dxn + int64_t(H) * W * C, 0.f);
+      for (int oh = 0; oh < OH; ++oh)
+        for (int ow = 0; ow < OW; ++ow) {
+          const int64_t o = ((int64_t(n) * OH + oh) * OW + ow) * C;
+          const float* yo = y + o;
+          const float* dyo = dy + o;
+          std::fill(done.begin(), done.end(), uint8_t(0));
+          uint8_t* dn = done.data();
+          for (int i = 0; i < k; ++i) {
+            const int h = oh * st - pad + i;
+            if (h < 0 || h >= H) continue;
+            for (int j = 0; j < k; ++j) {
+              const int w = ow * st - pad + j;
+              if (w < 0 || w >= W) continue;
+              const int64_t p = (int64_t(h) * W + w) * C;
+              const float* xi = xn + p;
+              float* dxi = dxn + p;
 #pragma omp simd
-            for (int c = 0; c < C; ++c) dxi[c] += ao[c] == pos ? dyo[c] : 0.f;
+              for (int c = 0; c < C; ++c) {
+                const bool hit = !dn[c] && xi[c] == yo[c];
+                dxi[c] += hit ? dyo[c] : 0.f;
+                dn[c] |= uint8_t(hit);
+              }
+            }
           }
         }
-      }
+    }
   }
 }
 
