@@ -423,7 +423,7 @@ double mean_loss(ft::Net& net, const ft::PassContext& ctx, const fvec& x,
   const float* z = net.forward(ctx, x.data());
   const int K = net.spec().num_classes;
   auto st =
-      ft::softmax_xent(ctx.N, K, z, labels.data(), ctx.N, dlogits ? dlogits->data() : nullptr);
+      ft::cpu::softmax_xent(ctx.N, K, z, labels.data(), ctx.N, dlogits ? dlogits->data() : nullptr);
   return st.loss_sum / ctx.N;
 }
 
@@ -454,7 +454,7 @@ void compare_with_naive(const ft::NetSpec& spec, int N, uint32_t seed, float fin
   XentRef xr = xent_ref(N, K, zr, labels, N);
   ref.backward(xr.dlogits);
   fvec dl(z.size());
-  ft::softmax_xent(N, K, z.data(), labels.data(), N, dl.data());
+  ft::cpu::softmax_xent(N, K, z.data(), labels.data(), N, dl.data());
   net.backward(ctx, dl.data());
   double worst = 0;
   std::string worst_key;
@@ -705,7 +705,7 @@ TEST_F(ModelTest, PyTorchReferenceForwardLossAndGradients) {
   expect_close(logits, ref_logits, 1e-4, 1e-5 * abs_max(ref_logits.data(), ref_logits.size()),
                "logits");
   fvec dl(size_t(N) * K);
-  auto st = ft::softmax_xent(N, K, logits.data(), labels.data(), N, dl.data());
+  auto st = ft::cpu::softmax_xent(N, K, logits.data(), labels.data(), N, dl.data());
   EXPECT_NEAR(st.loss_sum / N, ref_loss, 1e-4 * ref_loss) << "loss";
 
   net->backward(ctx, dl.data());
@@ -760,11 +760,11 @@ TEST_F(ModelTest, PyTorchReferenceThreeSgdSteps) {
   fvec dl(size_t(N) * K);
   for (int step = 0; step < 3; ++step) {
     const float* z = net->forward(ctx, x.data());
-    auto st = ft::softmax_xent(N, K, z, labels.data(), N, dl.data());
+    auto st = ft::cpu::softmax_xent(N, K, z, labels.data(), N, dl.data());
     EXPECT_NEAR(st.loss_sum / N, ref_losses[size_t(step)], 1e-4 * ref_losses[size_t(step)])
         << "loss before step " << step;
     net->backward(ctx, dl.data());
-    ft::sgd_update(net->num_params(), lr, mom, wd, step == 0, net->params(), net->grads(),
+    ft::cpu::sgd_update(net->num_params(), lr, mom, wd, step == 0, net->params(), net->grads(),
                    buf.data());
   }
   double worst = 0;

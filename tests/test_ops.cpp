@@ -493,8 +493,8 @@ TEST(OpsTest, GlobalAvgPoolMatchesReference) {
     avgpool_ref_forward(c.N, c.H, c.W, c.C, to_double(xf), y);
     avgpool_ref_backward(c.N, c.H, c.W, c.C, to_double(dyf), dx);
     fvec yf(y.size()), dxf(dx.size());
-    ft::global_avgpool_forward(c.N, c.H, c.W, c.C, xf.data(), yf.data());
-    ft::global_avgpool_backward(c.N, c.H, c.W, c.C, dyf.data(), dxf.data());
+    ft::cpu::global_avgpool_forward(c.N, c.H, c.W, c.C, xf.data(), yf.data());
+    ft::cpu::global_avgpool_backward(c.N, c.H, c.W, c.C, dyf.data(), dxf.data());
     near(yf, y, "avgpool y");
     near(dxf, dx, "avgpool dx", 1e-6);
   }
@@ -524,17 +524,17 @@ TEST(OpsTest, ReluMatchesReference) {
   x[0] = 0.f;
   x[1] = -0.f;
   fvec y(x.size()), dx(x.size());
-  ft::relu_forward(n, x.data(), y.data());
-  ft::relu_backward(n, y.data(), dy.data(), dx.data());
+  ft::cpu::relu_forward(n, x.data(), y.data());
+  ft::cpu::relu_backward(n, y.data(), dy.data(), dx.data());
   for (int64_t i = 0; i < n; ++i) {
     ASSERT_EQ(y[i], x[i] > 0 ? x[i] : 0.f) << i;
     ASSERT_EQ(dx[i], x[i] > 0 ? dy[i] : 0.f) << i;  // the mask is y > 0: zero at the kink
   }
   fvec z = x;  // in place
-  ft::relu_forward(n, z.data(), z.data());
+  ft::cpu::relu_forward(n, z.data(), z.data());
   EXPECT_EQ(z, y);
   fvec g = dy;
-  ft::relu_backward(n, y.data(), g.data(), g.data());
+  ft::cpu::relu_backward(n, y.data(), g.data(), g.data());
   EXPECT_EQ(g, dx);
 }
 
@@ -564,18 +564,18 @@ TEST(OpsTest, ChannelConcatSplit) {
   const int Ca = 17, Cb = 16, Ct = Ca + Cb;
   fvec a = random_floats(size_t(P * Ca), 51), b = random_floats(size_t(P * Cb), 52);
   fvec y(size_t(P * Ct), 123.f);
-  ft::channel_copy_in(P, Ca, 0, Ct, a.data(), y.data());
+  ft::cpu::channel_copy_in(P, Ca, 0, Ct, a.data(), y.data());
   // Only channels [0, Ca) were written.
   for (int64_t p = 0; p < P; ++p)
     for (int c = Ca; c < Ct; ++c) ASSERT_EQ(y[size_t(p * Ct + c)], 123.f);
-  ft::channel_copy_in(P, Cb, Ca, Ct, b.data(), y.data());
+  ft::cpu::channel_copy_in(P, Cb, Ca, Ct, b.data(), y.data());
   for (int64_t p = 0; p < P; ++p) {
     for (int c = 0; c < Ca; ++c) ASSERT_EQ(y[size_t(p * Ct + c)], a[size_t(p * Ca + c)]);
     for (int c = 0; c < Cb; ++c) ASSERT_EQ(y[size_t(p * Ct + Ca + c)], b[size_t(p * Cb + c)]);
   }
   fvec a2(a.size()), b2(b.size());
-  ft::channel_copy_out(P, Ca, 0, Ct, y.data(), a2.data());
-  ft::channel_copy_out(P, Cb, Ca, Ct, y.data(), b2.data());
+  ft::cpu::channel_copy_out(P, Ca, 0, Ct, y.data(), a2.data());
+  ft::cpu::channel_copy_out(P, Cb, Ca, Ct, y.data(), b2.data());
   EXPECT_EQ(a2, a);
   EXPECT_EQ(b2, b);
 }
@@ -618,8 +618,8 @@ TEST(OpsTest, DropoutMatchesReference) {
     dropout_ref(mask, c.p, to_double(xf), y);
     dropout_ref(mask, c.p, to_double(dyf), dx);
     fvec yf(y.size()), dxf(dx.size());
-    ft::dropout_forward(c.N, c.H, c.W, c.C, c.p, sd, step, samples.data(), xf.data(), yf.data());
-    ft::dropout_backward(c.N, c.H, c.W, c.C, c.p, sd, step, samples.data(), dyf.data(), dxf.data());
+    ft::cpu::dropout_forward(c.N, c.H, c.W, c.C, c.p, sd, step, samples.data(), xf.data(), yf.data());
+    ft::cpu::dropout_backward(c.N, c.H, c.W, c.C, c.p, sd, step, samples.data(), dyf.data(), dxf.data());
     expect_close(yf, y, 1e-6, 0, "dropout y");
     expect_close(dxf, dx, 1e-6, 0, "dropout dx");
     size_t zero_mismatch = 0;  // dropped elements are exactly zero, kept ones non-zero
@@ -627,7 +627,7 @@ TEST(OpsTest, DropoutMatchesReference) {
       zero_mismatch += (yf[i] == 0.f) == bool(mask[i]) && xf[i] != 0.f;
     EXPECT_EQ(zero_mismatch, 0u);
     fvec z = xf;  // in place
-    ft::dropout_forward(c.N, c.H, c.W, c.C, c.p, sd, step, samples.data(), z.data(), z.data());
+    ft::cpu::dropout_forward(c.N, c.H, c.W, c.C, c.p, sd, step, samples.data(), z.data(), z.data());
     EXPECT_EQ(z, yf);
   }
 }
@@ -638,10 +638,10 @@ TEST(OpsTest, DropoutMaskDependsOnSampleNotBatchPosition) {
   const size_t per = size_t(H) * W * C;
   fvec ones(3 * per, 1.f), ya(3 * per), yb(per);
   std::vector<int64_t> batch = {7, 123456789, 42};
-  ft::dropout_forward(3, H, W, C, p, 5, 11, batch.data(), ones.data(), ya.data());
+  ft::cpu::dropout_forward(3, H, W, C, p, 5, 11, batch.data(), ones.data(), ya.data());
   for (int n = 0; n < 3; ++n) {
     // Sample batch[n] alone in a batch of one (another rank, another position).
-    ft::dropout_forward(1, H, W, C, p, 5, 11, &batch[size_t(n)], ones.data(), yb.data());
+    ft::cpu::dropout_forward(1, H, W, C, p, 5, 11, &batch[size_t(n)], ones.data(), yb.data());
     EXPECT_TRUE(std::equal(yb.begin(), yb.end(), ya.begin() + n * per)) << "sample " << batch[n];
   }
   // Different samples get different masks.
@@ -655,7 +655,7 @@ TEST(OpsTest, DropoutKeepRateAndKeying) {
   fvec ones(n, 1.f), y1(n), y2(n), y3(n);
   for (float p : {0.1f, 0.5f, 0.8f}) {
     SCOPED_TRACE("p=" + std::to_string(p));
-    ft::dropout_forward(N, H, W, C, p, 3, 0, samples.data(), ones.data(), y1.data());
+    ft::cpu::dropout_forward(N, H, W, C, p, 3, 0, samples.data(), ones.data(), y1.data());
     size_t kept = 0;
     for (float v : y1) {
       kept += v != 0.f;
@@ -667,9 +667,9 @@ TEST(OpsTest, DropoutKeepRateAndKeying) {
     const double sigma = std::sqrt(p * (1 - p) / double(n));
     EXPECT_NEAR(rate, 1.0 - p, 6 * sigma) << "keep rate";
     // Another step: a different mask, agreeing on about p^2 + (1-p)^2 of the elements.
-    ft::dropout_forward(N, H, W, C, p, 3, 1, samples.data(), ones.data(), y2.data());
+    ft::cpu::dropout_forward(N, H, W, C, p, 3, 1, samples.data(), ones.data(), y2.data());
     // Another seed: different too.
-    ft::dropout_forward(N, H, W, C, p, 4, 0, samples.data(), ones.data(), y3.data());
+    ft::cpu::dropout_forward(N, H, W, C, p, 4, 0, samples.data(), ones.data(), y3.data());
     size_t same_step = 0, same_seed = 0;
     for (size_t i = 0; i < n; ++i) {
       same_step += (y1[i] != 0.f) == (y2[i] != 0.f);
@@ -679,12 +679,12 @@ TEST(OpsTest, DropoutKeepRateAndKeying) {
     EXPECT_NEAR(double(same_step) / double(n), agree, 0.01) << "steps 0 and 1";
     EXPECT_NEAR(double(same_seed) / double(n), agree, 0.01) << "seeds 3 and 4";
     // Same key: the same mask again.
-    ft::dropout_forward(N, H, W, C, p, 3, 0, samples.data(), ones.data(), y2.data());
+    ft::cpu::dropout_forward(N, H, W, C, p, 3, 0, samples.data(), ones.data(), y2.data());
     EXPECT_EQ(y1, y2);
   }
   // p = 0: the identity.
   fvec x = random_floats(n, 5), y(n);
-  ft::dropout_forward(N, H, W, C, 0.f, 3, 0, samples.data(), x.data(), y.data());
+  ft::cpu::dropout_forward(N, H, W, C, 0.f, 3, 0, samples.data(), x.data(), y.data());
   EXPECT_EQ(x, y);
 }
 
@@ -722,7 +722,7 @@ TEST(OpsTest, SoftmaxXentMatchesReference) {
   for (double denom : {5.0, 12.0}) {
     XentRef r = xent_ref(n, K, to_double(zf), labels, denom);
     fvec d(size_t(n) * K, 3.f);
-    auto st = ft::softmax_xent(n, K, zf.data(), labels.data(), denom, d.data());
+    auto st = ft::cpu::softmax_xent(n, K, zf.data(), labels.data(), denom, d.data());
     EXPECT_NEAR(st.loss_sum, r.loss_sum, 1e-5 * r.loss_sum);
     EXPECT_EQ(st.correct1, 1);
     EXPECT_EQ(st.correct5, 3);
@@ -730,7 +730,7 @@ TEST(OpsTest, SoftmaxXentMatchesReference) {
     EXPECT_EQ(st.correct5, r.top5);
     near(d, r.dlogits, "dlogits denom " + std::to_string(denom));
     // Evaluation: no dlogits.
-    auto st2 = ft::softmax_xent(n, K, zf.data(), labels.data(), denom, nullptr);
+    auto st2 = ft::cpu::softmax_xent(n, K, zf.data(), labels.data(), denom, nullptr);
     EXPECT_EQ(st2.loss_sum, st.loss_sum);
     EXPECT_EQ(st2.correct5, st.correct5);
   }
@@ -744,7 +744,7 @@ TEST(OpsTest, SoftmaxXentLargeLogitsAndManyClasses) {
   std::vector<int32_t> labels = {3, 999, 500};
   XentRef r = xent_ref(n, K, to_double(zf), labels, n);
   fvec d(size_t(n) * K);
-  auto st = ft::softmax_xent(n, K, zf.data(), labels.data(), n, d.data());
+  auto st = ft::cpu::softmax_xent(n, K, zf.data(), labels.data(), n, d.data());
   ASSERT_TRUE(std::isfinite(st.loss_sum));
   EXPECT_NEAR(st.loss_sum, r.loss_sum, 1e-4 * r.loss_sum);
   EXPECT_EQ(st.correct1, r.top1);
@@ -787,7 +787,7 @@ TEST(OpsTest, SgdMatchesTorchSemantics) {
     dvec w = to_double(wf), bd(n, 0.0);
     for (int step = 0; step < 5; ++step) {
       fvec gf = random_floats(n, 10 + step);
-      ft::sgd_update(n, c.lr, c.mom, c.wd, step == 0, wf.data(), gf.data(), buf.data());
+      ft::cpu::sgd_update(n, c.lr, c.mom, c.wd, step == 0, wf.data(), gf.data(), buf.data());
       sgd_ref(c.lr, c.mom, c.wd, step == 0, w, to_double(gf), bd);
       ASSERT_TRUE(expect_close(wf, w, 1e-5, 1e-6, "w after step " + std::to_string(step)));
       if (c.mom != 0.f) {
@@ -802,10 +802,10 @@ TEST(OpsTest, SgdMatchesTorchSemantics) {
 // 1.134, w = 0.94 - 0.1134 = 0.8266.
 TEST(OpsTest, SgdByHand) {
   float w = 1.f, g = 0.5f, buf = -3.f;
-  ft::sgd_update(1, 0.1f, 0.9f, 0.1f, true, &w, &g, &buf);
+  ft::cpu::sgd_update(1, 0.1f, 0.9f, 0.1f, true, &w, &g, &buf);
   EXPECT_NEAR(buf, 0.6f, 1e-6);
   EXPECT_NEAR(w, 0.94f, 1e-6);
-  ft::sgd_update(1, 0.1f, 0.9f, 0.1f, false, &w, &g, &buf);
+  ft::cpu::sgd_update(1, 0.1f, 0.9f, 0.1f, false, &w, &g, &buf);
   EXPECT_NEAR(buf, 1.134f, 1e-6);
   EXPECT_NEAR(w, 0.8266f, 1e-6);
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "firetrain/comm/communicator.hpp"
+#include "firetrain/core/device.hpp"
 #include "firetrain/core/error.hpp"
 #include "firetrain/data/convert.hpp"
 #include "firetrain/data/dataset.hpp"
@@ -53,17 +54,16 @@ Net net_for(const std::string& weights, std::string arch, const Dataset& ds) {
 }  // namespace
 
 void print_version() {
-  const dnnl_version_t* v = dnnl_version();
-  char mpiv[MPI_MAX_LIBRARY_VERSION_STRING];
-  int len = 0;
-  MPI_Get_library_version(mpiv, &len);
-  std::string mpis(mpiv, len);
-  if (auto nl = mpis.find_first_of("\n,"); nl != std::string::npos) mpis = mpis.substr(0, nl);
   unsigned maj, min, rel;
   H5get_libversion(&maj, &min, &rel);
-  std::printf("firetrain %s\n  CPU backend: oneDNN %d.%d.%d\n  CUDA backend: not built (the "
-              "CUDA/cuDNN/NCCL backend is not implemented yet)\n  MPI: %s\n  HDF5: %u.%u.%u\n",
-              FIRETRAIN_VERSION, v->major, v->minor, v->patch, mpis.c_str(), maj, min, rel);
+  std::string b = ft::backends_summary(), indented;
+  for (size_t p = 0; p < b.size();) {
+    size_t e = b.find('\n', p);
+    indented += "  " + b.substr(p, e - p) + "\n";
+    p = e == std::string::npos ? b.size() : e + 1;
+  }
+  std::printf("firetrain %s\n%s  HDF5: %u.%u.%u\n", FIRETRAIN_VERSION, indented.c_str(), maj, min,
+              rel);
 }
 
 int cmd_train(int argc, char** argv) {
@@ -254,7 +254,7 @@ int cmd_info(int argc, char** argv) {
 }
 
 int cmd_bench(int argc, char** argv) {
-  std::string what, arch = "squeezenet1_0";
+  std::string what, arch = "squeezenet1_0", device = "cpu";
   int batch = 32, size = 224, threads = 2, steps = 10, warmup = 2, classes = 1000, channels = 3;
   Options o("bench", "firetrain bench step: training throughput (images/s) on synthetic data,\n"
                      "one process; prints a table with the median over --steps after --warmup.");
@@ -266,14 +266,20 @@ int cmd_bench(int argc, char** argv) {
       .opt("classes", &classes, "classes")
       .opt("threads", &threads, "threads")
       .opt("steps", &steps, "timed steps")
-      .opt("warmup", &warmup, "untimed steps first");
+      .opt("warmup", &warmup, "untimed steps first")
+      .opt("device", &device, "cpu | cuda");
   if (!o.parse(argc, argv)) return 0;
+  const Device dev = parse_device(device);
+  require_device(dev);
   if (what != "step") throw InputError("bench: unknown benchmark '" + what + "' (step)");
   if (batch <= 0 || size <= 0 || threads <= 0 || steps <= 0 || warmup < 0)
     throw InputError("bench: --batch, --size, --threads, --steps must be > 0");
   if (!is_root()) return 0;
-  StepBenchResult r = bench_step(arch, batch, size, channels, classes, threads, steps, warmup);
-  std::printf("# firetrain bench step (fp32, synthetic data, forward+loss+backward+SGD)\n");
+  bind_device(dev, 0);
+  StepBenchResult r =
+      bench_step(arch, batch, size, channels, classes, threads, steps, warmup, dev);
+  std::printf("# firetrain bench step (fp32, %s, synthetic data, forward+loss+backward+SGD)\n",
+              device_name(dev));
   std::printf("# %-16s %6s %5s %7s %10s %10s %10s %10s %9s %9s %9s\n", "arch", "batch", "size",
               "threads", "median_ms", "p90_ms", "img/s", "fwd_ms", "bwd_ms", "sgd_ms", "rss_MB");
   std::printf("  %-16s %6d %5d %7d %10.1f %10.1f %10.1f %10.1f %9.1f %9.2f %9.0f\n",

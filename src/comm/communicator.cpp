@@ -13,6 +13,23 @@ namespace ft {
 Communicator::Communicator(MPI_Comm comm) : comm_(comm) {
   FT_MPI(MPI_Comm_rank(comm_, &rank_));
   FT_MPI(MPI_Comm_size(comm_, &size_));
+  MPI_Comm local;
+  FT_MPI(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local));
+  FT_MPI(MPI_Comm_rank(local, &local_rank_));
+  FT_MPI(MPI_Comm_size(local, &local_size_));
+  FT_MPI(MPI_Comm_free(&local));
+}
+
+std::unique_ptr<Reducer> make_reducer(Device d, Communicator& comm, float* grads, size_t n,
+                                      size_t bucket_bytes) {
+  if (d == Device::CUDA) {
+#ifdef FT_HAVE_CUDA
+    return cuda::make_nccl_reducer(comm, grads, n, bucket_bytes);
+#else
+    require_device(d);  // throws: CUDA not built
+#endif
+  }
+  return std::make_unique<GradReducer>(comm, grads, n, bucket_bytes);
 }
 
 // MPI counts are int: send big buffers in chunks below INT_MAX elements.

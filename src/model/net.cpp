@@ -6,9 +6,7 @@
 #include <cmath>
 
 #include "firetrain/core/error.hpp"
-#include "firetrain/ops/conv2d.hpp"
-#include "firetrain/ops/elementwise.hpp"
-#include "firetrain/ops/pool.hpp"
+#include "firetrain/ops/ops.hpp"
 
 namespace ft {
 
@@ -41,15 +39,17 @@ class Layer {
                         const float* y, float* dy, float* dx) = 0;
   /// Scratch floats per image this layer needs.
   virtual int64_t scratch_per_image() const { return 0; }
-  std::vector<float>* scratch = nullptr;
+  Buffer* scratch = nullptr;
+  const Ops* ops = nullptr;  // the device's op table (set by Net before any pass)
 };
 
 namespace {
 
 class ConvLayer : public Layer {
  public:
-  ConvLayer(std::string key, Dims i, int O, int k, int stride, int pad, bool relu, bool final_conv)
-      : key_(std::move(key)), op_(ConvShape{i.C, O, i.H, i.W, k, stride, pad, relu}),
+  ConvLayer(Device d, std::string key, Dims i, int O, int k, int stride, int pad, bool relu,
+            bool final_conv)
+      : key_(std::move(key)), op_(ConvShape{i.C, O, i.H, i.W, k, stride, pad, relu}, d),
         final_(final_conv) {
     in = i;
     out = Dims{op_.shape().OH(), op_.shape().OW(), O};
@@ -82,7 +82,7 @@ class ConvLayer : public Layer {
 
 class MaxPoolLayer : public Layer {
  public:
-  explicit MaxPoolLayer(Dims i) : op_(PoolShape{i.C, i.H, i.W, 3, 2, 0, true}) {
+  MaxPoolLayer(Device d, Dims i) : op_(PoolShape{i.C, i.H, i.W, 3, 2, 0, true}, d) {
     in = i;
     out = Dims{op_.shape().OH(), op_.shape().OW(), i.C};
   }
@@ -105,12 +105,14 @@ class MaxPoolLayer : public Layer {
 /// kernel (measured), so each expand writes a dense buffer and the concat is a per-pixel copy.
 class FireLayer : public Layer {
  public:
-  FireLayer(std::string key, Dims i, int s1, int e1, int e3, bool bypass)
+  FireLayer(Device d, std::string key, Dims i, int s1, int e1, int e3, bool bypass)
       : key_(std::move(key)),
-        squeeze_(ConvShape{i.C, s1, i.H, i.W, 1, 1, 0, true}),
-        e1_(ConvShape{s1, e1, i.H, i.W, 1, 1, 0, true}),
-        e3_(ConvShape{s1, e3, i.H, i.W, 3, 1, 1, true}),
-        bypass_(bypass) {
+        squeeze_(ConvShape{i.C, s1, i.H, i.W, 1, 1, 0, true}, d),
+        e1_(ConvShape{s1, e1, i.H, i.W, 1, 1, 0, true}, d),
+        e3_(ConvShape{s1, e3, i.H, i.W, 3, 1, 1, true}, d),
+        bypass_(bypass),
+        s_(d),
+        cat_(d) {
     in = i;
     out = Dims{i.H, i.W, e1 + e3};
     FT_REQUIRE(!bypass || in.C == out.C, "simple bypass needs equal in/out channels");
@@ -138,7 +140,7 @@ class FireLayer : public Layer {
 
   void forward(const PassContext& c, const float* P, const float* x, float* y) override {
     const int64_t px = c.N * pix();
-    s_.resize(size_t(px * s1()));  // squeeze output, kept for backward: (N, H, W, s1)
+    if (s_.size() < size_t(px * s1())) s_.resize(size_t(px * s1()));  // squeeze output, kept for backward: (N, H, W, s1)
     float* a = scratch->data();    // (N, H, W, e1)
     float* b = a + px * e1();      // (N, H, W, e3)
     squeeze_.forward(c.N, x, P + off_[0], P + off_[1], s_.data());
@@ -146,15 +148,14 @@ class FireLayer : public Layer {
     e3_.forward(c.N, s_.data(), P + off_[4], P + off_[5], b);
     float* cat = y;
     if (bypass_) {  // keep the concat (for the ReLU masks); y = concat + x
-      cat_.resize(size_t(px * out.C));
+      if (cat_.size() < size_t(px * out.C)) cat_.resize(size_t(px * out.C));
       cat = cat_.data();
     }
-    channel_copy_in(px, e1(), 0, out.C, a, cat);
-    channel_copy_in(px, e3(), e1(), out.C, b, cat);
+    ops->channel_copy_in(px, e1(), 0, out.C, a, cat);
+    ops->channel_copy_in(px, e3(), e1(), out.C, b, cat);
     if (bypass_) {
-      const int64_t n = px * out.C;
-#pragma omp parallel for simd
-      for (int64_t i = 0; i < n; ++i) y[i] = cat[i] + x[i];
+      ops->copy(px * out.C, cat, y);
+      ops->add_inplace(px * out.C, x, y);
     }
   }
   void backward(const PassContext& c, const float* P, float* G, const float* x, const float* y,
@@ -166,18 +167,12 @@ class FireLayer : public Layer {
     float* dsb = dsa + px * s1(); // (N, H, W, s1)
     // Both expand ReLU masks at once, taken from the concat, split into the two halves; dy is
     // left intact (the bypass passes it straight to dx).
-    concat_relu_backward(px, e1(), e3(), bypass_ ? cat_.data() : y, dy, da, db);
+    ops->concat_relu_backward(px, e1(), e3(), bypass_ ? cat_.data() : y, dy, da, db);
     e1_.backward(c.N, s_.data(), P + off_[2], nullptr, da, dsa, G + off_[2], G + off_[3]);
     e3_.backward(c.N, s_.data(), P + off_[4], nullptr, db, dsb, G + off_[4], G + off_[5]);
-    const int64_t ns = px * s1();
-#pragma omp parallel for simd
-    for (int64_t i = 0; i < ns; ++i) dsa[i] += dsb[i];
+    ops->add_inplace(px * s1(), dsb, dsa);
     squeeze_.backward(c.N, x, P + off_[0], s_.data(), dsa, dx, G + off_[0], G + off_[1]);
-    if (bypass_ && dx) {
-      const int64_t n = px * out.C;
-#pragma omp parallel for simd
-      for (int64_t i = 0; i < n; ++i) dx[i] += dy[i];
-    }
+    if (bypass_ && dx) ops->add_inplace(px * out.C, dy, dx);
   }
 
  private:
@@ -189,8 +184,8 @@ class FireLayer : public Layer {
   Conv2d squeeze_, e1_, e3_;
   bool bypass_;
   std::vector<size_t> off_;
-  std::vector<float> s_;    // squeeze output (N, H, W, s1)
-  std::vector<float> cat_;  // with bypass: the concat before the addition (N, H, W, C)
+  Buffer s_;    // squeeze output (N, H, W, s1)
+  Buffer cat_;  // with bypass: the concat before the addition (N, H, W, C)
 };
 
 class DropoutLayer : public Layer {
@@ -199,17 +194,17 @@ class DropoutLayer : public Layer {
   void forward(const PassContext& c, const float*, const float* x, float* y) override {
     const int64_t n = int64_t(c.N) * in.size();
     if (c.train && p_ > 0.f)
-      dropout_forward(c.N, in.H, in.W, in.C, p_, c.seed, c.step, c.samples, x, y);
+      ops->dropout_forward(c.N, in.H, in.W, in.C, p_, c.seed, c.step, c.samples, x, y);
     else
-      std::copy(x, x + n, y);
+      ops->copy(n, x, y);
   }
   void backward(const PassContext& c, const float*, float*, const float*, const float*, float* dy,
                 float* dx) override {
     const int64_t n = int64_t(c.N) * in.size();
     if (c.train && p_ > 0.f)
-      dropout_backward(c.N, in.H, in.W, in.C, p_, c.seed, c.step, c.samples, dy, dx);
+      ops->dropout_backward(c.N, in.H, in.W, in.C, p_, c.seed, c.step, c.samples, dy, dx);
     else
-      std::copy(dy, dy + n, dx);
+      ops->copy(n, dy, dx);
   }
 
  private:
@@ -223,11 +218,11 @@ class GlobalAvgPoolLayer : public Layer {
     out = Dims{1, 1, i.C};
   }
   void forward(const PassContext& c, const float*, const float* x, float* y) override {
-    global_avgpool_forward(c.N, in.H, in.W, in.C, x, y);
+    ops->global_avgpool_forward(c.N, in.H, in.W, in.C, x, y);
   }
   void backward(const PassContext& c, const float*, float*, const float*, const float*, float* dy,
                 float* dx) override {
-    global_avgpool_backward(c.N, in.H, in.W, in.C, dy, dx);
+    ops->global_avgpool_backward(c.N, in.H, in.W, in.C, dy, dx);
   }
 };
 
@@ -242,7 +237,9 @@ const std::vector<std::string>& known_archs() {
   return a;
 }
 
-Net::Net(const NetSpec& spec) : spec_(spec) {
+Net::Net(const NetSpec& spec, Device device)
+    : spec_(spec), dev_(device), ops_(&ops_for(device)), params_(device), grads_(device),
+      dbuf_{Buffer(device), Buffer(device)}, scratch_(device) {
   const auto& A = known_archs();
   if (std::find(A.begin(), A.end(), spec.arch) == A.end())
     throw InputError("unknown --arch '" + spec.arch +
@@ -256,6 +253,7 @@ Net::Net(const NetSpec& spec) : spec_(spec) {
   Dims d{spec.height, spec.width, spec.in_channels};
   auto add = [&](Layer* l, const std::string& name) {
     l->name = name;
+    l->ops = ops_;
     layers_.emplace_back(l);
     d = l->out;
     if (d.H < 1 || d.W < 1)
@@ -266,16 +264,16 @@ Net::Net(const NetSpec& spec) : spec_(spec) {
     if (d.H < 3 || d.W < 3)
       throw InputError("input " + std::to_string(spec.height) + "x" + std::to_string(spec.width) +
                        " is too small for " + spec.arch);
-    add(new MaxPoolLayer(d), "maxpool (features." + std::to_string(idx) + ")");
+    add(new MaxPoolLayer(dev_, d), "maxpool (features." + std::to_string(idx) + ")");
   };
   // The paper's simple bypass goes around fire3, 5, 7 and 9 (equal in/out channels).
   auto fire = [&](int idx, int num, FireCfg f) {
     const bool bypass = spec.bypass == "simple" && num % 2 == 1;
-    add(new FireLayer("features." + std::to_string(idx), d, f.s1, f.e1, f.e3, bypass),
+    add(new FireLayer(dev_, "features." + std::to_string(idx), d, f.s1, f.e1, f.e3, bypass),
         "fire" + std::to_string(num) + " (features." + std::to_string(idx) + ")");
   };
   if (spec.arch == "squeezenet1_0") {
-    add(new ConvLayer("features.0", d, 96, 7, 2, 0, true, false), "conv1 (features.0)");
+    add(new ConvLayer(dev_, "features.0", d, 96, 7, 2, 0, true, false), "conv1 (features.0)");
     pool(2);
     fire(3, 2, {16, 64, 64});
     fire(4, 3, {16, 64, 64});
@@ -289,7 +287,7 @@ Net::Net(const NetSpec& spec) : spec_(spec) {
     fire(12, 9, {64, 256, 256});
   } else {
     const bool small = spec.arch == "squeezenet_small";
-    add(new ConvLayer("features.0", d, 64, 3, small ? 1 : 2, small ? 1 : 0, true, false),
+    add(new ConvLayer(dev_, "features.0", d, 64, 3, small ? 1 : 2, small ? 1 : 0, true, false),
         "conv1 (features.0)");
     pool(2);
     fire(3, 2, {16, 64, 64});
@@ -308,7 +306,7 @@ Net::Net(const NetSpec& spec) : spec_(spec) {
   // can push every conv10 output below zero for every input, after which no gradient flows
   // and the loss stays at ln(classes) (seen with lr >= 0.01 on Fashion-MNIST, in PyTorch too).
   const bool final_relu = spec.arch != "squeezenet_small";
-  add(new ConvLayer("classifier.1", d, spec.num_classes, 1, 1, 0, final_relu, true),
+  add(new ConvLayer(dev_, "classifier.1", d, spec.num_classes, 1, 1, 0, final_relu, true),
       "conv10 (classifier.1)");
   add(new GlobalAvgPoolLayer(d), "avgpool (classifier.3)");
 
@@ -325,11 +323,19 @@ Net::Net(const NetSpec& spec) : spec_(spec) {
       total += v.numel();
       views_.push_back(v);
     }
-  params_.assign(total, 0.f);
-  grads_.assign(total, 0.f);
+  params_.resize(total);
+  grads_.resize(total);
+  float* hp = params_.data();
+  float* hg = grads_.data();
+  if (dev_ != Device::CPU) {  // the views see host mirrors of the device arenas
+    host_params_.assign(total, 0.f);
+    host_grads_.assign(total, 0.f);
+    hp = host_params_.data();
+    hg = host_grads_.data();
+  }
   for (auto& v : views_) {
-    v.data = params_.data() + v.offset;
-    v.grad = grads_.data() + v.offset;
+    v.data = hp + v.offset;
+    v.grad = hg + v.offset;
   }
   for (size_t i = 0; i < layers_.size(); ++i)
     if (!offs[i].empty()) layers_[i]->bind(offs[i]);
@@ -340,6 +346,16 @@ Net::Net(Net&&) noexcept = default;
 Net& Net::operator=(Net&&) noexcept = default;
 
 int64_t count_params(const NetSpec& spec) { return int64_t(Net(spec).num_params()); }
+
+void Net::params_to_host() {
+  if (dev_ != Device::CPU) params_.download(host_params_.data(), host_params_.size());
+}
+void Net::params_from_host() {
+  if (dev_ != Device::CPU) params_.upload(host_params_.data(), host_params_.size());
+}
+void Net::grads_to_host() {
+  if (dev_ != Device::CPU) grads_.download(host_grads_.data(), host_grads_.size());
+}
 
 std::vector<LayerInfo> Net::layer_table() const {
   std::vector<LayerInfo> t;
@@ -391,20 +407,21 @@ void Net::init_weights(uint64_t seed, InitScheme scheme) {
       ++k;
     }
   }
+  params_from_host();
 }
 
 void Net::ensure_buffers(int N) {
   if (N <= buf_batch_) return;
   int64_t max_act = 0, scratch = 0;
-  acts_.resize(layers_.size());
+  acts_.clear();
   for (size_t i = 0; i < layers_.size(); ++i) {
-    acts_[i].assign(size_t(N * layers_[i]->out.size()), 0.f);
+    acts_.emplace_back(dev_, size_t(N * layers_[i]->out.size()));
     max_act = std::max({max_act, layers_[i]->out.size(), layers_[i]->in.size()});
     scratch = std::max(scratch, layers_[i]->scratch_per_image());
   }
-  dbuf_[0].assign(size_t(N * max_act), 0.f);
-  dbuf_[1].assign(size_t(N * max_act), 0.f);
-  scratch_.assign(size_t(N * scratch), 0.f);
+  dbuf_[0].resize(size_t(N * max_act));
+  dbuf_[1].resize(size_t(N * max_act));
+  scratch_.resize(size_t(N * scratch));
   for (auto& l : layers_) l->scratch = &scratch_;
   buf_batch_ = N;
 }
@@ -413,6 +430,7 @@ const float* Net::forward(const PassContext& c, const float* x) {
   FT_REQUIRE(c.N > 0, "empty batch");
   FT_REQUIRE(!c.train || c.samples, "training forward needs sample indices (dropout keys)");
   ensure_buffers(c.N);
+  for (auto& l : layers_) l->scratch = &scratch_;  // (the net may have moved)
   input_ = x;
   const float* in = x;
   for (size_t i = 0; i < layers_.size(); ++i) {
@@ -427,7 +445,7 @@ void Net::backward(const PassContext& c, const float* dlogits,
   FT_REQUIRE(input_ && c.N <= buf_batch_, "backward without a matching forward");
   const size_t L = layers_.size();
   float* dy = dbuf_[0].data();
-  std::copy(dlogits, dlogits + int64_t(c.N) * spec_.num_classes, dy);
+  ops_->copy(int64_t(c.N) * spec_.num_classes, dlogits, dy);
   int cur = 0;
   for (size_t i = L; i-- > 0;) {
     Layer& l = *layers_[i];

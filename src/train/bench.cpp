@@ -1,6 +1,8 @@
 /// @brief Step benchmark on synthetic data (measured figures only).
 #include "firetrain/train/bench.hpp"
 
+#include "firetrain/ops/ops.hpp"
+
 #include <omp.h>
 #include <sys/resource.h>
 
@@ -26,15 +28,17 @@ static double median(std::vector<double> v) {
 }
 
 StepBenchResult bench_step(const std::string& arch, int batch, int size, int channels,
-                           int classes, int threads, int steps, int warmup) {
+                           int classes, int threads, int steps, int warmup, Device dev) {
+  require_device(dev);
   omp_set_num_threads(threads);
   NetSpec spec;
   spec.arch = arch;
   spec.in_channels = channels;
   spec.height = spec.width = size;
   spec.num_classes = classes;
-  Net net(spec);
+  Net net(spec, dev);
   net.init_weights(0);
+  const Ops& ops = net.ops();
   std::mt19937 rng(0);
   std::normal_distribution<float> nd;
   std::vector<float> x(size_t(batch) * size * size * channels);
@@ -45,7 +49,12 @@ StepBenchResult bench_step(const std::string& arch, int batch, int size, int cha
     labels[i] = int32_t(rng() % uint32_t(classes));
     samples[i] = i;
   }
-  std::vector<float> mom(net.num_params()), dlogits(size_t(batch) * classes);
+  Buffer dx(dev, x.size()), mom(dev, net.num_params()), dlogits(dev, size_t(batch) * classes);
+  Array<int32_t> dlabels(dev, labels.size());
+  Array<int64_t> dsamples(dev, samples.size());
+  dx.upload(x.data(), x.size());
+  dlabels.upload(labels.data(), labels.size());
+  dsamples.upload(samples.data(), samples.size());
   using clock = std::chrono::steady_clock;
   std::vector<double> tot, fwd, bwd, upd;
   for (int s = 0; s < warmup + steps; ++s) {
@@ -54,14 +63,17 @@ StepBenchResult bench_step(const std::string& arch, int batch, int size, int cha
     ctx.train = true;
     ctx.seed = 1;
     ctx.step = uint64_t(s);
-    ctx.samples = samples.data();
+    ctx.samples = dsamples.data();
     auto t0 = clock::now();
-    const float* logits = net.forward(ctx, x.data());
-    softmax_xent(batch, classes, logits, labels.data(), batch, dlogits.data());
+    const float* logits = net.forward(ctx, dx.data());
+    ops.softmax_xent(batch, classes, logits, dlabels.data(), batch, dlogits.data());  // syncs
     auto t1 = clock::now();
     net.backward(ctx, dlogits.data());
+    synchronize(dev);
     auto t2 = clock::now();
-    sgd_update(net.num_params(), 0.01f, 0.9f, 2e-4f, s == 0, net.params(), net.grads(), mom.data());
+    ops.sgd_update(net.num_params(), 0.01f, 0.9f, 2e-4f, s == 0, net.params(), net.grads(),
+                   mom.data());
+    synchronize(dev);
     auto t3 = clock::now();
     if (s < warmup) continue;
     auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
@@ -72,6 +84,7 @@ StepBenchResult bench_step(const std::string& arch, int batch, int size, int cha
   }
   StepBenchResult r;
   r.arch = arch;
+  r.device = device_name(dev);
   r.batch = batch;
   r.size = size;
   r.threads = threads;

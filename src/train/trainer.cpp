@@ -17,8 +17,7 @@
 #include "firetrain/data/dataset.hpp"
 #include "firetrain/data/loader.hpp"
 #include "firetrain/io/weights.hpp"
-#include "firetrain/ops/loss.hpp"
-#include "firetrain/ops/sgd.hpp"
+#include "firetrain/ops/ops.hpp"
 #include "firetrain/train/options.hpp"
 
 namespace ft {
@@ -88,9 +87,9 @@ void validate(const TrainConfig& c, int world) {
   if (c.bucket_kb <= 0) bad("train: --bucket-kb must be > 0");
   if (c.eval_batch <= 0) bad("train: --eval-batch must be > 0");
   parse_init(c.init);
-  if (c.device == "cuda")
-    bad("train: --device cuda: this build has no CUDA backend yet (CPU only); use --device cpu");
-  if (c.device != "cpu") bad("train: --device must be cpu or cuda, got '" + c.device + "'");
+  if (c.device != "cpu" && c.device != "cuda")
+    bad("train: --device must be cpu or cuda, got '" + c.device + "'");
+  require_device(parse_device(c.device));  // before any work: clear error, exit 2
   if (!c.metrics.empty()) {
     auto ext = std::filesystem::path(c.metrics).extension().string();
     if (ext != ".csv" && ext != ".jsonl" && ext != ".json")
@@ -128,7 +127,34 @@ int set_threads(int threads, Communicator& comm) {
   return threads;
 }
 
+/// A batch's tensors on the net's device: for the CPU, views of the host arrays (no copy); for
+/// CUDA, device copies made by put().
+struct DeviceBatch {
+  explicit DeviceBatch(Device d) : dev(d), x(d), labels(d), samples(d) {}
+  void put(int n, const float* hx, size_t nx, const int32_t* hl, const int64_t* hs) {
+    if (dev == Device::CPU) {
+      px = hx, pl = hl, ps = hs;
+      return;
+    }
+    if (x.size() < nx) x.resize(nx);
+    if (labels.size() < size_t(n)) labels.resize(size_t(n)), samples.resize(size_t(n));
+    x.upload(hx, nx);
+    labels.upload(hl, size_t(n));
+    if (hs) samples.upload(hs, size_t(n));
+    px = x.data(), pl = labels.data(), ps = samples.data();
+  }
+  Device dev;
+  Buffer x;
+  Array<int32_t> labels;
+  Array<int64_t> samples;
+  const float* px = nullptr;
+  const int32_t* pl = nullptr;
+  const int64_t* ps = nullptr;
+};
+
 EvalResult evaluate(Net& net, const Dataset& ds, Communicator& comm, int64_t batch) {
+  const Ops& ops = net.ops();
+  DeviceBatch db(net.device());
   const int64_t N = ds.size();
   const int64_t lo = N * comm.rank() / comm.size(), hi = N * (comm.rank() + 1) / comm.size();
   const int K = net.spec().num_classes;
@@ -144,10 +170,11 @@ EvalResult evaluate(Net& net, const Dataset& ds, Communicator& comm, int64_t bat
       labels[i] = ds.label(s + i);
     }
     ds.read_images(idx.data(), n, x.data());
+    db.put(n, x.data(), size_t(n * per), labels.data(), nullptr);
     PassContext ctx;
     ctx.N = n;
-    const float* logits = net.forward(ctx, x.data());
-    LossStats st = softmax_xent(n, K, logits, labels.data(), 1.0, nullptr);
+    const float* logits = net.forward(ctx, db.px);
+    LossStats st = ops.softmax_xent(n, K, logits, db.pl, 1.0, nullptr);
     sums[0] += st.loss_sum;
     sums[1] += double(st.correct1);
     sums[2] += double(st.correct5);
@@ -230,8 +257,11 @@ class MetricsWriter {
 };
 
 void write_checkpoint(const TrainConfig& c, const std::string& json, Net& net,
-                      const std::vector<float>& momentum, int64_t step, int64_t epoch, int world,
+                      const Buffer& momentum_dev, int64_t step, int64_t epoch, int world,
                       Progress& prog) {
+  net.params_to_host();
+  std::vector<float> momentum(momentum_dev.size());
+  momentum_dev.download(momentum.data(), momentum.size());
   std::filesystem::create_directories(c.checkpoint_dir);
   const std::string path = c.checkpoint_dir + "/ckpt_" + std::to_string(step) + ".h5";
   CheckpointState st;
@@ -262,6 +292,8 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
         val_ds->channels() != train_ds.channels() || val_ds->num_classes() != train_ds.num_classes())
       throw InputError(c.val + ": images or classes differ from the training set " + c.data);
   }
+  const Device dev = parse_device(c.device);
+  bind_device(dev, comm.local_rank());
   NetSpec spec;
   spec.arch = c.arch;
   spec.in_channels = train_ds.channels();
@@ -270,7 +302,7 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
   spec.num_classes = train_ds.num_classes();
   spec.dropout = float(c.dropout);
   spec.bypass = c.bypass;
-  Net net(spec);
+  Net net(spec, dev);
 
   // Everyone must agree on what is about to happen, before the first collective on data.
   std::ostringstream desc;
@@ -282,7 +314,9 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
 
   net.init_weights(uint64_t(c.seed), parse_init(c.init));
   if (!c.weights.empty()) load_weights_h5(c.weights, net.param_views());
-  comm.broadcast(net.params(), net.num_params(), 0);  // rank 0's weights are the truth
+  // Rank 0's weights are the truth (broadcast from host memory: MPI need not be CUDA-aware).
+  comm.broadcast(net.param_views().front().data, net.num_params(), 0);
+  net.params_from_host();
 
   LoaderOptions lo;
   lo.global_batch = c.batch;
@@ -304,9 +338,9 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
   if (root) {
     char b[512];
     std::snprintf(b, sizeof b,
-                  "firetrain train: %s, %zu parameters, %d rank(s) x %d thread(s), global batch "
+                  "firetrain train: %s on %s, %zu parameters, %d rank(s) x %d thread(s), global batch "
                   "%lld, %lld steps (%lld per epoch), %s on %s (%lld images %dx%dx%d, %d classes)",
-                  c.arch.c_str(), net.num_params(), comm.size(), threads, (long long)c.batch,
+                  c.arch.c_str(), device_name(dev), net.num_params(), comm.size(), threads, (long long)c.batch,
                   (long long)total, (long long)spe, c.lr_schedule.c_str(), c.data.c_str(),
                   (long long)train_ds.size(), train_ds.height(), train_ds.width(),
                   train_ds.channels(), train_ds.num_classes());
@@ -314,9 +348,13 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
   }
 
   MetricsWriter metrics(root ? c.metrics : "");
-  GradReducer reducer(comm, net.grads(), net.num_params(), size_t(c.bucket_kb) * 1024);
-  std::vector<float> momentum(net.num_params(), 0.f);
-  std::vector<float> dlogits;
+  auto reducer_ptr = make_reducer(dev, comm, net.grads(), net.num_params(),
+                                  size_t(c.bucket_kb) * 1024);
+  Reducer& reducer = *reducer_ptr;
+  const Ops& ops = net.ops();
+  Buffer momentum(dev, net.num_params());
+  Buffer dlogits(dev);
+  DeviceBatch db(dev);
   const int K = spec.num_classes;
 
   TrainSummary sum;
@@ -338,19 +376,21 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
       ctx.train = true;
       ctx.seed = uint64_t(c.seed);
       ctx.step = uint64_t(step);
-      ctx.samples = batch.indices.data();
-      const float* logits = net.forward(ctx, batch.images.data());
-      dlogits.resize(size_t(batch.n) * K);
-      LossStats st = softmax_xent(batch.n, K, logits, batch.labels.data(), double(c.batch),
-                                  dlogits.data());
+      db.put(batch.n, batch.images.data(), batch.images.size(), batch.labels.data(),
+             batch.indices.data());
+      ctx.samples = db.ps;
+      const float* logits = net.forward(ctx, db.px);
+      if (dlogits.size() < size_t(batch.n) * K) dlogits.resize(size_t(batch.n) * K);
+      LossStats st = ops.softmax_xent(batch.n, K, logits, db.pl, double(c.batch),
+                                      dlogits.data());
       if (!std::isfinite(st.loss_sum))
         throw Error("train: the loss became non-finite at step " + std::to_string(step) +
                     " (lr " + std::to_string(lr) + "); lower --lr or add --warmup-steps");
       reducer.begin();
       net.backward(ctx, dlogits.data(), [&](size_t lo_off) { reducer.ready(lo_off); });
       const double ar = reducer.finish();
-      sgd_update(net.num_params(), float(lr), float(c.momentum), float(c.weight_decay), step == 0,
-                 net.params(), net.grads(), momentum.data());
+      ops.sgd_update(net.num_params(), float(lr), float(c.momentum), float(c.weight_decay),
+                     step == 0, net.params(), net.grads(), momentum.data());
       ++step;
       log_stats[0] += st.loss_sum;
       log_stats[1] += double(st.correct1);

@@ -96,11 +96,11 @@ std::vector<float> train_steps(Communicator& comm, int B, int steps) {
     ctx.step = uint64_t(s);
     ctx.samples = idx.data();
     const float* logits = net.forward(ctx, x.data());
-    softmax_xent(per, K, logits, y.data(), B, dl.data());
+    cpu::softmax_xent(per, K, logits, y.data(), B, dl.data());
     red.begin();
     net.backward(ctx, dl.data(), [&](size_t lo) { red.ready(lo); });
     red.finish();
-    sgd_update(net.num_params(), 0.05f, 0.9f, 1e-3f, s == 0, net.params(), net.grads(), mom.data());
+    cpu::sgd_update(net.num_params(), 0.05f, 0.9f, 1e-3f, s == 0, net.params(), net.grads(), mom.data());
   }
   return std::vector<float>(net.params(), net.params() + net.num_params());
 }

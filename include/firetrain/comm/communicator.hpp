@@ -7,8 +7,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "firetrain/core/device.hpp"
 
 namespace ft {
 
@@ -33,30 +36,63 @@ class Communicator {
   /// the first differing line, so nobody hangs in a later collective.
   void check_consistent(const std::string& what, const std::string& description);
 
+  /// Rank among the ranks on this node (MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)) and their
+  /// number: rank r binds GPU local_rank() % GPUs.
+  int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }
+
  private:
   MPI_Comm comm_;
   int rank_ = 0, size_ = 1;
+  int local_rank_ = 0, local_size_ = 1;
 };
+
+/// Sums the gradient arena across ranks, bucket by bucket, overlapped with backward:
+///   begin(); backward calls ready(lo) as layers finish; finish() before the optimizer.
+/// The loss is already divided by the global batch, so the sum is the average gradient.
+class Reducer {
+ public:
+  virtual ~Reducer() = default;
+  virtual size_t num_buckets() const = 0;
+  /// Starts a new step: nothing is ready.
+  virtual void begin() = 0;
+  /// Everything in [lo, n) is final.
+  virtual void ready(size_t lo) = 0;
+  /// Starts what is left and waits until the reduced gradient can be used (for CUDA: the
+  /// compute stream waits for the NCCL stream). Returns seconds the caller waited here.
+  virtual double finish() = 0;
+  /// Seconds from the first bucket's start to the last one's completion (last step).
+  virtual double comm_span() const = 0;
+  /// Backend name for tables: "mpi" or "nccl".
+  virtual const char* backend() const = 0;
+};
+
+/// The reducer for gradients living on `d`: MPI (GradReducer) for CPU, NCCL for CUDA.
+std::unique_ptr<Reducer> make_reducer(Device d, Communicator& comm, float* grads, size_t n,
+                                      size_t bucket_bytes);
+
+namespace cuda {
+/// NCCL reducer over the ranks of `comm` (ncclUniqueId from rank 0 broadcast over MPI);
+/// grads is device memory of the current GPU. All-reduces run on a dedicated stream, each
+/// bucket after an event recorded on the compute stream when its gradients are final.
+std::unique_ptr<Reducer> make_nccl_reducer(Communicator& comm, float* grads, size_t n,
+                                           size_t bucket_bytes);
+}  // namespace cuda
 
 /// All-reduces (sums) the gradient arena in buckets of about `bucket_bytes`, in reverse
 /// layer order: Net::backward reports, after each layer, the lowest arena offset whose
 /// gradients are final; every bucket that is then complete is started with
 /// MPI_Iallreduce at once and progressed with MPI_Testall while backward goes on.
-class GradReducer {
+class GradReducer : public Reducer {
  public:
   GradReducer(Communicator& comm, float* grads, size_t n, size_t bucket_bytes = 1 << 20);
-  ~GradReducer();
-  size_t num_buckets() const { return buckets_.size(); }
-
-  /// Starts a new step: nothing is ready.
-  void begin();
-  /// Everything in [lo, n) is final.
-  void ready(size_t lo);
-  /// Starts what is left and waits for all buckets. Returns seconds spent waiting here
-  /// (the exposed communication time).
-  double finish();
-  /// Seconds from the first bucket's start to the last one's completion (last step).
-  double comm_span() const { return span_; }
+  ~GradReducer() override;
+  size_t num_buckets() const override { return buckets_.size(); }
+  void begin() override;
+  void ready(size_t lo) override;
+  double finish() override;
+  double comm_span() const override { return span_; }
+  const char* backend() const override { return "mpi"; }
 
  private:
   struct Bucket {

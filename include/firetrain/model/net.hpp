@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "firetrain/core/device.hpp"
 #include "firetrain/core/params.hpp"
 
 namespace ft {
@@ -46,28 +47,39 @@ struct PassContext {
   int N = 0;                         // local batch
   bool train = false;                // dropout on
   uint64_t seed = 0, step = 0;       // dropout key
-  const int64_t* samples = nullptr;  // dataset index of each of the N rows (dropout key)
+  const int64_t* samples = nullptr;  // dataset index of each row (dropout key), on the device
 };
 
 class Layer;
+struct Ops;
 
 class Net {
  public:
-  explicit Net(const NetSpec& spec);
+  /// Builds the net with its arenas and activations on `device` (its ops from
+  /// ops_for(device)).
+  explicit Net(const NetSpec& spec, Device device = Device::CPU);
   ~Net();
   Net(Net&&) noexcept;
   Net& operator=(Net&&) noexcept;
 
   const NetSpec& spec() const { return spec_; }
+  Device device() const { return dev_; }
+  const Ops& ops() const { return *ops_; }
   size_t num_params() const { return params_.size(); }
+  /// The parameter and gradient arenas, on the device.
   float* params() { return params_.data(); }
   float* grads() { return grads_.data(); }
+  /// Named views; their data/grad point into HOST memory: the arenas themselves on the CPU,
+  /// host mirrors for CUDA, synchronized explicitly by the three calls below (no-ops on CPU).
   const std::vector<ParamView>& param_views() const { return views_; }
+  void params_to_host();    // device arena -> views (before saving weights)
+  void params_from_host();  // views -> device arena (after loading weights)
+  void grads_to_host();     // device gradients -> views (tests)
   std::vector<LayerInfo> layer_table() const;
 
   void init_weights(uint64_t seed, InitScheme scheme = InitScheme::Torchvision);
 
-  /// x (N, H, W, C) NHWC -> logits (N, num_classes); the pointer stays valid until the next
+  /// x (N, H, W, C) NHWC on the device -> logits (on the device) (N, num_classes); the pointer stays valid until the next
   /// forward. Keeps the activations needed by backward.
   const float* forward(const PassContext& ctx, const float* x);
   /// dlogits (N, num_classes) -> gradients in grads() (overwritten). After each layer's
@@ -81,11 +93,14 @@ class Net {
   void ensure_buffers(int N);
   NetSpec spec_;
   std::vector<std::unique_ptr<Layer>> layers_;
-  std::vector<float> params_, grads_;
+  Device dev_;
+  const Ops* ops_;
+  Buffer params_, grads_;
+  std::vector<float> host_params_, host_grads_;  // CUDA: mirrors the views point into
   std::vector<ParamView> views_;
-  std::vector<std::vector<float>> acts_;  // output of each layer, (N, H, W, C)
-  std::vector<float> dbuf_[2];            // ping-pong gradient buffers
-  std::vector<float> scratch_;            // transient per-layer scratch, shared
+  std::vector<Buffer> acts_;  // output of each layer, (N, H, W, C)
+  Buffer dbuf_[2];            // ping-pong gradient buffers
+  Buffer scratch_;            // transient per-layer scratch, shared
   const float* input_ = nullptr;
   int buf_batch_ = 0;
 };

@@ -2,14 +2,16 @@
 ///
 /// Forward:  y = relu?(conv(x, w) + b)          x (N, H, W, C), w (O, C, kh, kw), y (N, OH, OW, O)
 /// Backward: dy is masked by (y > 0) in place when ReLU is fused, then dx, dw, db.
-/// The CPU implementation runs oneDNN primitives built once per batch size and reorders the
-/// OIHW weights (the layout of the parameter arena, the all-reduce and torch-h5) to the
-/// layout the kernel prefers.
+/// The CPU implementation (src/ops/cpu/conv2d.cpp) runs oneDNN primitives built once per batch
+/// size and reorders the OIHW weights (the layout of the parameter arena, the all-reduce and
+/// torch-h5) to the layout the kernel prefers. The CUDA one (src/ops/cuda/conv2d.cu) runs
+/// cuDNN with the algorithms chosen once per (shape, batch) and a shared workspace.
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <memory>
+
+#include "firetrain/core/device.hpp"
 
 namespace ft {
 
@@ -26,7 +28,8 @@ struct ConvShape {
 
 class Conv2d {
  public:
-  explicit Conv2d(ConvShape s);
+  /// The device's implementation is made here (the one place conv dispatches on device).
+  explicit Conv2d(ConvShape s, Device d = Device::CPU);
   ~Conv2d();
   Conv2d(Conv2d&&) noexcept;
   const ConvShape& shape() const { return s_; }
@@ -41,11 +44,24 @@ class Conv2d {
   void backward(int N, const float* x, const float* w, const float* y, float* dy, float* dx,
                 float* dw, float* db);
 
- struct Impl;  // backend state (primitives per batch size)
+  /// A backend's implementation, with the same contract as forward/backward above.
+  struct Impl {
+    virtual ~Impl() = default;
+    virtual void forward(int N, const float* x, const float* w, const float* b, float* y) = 0;
+    virtual void backward(int N, const float* x, const float* w, const float* y, float* dy,
+                          float* dx, float* dw, float* db) = 0;
+  };
 
  private:
   ConvShape s_;
   std::unique_ptr<Impl> impl_;
 };
+
+namespace cpu {
+std::unique_ptr<Conv2d::Impl> make_conv2d(const ConvShape& s);
+}
+namespace cuda {
+std::unique_ptr<Conv2d::Impl> make_conv2d(const ConvShape& s);
+}
 
 }  // namespace ft

@@ -1,5 +1,5 @@
 /// @brief Element-wise ops: ReLU, channel concat/split, dropout. The per-element math lives in
-/// FT_HD inline functions so the CPU and (later) CUDA kernels share it.
+/// FT_HD inline functions so the CPU and CUDA kernels share it.
 #pragma once
 
 #include <cstdint>
@@ -32,7 +32,9 @@ FT_HD inline bool dropout_keep(uint64_t seed, uint64_t step, uint64_t sample, ui
   return u >= p;
 }
 
-/// y = relu(x), in place allowed.
+namespace cpu {
+/// All pointers are on the backend's device (host for cpu::, GPU for cuda::; the CUDA versions
+/// are asynchronous on the compute stream). y = relu(x), in place allowed.
 void relu_forward(int64_t n, const float* x, float* y);
 /// dx = dy * (y > 0), in place allowed.
 void relu_backward(int64_t n, const float* y, const float* dy, float* dx);
@@ -47,11 +49,39 @@ void channel_copy_out(int64_t P, int Ca, int off, int Ctot, const float* y, floa
 void concat_relu_backward(int64_t P, int Ca, int Cb, const float* y, const float* dy, float* da,
                           float* db);
 
-/// Inverted dropout on x (N, H, W, C): y = x * keep / (1 - p). samples[n] is the dataset index
-/// of row n. In place allowed. backward applies the same mask to dy.
+/// y += x.
+void add_inplace(int64_t n, const float* x, float* y);
+/// y = x (non-overlapping).
+void copy(int64_t n, const float* x, float* y);
+
+/// Inverted dropout on x (N, H, W, C): y = x * keep / (1 - p). samples[n] (on the device) is
+/// the dataset index of row n. In place allowed. backward applies the same mask to dy.
 void dropout_forward(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
                      const int64_t* samples, const float* x, float* y);
 void dropout_backward(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
                       const int64_t* samples, const float* dy, float* dx);
+
+}  // namespace cpu
+
+/// Same functions on the GPU (src/ops/cuda/elementwise.cu).
+namespace cuda {
+void relu_forward(int64_t n, const float* x, float* y);
+void relu_backward(int64_t n, const float* y, const float* dy, float* dx);
+
+void channel_copy_in(int64_t P, int Ca, int off, int Ctot, const float* a, float* y);
+void channel_copy_out(int64_t P, int Ca, int off, int Ctot, const float* y, float* a);
+
+void concat_relu_backward(int64_t P, int Ca, int Cb, const float* y, const float* dy, float* da,
+                          float* db);
+
+void add_inplace(int64_t n, const float* x, float* y);
+void copy(int64_t n, const float* x, float* y);
+
+void dropout_forward(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+                     const int64_t* samples, const float* x, float* y);
+void dropout_backward(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+                      const int64_t* samples, const float* dy, float* dx);
+
+}  // namespace cuda
 
 }  // namespace ft

@@ -14,7 +14,14 @@ struct LossStats {
 /// logits (n, K), labels (n). dlogits (n, K) = (softmax - onehot) / denom, where denom is
 /// the GLOBAL batch size, so that summing gradients across ranks gives the gradient of the
 /// mean loss over the global batch. dlogits may be null (evaluation).
+/// The CUDA version takes device pointers and blocks until the statistics are on the host.
+namespace cpu {
 LossStats softmax_xent(int n, int K, const float* logits, const int32_t* labels, double denom,
                        float* dlogits);
+}
+namespace cuda {
+LossStats softmax_xent(int n, int K, const float* logits, const int32_t* labels, double denom,
+                       float* dlogits);
+}
 
 }  // namespace ft

@@ -4,6 +4,8 @@
 
 #include <memory>
 
+#include "firetrain/core/device.hpp"
+
 namespace ft {
 
 struct PoolShape {
@@ -19,7 +21,7 @@ struct PoolShape {
 
 class MaxPool2d {
  public:
-  explicit MaxPool2d(PoolShape s);
+  explicit MaxPool2d(PoolShape s, Device d = Device::CPU);
   ~MaxPool2d();
   MaxPool2d(MaxPool2d&&) noexcept;
   const PoolShape& shape() const { return s_; }
@@ -29,16 +31,30 @@ class MaxPool2d {
   /// window's gradient goes to its first maximum in row-major order, as in torch.
   void backward(int N, const float* x, const float* y, const float* dy, float* dx);
 
- struct Impl;  // backend state (primitives per batch size)
+  struct Impl {
+    virtual ~Impl() = default;
+    virtual void forward(int N, const float* x, float* y) = 0;
+    virtual void backward(int N, const float* x, const float* y, const float* dy, float* dx) = 0;
+  };
 
  private:
   PoolShape s_;
   std::unique_ptr<Impl> impl_;
 };
 
+namespace cpu {
+std::unique_ptr<MaxPool2d::Impl> make_maxpool2d(const PoolShape& s);
 /// x (N, H, W, C) -> y (N, C): mean over H, W.
 void global_avgpool_forward(int N, int H, int W, int C, const float* x, float* y);
 /// dy (N, C) -> dx (N, H, W, C) = dy / (H W).
 void global_avgpool_backward(int N, int H, int W, int C, const float* dy, float* dx);
+
+}  // namespace cpu
+
+namespace cuda {
+std::unique_ptr<MaxPool2d::Impl> make_maxpool2d(const PoolShape& s);
+void global_avgpool_forward(int N, int H, int W, int C, const float* x, float* y);
+void global_avgpool_backward(int N, int H, int W, int C, const float* dy, float* dx);
+}  // namespace cuda
 
 }  // namespace ft

@@ -7,7 +7,13 @@
 
 namespace ft {
 
+namespace cpu {
 void sgd_update(size_t n, float lr, float momentum, float weight_decay, bool first_step,
                 float* w, const float* grad, float* buf);
+}
+namespace cuda {
+void sgd_update(size_t n, float lr, float momentum, float weight_decay, bool first_step,
+                float* w, const float* grad, float* buf);
+}
 
 }  // namespace ft

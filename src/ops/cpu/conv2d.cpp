@@ -4,6 +4,7 @@
 /// backward-data.
 #include "firetrain/ops/conv2d.hpp"
 
+#include <map>
 #include <vector>
 
 #include "dnnl_common.hpp"
@@ -27,7 +28,12 @@ struct Prims {
 };
 }  // namespace
 
-struct Conv2d::Impl {
+struct CpuConv final : Conv2d::Impl {
+  explicit CpuConv(const ConvShape& s);
+  void forward(int N, const float* x, const float* w, const float* b, float* y) override;
+  void backward(int N, const float* x, const float* w, const float* y, float* dy, float* dx,
+                float* dw, float* db) override;
+  ConvShape s_;
   std::map<int, Prims> by_batch;
   memory::desc w_user;        // OIHW
   memory::desc w_fwd;         // preferred by forward
@@ -35,16 +41,17 @@ struct Conv2d::Impl {
   const float* w_fwd_src = nullptr;  // the weights w_fwd_buf was made from (this step)
 };
 
-Conv2d::Conv2d(ConvShape s) : s_(s), impl_(std::make_unique<Impl>()) {
-  FT_REQUIRE(s.C > 0 && s.O > 0 && s.H > 0 && s.W > 0 && s.k > 0 && s.stride > 0,
-             "bad convolution shape");
-  FT_REQUIRE(s.OH() > 0 && s.OW() > 0, "convolution output would be empty");
-  impl_->w_user = memory::desc({s.O, s.C, s.k, s.k}, dt::f32, tag::oihw);
+CpuConv::CpuConv(const ConvShape& s) : s_(s) {
+  w_user = memory::desc({s.O, s.C, s.k, s.k}, dt::f32, tag::oihw);
 }
-Conv2d::~Conv2d() = default;
-Conv2d::Conv2d(Conv2d&&) noexcept = default;
 
-static Prims& prims_for(Conv2d::Impl& im, const ConvShape& s, int N) {
+namespace cpu {
+std::unique_ptr<Conv2d::Impl> make_conv2d(const ConvShape& s) {
+  return std::make_unique<CpuConv>(s);
+}
+}  // namespace cpu
+
+static Prims& prims_for(CpuConv& im, const ConvShape& s, int N) {
   auto it = im.by_batch.find(N);
   if (it != im.by_batch.end()) return it->second;
   auto& eng = cpu::engine();
@@ -86,11 +93,11 @@ static const float* weights_as(const memory::desc& user, const memory::desc& wan
   return buf.data();
 }
 
-void Conv2d::forward(int N, const float* x, const float* w, const float* b, float* y) {
-  auto& p = prims_for(*impl_, s_, N);
+void CpuConv::forward(int N, const float* x, const float* w, const float* b, float* y) {
+  auto& p = prims_for(*this, s_, N);
   auto& eng = cpu::engine();
-  const float* wk = weights_as(impl_->w_user, p.fwd_pd.weights_desc(), w, impl_->w_fwd_buf);
-  impl_->w_fwd_src = w;
+  const float* wk = weights_as(w_user, p.fwd_pd.weights_desc(), w, w_fwd_buf);
+  w_fwd_src = w;
   memory ms(p.fwd_pd.src_desc(), eng, const_cast<float*>(x));
   memory mw(p.fwd_pd.weights_desc(), eng, const_cast<float*>(wk));
   memory mb(p.fwd_pd.bias_desc(), eng, const_cast<float*>(b));
@@ -100,21 +107,21 @@ void Conv2d::forward(int N, const float* x, const float* w, const float* b, floa
   cpu::stream().wait();
 }
 
-void Conv2d::backward(int N, const float* x, const float* w, const float* y, float* dy, float* dx,
+void CpuConv::backward(int N, const float* x, const float* w, const float* y, float* dy, float* dx,
                       float* dw, float* db) {
-  auto& p = prims_for(*impl_, s_, N);
+  auto& p = prims_for(*this, s_, N);
   auto& eng = cpu::engine();
   const int64_t ny = int64_t(N) * s_.OH() * s_.OW() * s_.O;
-  if (s_.relu && y) relu_backward(ny, y, dy, dy);
+  if (s_.relu && y) cpu::relu_backward(ny, y, dy, dy);
   memory mdy(p.bwd_w_pd.diff_dst_desc(), eng, dy);
   if (dx) {
     // Backward-data may want the same blocked weights as forward (usual): reuse them.
     const float* wk;
-    if (p.bwd_data_pd.weights_desc() == p.fwd_pd.weights_desc() && impl_->w_fwd_src == w &&
-        p.fwd_pd.weights_desc() != impl_->w_user)
-      wk = impl_->w_fwd_buf.data();
+    if (p.bwd_data_pd.weights_desc() == p.fwd_pd.weights_desc() && w_fwd_src == w &&
+        p.fwd_pd.weights_desc() != w_user)
+      wk = w_fwd_buf.data();
     else
-      wk = weights_as(impl_->w_user, p.bwd_data_pd.weights_desc(), w, impl_->w_bwd_buf);
+      wk = weights_as(w_user, p.bwd_data_pd.weights_desc(), w, w_bwd_buf);
     memory mw(p.bwd_data_pd.weights_desc(), eng, const_cast<float*>(wk));
     memory mdx(p.bwd_data_pd.diff_src_desc(), eng, dx);
     memory mdy2(p.bwd_data_pd.diff_dst_desc(), eng, dy);
@@ -124,17 +131,17 @@ void Conv2d::backward(int N, const float* x, const float* w, const float* y, flo
   memory ms(p.bwd_w_pd.src_desc(), eng, const_cast<float*>(x));
   memory mdb(p.bwd_w_pd.diff_bias_desc(), eng, db);
   const auto& dwd = p.bwd_w_pd.diff_weights_desc();
-  if (dwd == impl_->w_user) {
+  if (dwd == w_user) {
     memory mdw(dwd, eng, dw);
     p.bwd_w.execute(cpu::stream(), {{DNNL_ARG_SRC, ms}, {DNNL_ARG_DIFF_DST, mdy},
                                     {DNNL_ARG_DIFF_WEIGHTS, mdw}, {DNNL_ARG_DIFF_BIAS, mdb}});
     cpu::stream().wait();
   } else {
-    impl_->dw_buf.resize(dwd.get_size() / sizeof(float));
-    memory mdw(dwd, eng, impl_->dw_buf.data());
+    dw_buf.resize(dwd.get_size() / sizeof(float));
+    memory mdw(dwd, eng, dw_buf.data());
     p.bwd_w.execute(cpu::stream(), {{DNNL_ARG_SRC, ms}, {DNNL_ARG_DIFF_DST, mdy},
                                     {DNNL_ARG_DIFF_WEIGHTS, mdw}, {DNNL_ARG_DIFF_BIAS, mdb}});
-    memory out(impl_->w_user, eng, dw);
+    memory out(w_user, eng, dw);
     cpu::reorder(mdw, out);
   }
   cpu::stream().wait();

@@ -3,7 +3,7 @@
 
 #include <cstring>
 
-namespace ft {
+namespace ft::cpu {
 
 void relu_forward(int64_t n, const float* x, float* y) {
 #pragma omp parallel for simd
@@ -53,6 +53,13 @@ void concat_relu_backward(int64_t P, int Ca, int Cb, const float* y, const float
   }
 }
 
+void add_inplace(int64_t n, const float* x, float* y) {
+#pragma omp parallel for simd
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void copy(int64_t n, const float* x, float* y) { std::memcpy(y, x, size_t(n) * sizeof(float)); }
+
 // Shared by forward and backward: out = in * keep / (1 - p).
 static void dropout_apply(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
                           const int64_t* samples, const float* in, float* out) {
@@ -81,4 +88,4 @@ void dropout_backward(int N, int H, int W, int C, float p, uint64_t seed, uint64
   dropout_apply(N, H, W, C, p, seed, step, samples, dy, dx);
 }
 
-}  // namespace ft
+}  // namespace ft::cpu

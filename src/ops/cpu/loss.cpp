@@ -4,7 +4,7 @@
 #include <cmath>
 #include <vector>
 
-namespace ft {
+namespace ft::cpu {
 
 LossStats softmax_xent(int n, int K, const float* logits, const int32_t* labels, double denom,
                        float* dlogits) {
@@ -33,4 +33,4 @@ LossStats softmax_xent(int n, int K, const float* logits, const int32_t* labels,
   return st;
 }
 
-}  // namespace ft
+}  // namespace ft::cpu

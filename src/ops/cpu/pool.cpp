@@ -21,18 +21,16 @@ int PoolShape::out_size(int in, int k, int s, int p, bool ceil_mode) {
 // channel, the first window position (row-major, as torch) whose input equals the output, from
 // the x and y the layer keeps anyway. (oneDNN 2.6's NHWC max pooling took ~18% of a
 // Fashion-MNIST step; this forward is a plain vmaxps loop.)
-struct MaxPool2d::Impl {
-  std::vector<uint8_t> done;  // per thread: (C) "gradient already routed" flags
+namespace {
+struct CpuMaxPool final : MaxPool2d::Impl {
+  explicit CpuMaxPool(const PoolShape& s) : s_(s) {}
+  void forward(int N, const float* x, float* y) override;
+  void backward(int N, const float* x, const float* y, const float* dy, float* dx) override;
+  PoolShape s_;
 };
+}  // namespace
 
-MaxPool2d::MaxPool2d(PoolShape s) : s_(s), impl_(std::make_unique<Impl>()) {
-  FT_REQUIRE(s.C > 0 && s.H >= s.k - 2 * s.pad && s.W >= s.k - 2 * s.pad,
-             "max pool input smaller than its window");
-}
-MaxPool2d::~MaxPool2d() = default;
-MaxPool2d::MaxPool2d(MaxPool2d&&) noexcept = default;
-
-void MaxPool2d::forward(int N, const float* x, float* y) {
+void CpuMaxPool::forward(int N, const float* x, float* y) {
   const int H = s_.H, W = s_.W, C = s_.C, OH = s_.OH(), OW = s_.OW();
   const int k = s_.k, st = s_.stride, pad = s_.pad;
 #pragma omp parallel for collapse(2)
@@ -61,7 +59,7 @@ void MaxPool2d::forward(int N, const float* x, float* y) {
       }
 }
 
-void MaxPool2d::backward(int N, const float* x, const float* y, const float* dy, float* dx) {
+void CpuMaxPool::backward(int N, const float* x, const float* y, const float* dy, float* dx) {
   const int H = s_.H, W = s_.W, C = s_.C, OH = s_.OH(), OW = s_.OW();
   const int k = s_.k, st = s_.stride, pad = s_.pad;
 #pragma omp parallel
@@ -101,6 +99,12 @@ void MaxPool2d::backward(int N, const float* x, const float* y, const float* dy,
   }
 }
 
+namespace cpu {
+
+std::unique_ptr<MaxPool2d::Impl> make_maxpool2d(const PoolShape& s) {
+  return std::make_unique<CpuMaxPool>(s);
+}
+
 void global_avgpool_forward(int N, int H, int W, int C, const float* x, float* y) {
   const int P = H * W;
   const float inv = 1.0f / float(P);
@@ -127,4 +131,5 @@ void global_avgpool_backward(int N, int H, int W, int C, const float* dy, float*
   }
 }
 
+}  // namespace cpu
 }  // namespace ft

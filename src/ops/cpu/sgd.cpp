@@ -1,7 +1,7 @@
 /// @brief CPU SGD update fused over the whole parameter arena.
 #include "firetrain/ops/sgd.hpp"
 
-namespace ft {
+namespace ft::cpu {
 
 void sgd_update(size_t n, float lr, float momentum, float weight_decay, bool first_step, float* w,
                 const float* grad, float* buf) {
@@ -27,4 +27,4 @@ void sgd_update(size_t n, float lr, float momentum, float weight_decay, bool fir
   }
 }
 
-}  // namespace ft
+}  // namespace ft::cpu
