@@ -21,6 +21,7 @@ struct ParamSpec {
   std::vector<int64_t> shape;
   bool is_final_conv = false;  // torchvision: N(0, 0.01)
   bool is_bias = false;
+  bool torch_default = false;  // AlexNet (torch's default init): U(±1/sqrt(fan_in))
 };
 
 class Layer {
@@ -56,8 +57,8 @@ class ConvLayer : public Layer {
   }
   std::vector<ParamSpec> param_specs() const override {
     const auto& s = op_.shape();
-    return {{key_ + ".weight", {s.O, s.C, s.k, s.k}, final_, false},
-            {key_ + ".bias", {s.O}, final_, true}};
+    return {{key_ + ".weight", {s.O, s.C, s.k, s.k}, final_, false, torch_default},
+            {key_ + ".bias", {s.O}, final_, true, torch_default}};
   }
   void bind(const std::vector<size_t>& o) override {
     w_ = o[0];
@@ -73,6 +74,8 @@ class ConvLayer : public Layer {
     op_.backward(c.N, x, P + w_, y, dy, dx, G + w_, G + b_);
   }
 
+  bool torch_default = false;  // AlexNet: torch's default init
+
  private:
   std::string key_;
   Conv2d op_;
@@ -82,7 +85,8 @@ class ConvLayer : public Layer {
 
 class MaxPoolLayer : public Layer {
  public:
-  MaxPoolLayer(Device d, Dims i) : op_(PoolShape{i.C, i.H, i.W, 3, 2, 0, true}, d) {
+  MaxPoolLayer(Device d, Dims i, bool ceil_mode = true)
+      : op_(PoolShape{i.C, i.H, i.W, 3, 2, 0, ceil_mode}, d) {
     in = i;
     out = Dims{op_.shape().OH(), op_.shape().OW(), i.C};
   }
@@ -226,6 +230,54 @@ class GlobalAvgPoolLayer : public Layer {
   }
 };
 
+/// torch.nn.Linear (+ ReLU): in = (1, 1, I) (after FlattenLayer), out = (1, 1, O).
+class LinearLayer : public Layer {
+ public:
+  LinearLayer(std::string key, Dims i, int O, bool relu) : key_(std::move(key)), relu_(relu) {
+    in = i;
+    out = Dims{1, 1, O};
+  }
+  std::vector<ParamSpec> param_specs() const override {
+    return {{key_ + ".weight", {out.C, in.C}, false, false, true},
+            {key_ + ".bias", {out.C}, false, true, true}};
+  }
+  void bind(const std::vector<size_t>& o) override {
+    w_ = o[0];
+    b_ = o[1];
+    param_lo = std::min(w_, b_);
+  }
+  int64_t macs() const override { return int64_t(in.C) * out.C; }
+  void forward(const PassContext& c, const float* P, const float* x, float* y) override {
+    ops->linear_forward(c.N, in.C, out.C, relu_, x, P + w_, P + b_, y);
+  }
+  void backward(const PassContext& c, const float* P, float* G, const float* x, const float* y,
+                float* dy, float* dx) override {
+    ops->linear_backward(c.N, in.C, out.C, relu_, x, P + w_, y, dy, dx, G + w_, G + b_);
+  }
+
+ private:
+  std::string key_;
+  bool relu_;
+  size_t w_ = 0, b_ = 0;
+};
+
+/// torch.flatten of an NCHW tensor: (H, W, C) NHWC -> (1, 1, C·H·W) in torch's (c, h, w) order,
+/// so that AlexNet's classifier.1 weights are torch's as they are.
+class FlattenLayer : public Layer {
+ public:
+  explicit FlattenLayer(Dims i) {
+    in = i;
+    out = Dims{1, 1, i.H * i.W * i.C};
+  }
+  void forward(const PassContext& c, const float*, const float* x, float* y) override {
+    ops->nhwc_to_nchw(c.N, in.H, in.W, in.C, x, y);
+  }
+  void backward(const PassContext& c, const float*, float*, const float*, const float*, float* dy,
+                float* dx) override {
+    if (dx) ops->nchw_to_nhwc(c.N, in.H, in.W, in.C, dy, dx);
+  }
+};
+
 struct FireCfg {
   int s1, e1, e3;
 };
@@ -233,7 +285,8 @@ struct FireCfg {
 }  // namespace
 
 const std::vector<std::string>& known_archs() {
-  static const std::vector<std::string> a = {"squeezenet1_0", "squeezenet1_1", "squeezenet_small"};
+  static const std::vector<std::string> a = {"squeezenet1_0", "squeezenet1_1", "squeezenet_small",
+                                             "alexnet"};
   return a;
 }
 
@@ -243,7 +296,7 @@ Net::Net(const NetSpec& spec, Device device)
   const auto& A = known_archs();
   if (std::find(A.begin(), A.end(), spec.arch) == A.end())
     throw InputError("unknown --arch '" + spec.arch +
-                     "' (known: squeezenet1_0, squeezenet1_1, squeezenet_small)");
+                     "' (known: squeezenet1_0, squeezenet1_1, squeezenet_small, alexnet)");
   if (spec.in_channels < 1 || spec.num_classes < 1 || spec.height < 1 || spec.width < 1)
     throw InputError("bad network input: channels, classes and image size must be >= 1");
   if (spec.bypass != "none" && spec.bypass != "simple")
@@ -272,7 +325,42 @@ Net::Net(const NetSpec& spec, Device device)
     add(new FireLayer(dev_, "features." + std::to_string(idx), d, f.s1, f.e1, f.e3, bypass),
         "fire" + std::to_string(num) + " (features." + std::to_string(idx) + ")");
   };
-  if (spec.arch == "squeezenet1_0") {
+  auto conv = [&](int idx, int O, int k, int stride, int pad) {
+    auto* l = new ConvLayer(dev_, "features." + std::to_string(idx), d, O, k, stride, pad, true,
+                            false);
+    l->torch_default = true;
+    add(l, "conv (features." + std::to_string(idx) + ")");
+  };
+  auto dropout = [&](int idx) {
+    add(new DropoutLayer(d, spec.dropout), "dropout (classifier." + std::to_string(idx) + ")");
+  };
+  auto linear = [&](int idx, int O, bool relu) {
+    add(new LinearLayer("classifier." + std::to_string(idx), d, O, relu),
+        "fc (classifier." + std::to_string(idx) + ")");
+  };
+  if (spec.arch == "alexnet") {
+    // torchvision's AlexNet: max pools without ceil mode; AdaptiveAvgPool2d((6, 6)) is the
+    // identity for inputs whose features are 6x6 (224 to 254 pixels), the only ones allowed.
+    conv(0, 64, 11, 4, 2);
+    add(new MaxPoolLayer(dev_, d, false), "maxpool (features.2)");
+    conv(3, 192, 5, 1, 2);
+    add(new MaxPoolLayer(dev_, d, false), "maxpool (features.5)");
+    conv(6, 384, 3, 1, 1);
+    conv(8, 256, 3, 1, 1);
+    conv(10, 256, 3, 1, 1);
+    add(new MaxPoolLayer(dev_, d, false), "maxpool (features.12)");
+    if (d.H != 6 || d.W != 6)
+      throw InputError("alexnet: input " + std::to_string(spec.height) + "x" +
+                       std::to_string(spec.width) + " gives " + std::to_string(d.H) + "x" +
+                       std::to_string(d.W) + " features; only inputs giving 6x6 (e.g. 224x224) "
+                       "are supported (no adaptive average pooling)");
+    add(new FlattenLayer(d), "flatten");
+    dropout(0);
+    linear(1, 4096, true);
+    dropout(3);
+    linear(4, 4096, true);
+    linear(6, spec.num_classes, false);
+  } else if (spec.arch == "squeezenet1_0") {
     add(new ConvLayer(dev_, "features.0", d, 96, 7, 2, 0, true, false), "conv1 (features.0)");
     pool(2);
     fire(3, 2, {16, 64, 64});
@@ -301,14 +389,16 @@ Net::Net(const NetSpec& spec, Device device)
     fire(11, 8, {64, 256, 256});
     fire(12, 9, {64, 256, 256});
   }
-  add(new DropoutLayer(d, spec.dropout), "dropout (classifier.0)");
-  // The small-image variant drops the ReLU after conv10: with it, a few large early updates
-  // can push every conv10 output below zero for every input, after which no gradient flows
-  // and the loss stays at ln(classes) (seen with lr >= 0.01 on Fashion-MNIST, in PyTorch too).
-  const bool final_relu = spec.arch != "squeezenet_small";
-  add(new ConvLayer(dev_, "classifier.1", d, spec.num_classes, 1, 1, 0, final_relu, true),
-      "conv10 (classifier.1)");
-  add(new GlobalAvgPoolLayer(d), "avgpool (classifier.3)");
+  if (spec.arch != "alexnet") {
+    add(new DropoutLayer(d, spec.dropout), "dropout (classifier.0)");
+    // The small-image variant drops the ReLU after conv10: with it, a few large early updates
+    // can push every conv10 output below zero for every input, after which no gradient flows
+    // and the loss stays at ln(classes) (seen with lr >= 0.01 on Fashion-MNIST, in PyTorch too).
+    const bool final_relu = spec.arch != "squeezenet_small";
+    add(new ConvLayer(dev_, "classifier.1", d, spec.num_classes, 1, 1, 0, final_relu, true),
+        "conv10 (classifier.1)");
+    add(new GlobalAvgPoolLayer(d), "avgpool (classifier.3)");
+  }
 
   // Lay the parameters out in forward order in one arena.
   size_t total = 0;
@@ -390,6 +480,11 @@ void Net::init_weights(uint64_t seed, InitScheme scheme) {
       const size_t n = v.numel();
       if (p.is_bias) {
         std::fill(v.data, v.data + n, 0.f);
+      } else if (p.torch_default) {
+        // torch's default for Linear/Conv (kaiming_uniform_, a = sqrt(5)): U(±1/sqrt(fan_in)).
+        const double bound = 1.0 / std::sqrt(double(n) / double(v.shape[0]));
+        for (size_t j = 0; j < n; ++j)
+          v.data[j] = float((2 * uniform01(seed, k, j) - 1) * bound);
       } else if (p.is_final_conv && scheme != InitScheme::Kaiming) {
         // N(0, 0.01) (torchvision and Caffe agree)
         for (size_t j = 0; j < n; ++j) {

@@ -10,7 +10,8 @@ namespace ft {
         ns::channel_copy_out, ns::concat_relu_backward, ns::add_inplace, ns::copy,          \
         ns::dropout_forward, ns::dropout_backward, ns::global_avgpool_forward,              \
         ns::global_avgpool_backward, ns::softmax_xent, ns::sgd_update, ns::make_conv2d,     \
-        ns::make_maxpool2d                                                                  \
+        ns::make_maxpool2d, ns::linear_forward, ns::linear_backward, ns::nhwc_to_nchw,      \
+        ns::nchw_to_nhwc                                                                    \
   }
 
 const Ops& ops_for(Device d) {

@@ -9,6 +9,7 @@
 #include "firetrain/core/device.hpp"
 #include "firetrain/ops/conv2d.hpp"
 #include "firetrain/ops/elementwise.hpp"
+#include "firetrain/ops/linear.hpp"
 #include "firetrain/ops/loss.hpp"
 #include "firetrain/ops/pool.hpp"
 #include "firetrain/ops/sgd.hpp"
@@ -32,6 +33,10 @@ struct Ops {
   decltype(&cpu::sgd_update) sgd_update;
   decltype(&cpu::make_conv2d) make_conv2d;
   decltype(&cpu::make_maxpool2d) make_maxpool2d;
+  decltype(&cpu::linear_forward) linear_forward;
+  decltype(&cpu::linear_backward) linear_backward;
+  decltype(&cpu::nhwc_to_nchw) nhwc_to_nchw;
+  decltype(&cpu::nchw_to_nhwc) nchw_to_nhwc;
 };
 
 /// The table of `d`. For Device::CUDA in a CPU-only build: InputError (exit 2).
