@@ -20,6 +20,7 @@
 #include "firetrain/io/weights.hpp"
 #include "firetrain/model/net.hpp"
 #include "firetrain/train/bench.hpp"
+#include "firetrain/train/bench_comm.hpp"
 #include "firetrain/train/options.hpp"
 #include "firetrain/train/trainer.hpp"
 
@@ -253,12 +254,61 @@ int cmd_info(int argc, char** argv) {
   return 0;
 }
 
+int cmd_bench_comm(int argc, char** argv) {
+  std::string what, models, out, device = "cpu";
+  int repeats = 20, warmup = 3, bucket_kb = 1024;
+  Options o("bench comm",
+            "firetrain bench comm: all-reduce of the real gradient arenas of squeezenet1_0,\n"
+            "squeezenet1_1 and alexnet (and of resnet50/vgg16-sized arenas) across the ranks it\n"
+            "is launched with (mpirun -np N), through the trainer's bucketed reducer and as one\n"
+            "plain all-reduce; nccl-tests-style table; exit 1 if any value is wrong.");
+  o.positional("WHAT", &what, "comm")
+      .opt("models", &models, "comma-separated subset (default: all)")
+      .opt("repeats", &repeats, "timed repeats per model and variant")
+      .opt("warmup", &warmup, "untimed repeats first")
+      .opt("bucket-kb", &bucket_kb, "reducer bucket size (KiB), as train --bucket-kb")
+      .opt("device", &device, "cpu (MPI) | cuda (NCCL)")
+      .opt("out", &out, "also write the rows to a .csv or .jsonl file");
+  if (!o.parse(argc, argv)) return 0;
+  CommBenchOptions bo;
+  for (size_t p = 0; !models.empty() && p <= models.size();) {
+    size_t e = models.find(',', p);
+    if (e == std::string::npos) e = models.size();
+    if (e > p) bo.models.push_back(models.substr(p, e - p));
+    p = e + 1;
+  }
+  if (repeats < 1 || warmup < 0 || bucket_kb < 1)
+    throw InputError("bench comm: --repeats and --bucket-kb must be >= 1, --warmup >= 0");
+  bo.repeats = repeats;
+  bo.warmup = warmup;
+  bo.bucket_bytes = size_t(bucket_kb) * 1024;
+  bo.device = parse_device(device);
+  Communicator comm;
+  bind_device(bo.device, comm.local_rank());
+  auto rows = bench_comm(comm, bo);
+  int64_t wrong = 0;
+  for (auto& r : rows) wrong += r.wrong;
+  if (comm.rank() == 0) {
+    std::printf("# firetrain bench comm: %d rank(s), %s, %d repeats after %d warm-up, fp32 "
+                "gradients, bucket %d KiB\n# time = max over ranks per repeat; algbw = bytes / "
+                "time; busbw = algbw * 2(n-1)/n\n",
+                comm.size(), bo.device == Device::CUDA ? "NCCL" : "MPI", repeats, warmup,
+                bucket_kb);
+    std::fputs(format_comm_table(rows).c_str(), stdout);
+    if (!out.empty()) write_comm_rows(out, rows);
+  }
+  if (wrong) throw Error("bench comm: " + std::to_string(wrong) + " wrong values after all-reduce");
+  return 0;
+}
+
 int cmd_bench(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "comm") return cmd_bench_comm(argc, argv);
   std::string what, arch = "squeezenet1_0", device = "cpu";
   int batch = 32, size = 224, threads = 2, steps = 10, warmup = 2, classes = 1000, channels = 3;
   Options o("bench", "firetrain bench step: training throughput (images/s) on synthetic data,\n"
-                     "one process; prints a table with the median over --steps after --warmup.");
-  o.positional("WHAT", &what, "step")
+                     "one process; prints a table with the median over --steps after --warmup.\n"
+                     "firetrain bench comm --help: the communication benchmark.");
+  o.positional("WHAT", &what, "step | comm")
       .opt("arch", &arch, "architecture")
       .opt("batch", &batch, "batch size")
       .opt("size", &size, "image size")

@@ -95,45 +95,76 @@ GradReducer::GradReducer(Communicator& comm, float* grads, size_t n, size_t buck
     buckets_.push_back({lo, hi});
     hi = lo;
   }
-  reqs_.reserve(buckets_.size());
+  active_.reserve(buckets_.size());
+  if (const char* e = std::getenv("FT_MAX_INFLIGHT")) max_inflight_ = size_t(std::max(1, std::atoi(e)));
 }
 
 GradReducer::~GradReducer() {
   // A step abandoned by an exception: do not leave requests pointing at freed memory.
-  for (auto& r : reqs_)
+  for (auto& r : active_)
     if (r != MPI_REQUEST_NULL) MPI_Wait(&r, MPI_STATUS_IGNORE);
 }
 
 void GradReducer::begin() {
-  next_ = 0;
+  FT_REQUIRE(active_.empty(), "GradReducer::begin before the previous step finished");
+  next_ = ready_ = 0;
   for (auto& b : buckets_) b.started = false;
-  reqs_.clear();
   t_first_ = 0;
 }
 
 void GradReducer::start(Bucket& b) {
   if (t_first_ == 0) t_first_ = MPI_Wtime();
-  MPI_Request req = MPI_REQUEST_NULL;
-  if (comm_.size() > 1)
-    FT_MPI(MPI_Iallreduce(MPI_IN_PLACE, grads_ + b.lo, int(b.hi - b.lo), MPI_FLOAT, MPI_SUM,
-                          comm_.comm(), &req));
   b.started = true;
-  reqs_.push_back(req);
+  if (comm_.size() == 1) return;
+  MPI_Request req = MPI_REQUEST_NULL;
+  FT_MPI(MPI_Iallreduce(MPI_IN_PLACE, grads_ + b.lo, int(b.hi - b.lo), MPI_FLOAT, MPI_SUM,
+                        comm_.comm(), &req));
+  active_.push_back(req);
+}
+
+void GradReducer::pump(bool block) {
+  for (;;) {
+    while (next_ < ready_ && active_.size() < max_inflight_) start(buckets_[next_++]);
+    if (active_.empty()) return;
+    int done = 0;
+    idx_.resize(active_.size());
+    if (block)
+      FT_MPI(MPI_Waitsome(int(active_.size()), active_.data(), &done, idx_.data(),
+                          MPI_STATUSES_IGNORE));
+    else
+      FT_MPI(MPI_Testsome(int(active_.size()), active_.data(), &done, idx_.data(),
+                          MPI_STATUSES_IGNORE));
+    if (done == MPI_UNDEFINED) done = 0;
+    // Completed requests are MPI_REQUEST_NULL now: drop them.
+    active_.erase(std::remove(active_.begin(), active_.end(), MPI_REQUEST_NULL), active_.end());
+    if (!block && (done == 0 || next_ >= ready_)) return;
+  }
 }
 
 void GradReducer::ready(size_t lo) {
-  while (next_ < buckets_.size() && buckets_[next_].lo >= lo) start(buckets_[next_++]);
-  if (comm_.size() > 1 && !reqs_.empty()) {
-    int flag = 0;  // progress the non-blocking collectives
-    FT_MPI(MPI_Testall(int(reqs_.size()), reqs_.data(), &flag, MPI_STATUSES_IGNORE));
-  }
+  // The last bucket (the arena's start) is left to finish(), which comes right after the
+  // layer that completes it: see there.
+  while (ready_ + 1 < buckets_.size() && buckets_[ready_].lo >= lo) ++ready_;
+  pump(false);
 }
 
 double GradReducer::finish() {
   const double t0 = MPI_Wtime();
-  while (next_ < buckets_.size()) start(buckets_[next_++]);
-  if (comm_.size() > 1)
-    FT_MPI(MPI_Waitall(int(reqs_.size()), reqs_.data(), MPI_STATUSES_IGNORE));
+  ready_ = buckets_.size();
+  while (next_ < buckets_.size() || !active_.empty()) {
+    // The last bucket with nothing else in flight: nothing is left to overlap with, and
+    // Open MPI's blocking MPI_Allreduce (coll/tuned) is about 2x faster than its non-blocking
+    // one (libnbc) at a few MB (measured with bench comm: 0.8 vs 1.7 ms for SqueezeNet's 5 MB).
+    if (active_.empty() && next_ + 1 == buckets_.size() && comm_.size() > 1) {
+      Bucket& b = buckets_[next_++];
+      if (t_first_ == 0) t_first_ = MPI_Wtime();
+      b.started = true;
+      FT_MPI(MPI_Allreduce(MPI_IN_PLACE, grads_ + b.lo, int(b.hi - b.lo), MPI_FLOAT, MPI_SUM,
+                           comm_.comm()));
+      break;
+    }
+    pump(true);
+  }
   const double t1 = MPI_Wtime();
   span_ = t1 - t_first_;
   return t1 - t0;

@@ -12,6 +12,7 @@
 #include "firetrain/model/net.hpp"
 #include "firetrain/ops/loss.hpp"
 #include "firetrain/ops/sgd.hpp"
+#include "firetrain/train/bench_comm.hpp"
 
 namespace ft {
 namespace {
@@ -39,6 +40,45 @@ TEST(MpiReducer, SumsAreExactForEveryBucketSize) {
       EXPECT_EQ(wrong, 0u) << "n=" << n << " bucket_bytes=" << bucket_bytes;
     }
   }
+}
+
+TEST(MpiReducer, ReusedAcrossStepsAndManyBucketsInFlight) {
+  Communicator comm;
+  const int N = comm.size();
+  std::vector<float> g(300000);
+  GradReducer red(comm, g.data(), g.size(), 4096);  // 293 buckets, at most 4 in flight
+  for (int step = 0; step < 3; ++step) {
+    for (size_t i = 0; i < g.size(); ++i) g[i] = float(comm.rank() + step) + float(i % 5);
+    red.begin();
+    red.ready(g.size() / 2);  // half ready at once: many buckets queue behind the cap
+    red.ready(0);
+    red.finish();
+    size_t wrong = 0;
+    for (size_t i = 0; i < g.size(); ++i)
+      wrong += g[i] != float(N * (N - 1) / 2 + N * step) + float(N) * float(i % 5);
+    EXPECT_EQ(wrong, 0u) << "step " << step;
+  }
+}
+
+TEST(MpiBenchComm, ExactBytesAndNoWrongValues) {
+  Communicator comm;
+  CommBenchOptions o;
+  o.models = {"squeezenet1_0", "alexnet"};
+  o.repeats = 2;
+  o.warmup = 0;
+  auto rows = bench_comm(comm, o);
+  ASSERT_EQ(rows.size(), 6u);  // 2 models x (reducer, 1-bucket, allreduce)
+  for (auto& r : rows) {
+    EXPECT_EQ(r.wrong, 0) << r.model << " " << r.variant;
+    EXPECT_EQ(r.ranks, comm.size());
+    EXPECT_GT(r.median_s, 0.0);
+    EXPECT_EQ(r.bytes, r.model == "alexnet" ? 244403360 : 4993696) << r.model;
+  }
+  EXPECT_EQ(rows[0].buckets, 5);  // 4,993,696 bytes in 1 MiB buckets
+  const std::string t = format_comm_table(rows);
+  EXPECT_NE(t.find("Out of bounds values : 0 OK"), std::string::npos) << t;
+  o.models = {"nosuchnet"};
+  EXPECT_THROW(bench_comm(comm, o), InputError);
 }
 
 TEST(MpiReducer, FinishWithoutReadyStillReducesEverything) {
