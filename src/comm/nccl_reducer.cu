@@ -1,0 +1,251 @@
+/// @brief The NCCL gradient reducer: the CUDA counterpart of GradReducer
+/// (src/comm/communicator.cpp), with the same buckets, all-reduced in place on a dedicated
+/// stream and ordered with events, so the host never waits.
+///
+/// * Buckets: exactly GradReducer's (same `per`, formed from the END of the arena downwards,
+///   buckets_[0] is the last region), so num_buckets() and the boundaries agree between
+///   backends.
+/// * ready(lo): the buckets that became complete are started at once: one event recorded on the
+///   compute stream (after the kernels that produced their gradients), the NCCL stream waits on
+///   it, and their ncclAllReduce(sum, float, in place) calls are issued inside one
+///   ncclGroupStart/End. Which buckets are grouped depends only on the sequence of ready() calls
+///   (the same on every rank: it follows the layer order), never on timing, so every rank issues
+///   the same collectives in the same groups.
+/// * finish(): starts what is left, records an end event on the NCCL stream and makes the
+///   compute stream wait on it (cudaStreamWaitEvent): the caller's next kernels (SGD) run after
+///   the all-reduce without a host synchronization. It returns the host seconds spent in it
+///   (about zero: nothing blocks).
+/// * comm_span(): GPU time from the first bucket's start (an event recorded on the NCCL stream
+///   right after it waits for the first bucket's gradients) to the end event. It is read
+///   lazily, with cudaEventSynchronize, by comm_span() or at the next begin(), whichever comes
+///   first; so calling comm_span() right after finish() blocks the host until the all-reduce is
+///   done.
+/// * Errors: NCCL's asynchronous errors (a peer died, a network failure) are checked with
+///   ncclCommGetAsyncError at finish() and after each wait for the end event.
+/// * One rank: the communicator is still made and the (trivial) all-reduces still run, so the
+///   NCCL path is exercised on a single GPU. NCCL needs one GPU per rank: two ranks on the same
+///   GPU (compared by UUID) are refused with a clear InputError before ncclCommInitRank.
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "firetrain/comm/communicator.hpp"
+#include "firetrain/core/error.hpp"
+#include "../ops/cuda/common.cuh"
+
+namespace ft {
+
+namespace {
+
+/// GradReducer's cap on the elements of one bucket (MPI counts are int); the same here so
+/// that both backends form the same buckets. Keep in sync with src/comm/communicator.cpp.
+constexpr size_t kMaxBucketCount = size_t(1) << 30;
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+class NcclReducer final : public Reducer {
+ public:
+  NcclReducer(Communicator& comm, float* grads, size_t n, size_t bucket_bytes);
+  ~NcclReducer() override;
+  NcclReducer(const NcclReducer&) = delete;
+  NcclReducer& operator=(const NcclReducer&) = delete;
+
+  size_t num_buckets() const override { return buckets_.size(); }
+  void begin() override;
+  void ready(size_t lo) override;
+  double finish() override;
+  double comm_span() const override;
+  const char* backend() const override { return "nccl"; }
+
+ private:
+  struct Bucket {
+    size_t lo, hi;
+  };
+  /// Starts buckets [next_, ready_) as one NCCL group, after the compute stream's work so far.
+  void start_ready();
+  /// Waits for the end event of the last finished step and reads the span (if pending).
+  void settle() const;
+  void check_async() const;
+  void release() noexcept;
+
+  float* grads_;
+  std::vector<Bucket> buckets_;  // buckets_[0] is the LAST region of the arena
+  size_t ready_ = 0;             // buckets [0, ready_) have final gradients
+  size_t next_ = 0;              // next bucket to start
+
+  ncclComm_t nccl_ = nullptr;
+  cudaStream_t stream_ = nullptr;   // the NCCL stream
+  cudaEvent_t ev_ready_ = nullptr;  // compute stream -> NCCL stream (no timing)
+  cudaEvent_t ev_start_ = nullptr;  // NCCL stream, before the first bucket (timing)
+  cudaEvent_t ev_end_ = nullptr;    // NCCL stream, after the last bucket (timing)
+  bool started_any_ = false;        // ev_start_ recorded this step
+  mutable bool span_pending_ = false;
+  mutable double span_ = 0;
+};
+
+NcclReducer::NcclReducer(Communicator& comm, float* grads, size_t n, size_t bucket_bytes)
+    : grads_(grads) {
+  FT_REQUIRE(cuda::current_device() >= 0, "NCCL reducer made before cuda::set_device");
+  // The same buckets as GradReducer.
+  const size_t per = std::max<size_t>(1, std::min(bucket_bytes / sizeof(float), kMaxBucketCount));
+  for (size_t hi = n; hi > 0;) {
+    size_t lo = hi > per ? hi - per : 0;
+    buckets_.push_back({lo, hi});
+    hi = lo;
+  }
+
+  // NCCL refuses two ranks on one GPU ("Duplicate GPU detected"): compare the GPUs' UUIDs
+  // across ranks (collectively, so that every rank throws the same error and nobody is left
+  // waiting in ncclCommInitRank), which also works when CUDA_VISIBLE_DEVICES gives each rank a
+  // different single GPU.
+  if (comm.size() > 1) {
+    cudaDeviceProp prop{};
+    FT_CUDA(cudaGetDeviceProperties(&prop, cuda::current_device()));
+    std::vector<char> all(size_t(comm.size()) * sizeof prop.uuid.bytes);
+    FT_MPI(MPI_Allgather(prop.uuid.bytes, int(sizeof prop.uuid.bytes), MPI_BYTE, all.data(),
+                         int(sizeof prop.uuid.bytes), MPI_BYTE, comm.comm()));
+    const size_t u = sizeof prop.uuid.bytes;
+    for (int i = 0; i < comm.size(); ++i)
+      for (int j = 0; j < i; ++j)
+        if (std::equal(all.begin() + i * u, all.begin() + (i + 1) * u, all.begin() + j * u))
+          throw InputError("NCCL needs one GPU per rank, but ranks " + std::to_string(j) +
+                           " and " + std::to_string(i) + " use the same GPU (" +
+                           std::to_string(comm.local_size()) + " ranks on this node, " +
+                           std::to_string(cuda::device_count()) +
+                           " GPUs visible here); start fewer ranks per node");
+  }
+
+  try {
+    int lo_prio = 0, hi_prio = 0;
+    FT_CUDA(cudaDeviceGetStreamPriorityRange(&lo_prio, &hi_prio));
+    // High priority: the all-reduce kernels get SMs ahead of the backward kernels they overlap.
+    FT_CUDA(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, hi_prio));
+    FT_CUDA(cudaEventCreateWithFlags(&ev_ready_, cudaEventDisableTiming));
+    FT_CUDA(cudaEventCreate(&ev_start_));
+    FT_CUDA(cudaEventCreate(&ev_end_));
+
+    ncclUniqueId id;
+    std::fill(id.internal, id.internal + NCCL_UNIQUE_ID_BYTES, char(0));
+    if (comm.rank() == 0) FT_NCCL(ncclGetUniqueId(&id));
+    if (comm.size() > 1) FT_MPI(MPI_Bcast(&id, int(sizeof id), MPI_BYTE, 0, comm.comm()));
+    FT_NCCL(ncclCommInitRank(&nccl_, comm.size(), id, comm.rank()));
+  } catch (...) {
+    release();
+    throw;
+  }
+}
+
+NcclReducer::~NcclReducer() { release(); }
+
+void NcclReducer::release() noexcept {
+  // Nothing here throws. A step in flight: let it end (the buffers it uses belong to the
+  // caller) unless NCCL reports an error, in which case waiting could hang: abort instead.
+  if (nccl_) {
+    ncclResult_t async = ncclSuccess;
+    const bool broken = ncclCommGetAsyncError(nccl_, &async) != ncclSuccess ||
+                        (async != ncclSuccess && async != ncclInProgress);
+    if (broken) {
+      ncclCommAbort(nccl_);
+    } else {
+      if (stream_) cudaStreamSynchronize(stream_);
+      ncclCommDestroy(nccl_);
+    }
+  }
+  if (ev_end_) cudaEventDestroy(ev_end_);
+  if (ev_start_) cudaEventDestroy(ev_start_);
+  if (ev_ready_) cudaEventDestroy(ev_ready_);
+  if (stream_) cudaStreamDestroy(stream_);
+  nccl_ = nullptr, ev_end_ = ev_start_ = ev_ready_ = nullptr, stream_ = nullptr;
+}
+
+void NcclReducer::check_async() const {
+  ncclResult_t async = ncclSuccess;
+  FT_NCCL(ncclCommGetAsyncError(nccl_, &async));
+  if (async != ncclSuccess && async != ncclInProgress)
+    detail::throw_call_failed("NCCL", "ncclCommGetAsyncError (all-reduce of the gradients)",
+                              ncclGetErrorString(async), __FILE__, __LINE__);
+}
+
+void NcclReducer::settle() const {
+  if (!span_pending_) return;
+  span_pending_ = false;
+  FT_CUDA(cudaEventSynchronize(ev_end_));
+  check_async();
+  float ms = 0.f;
+  FT_CUDA(cudaEventElapsedTime(&ms, ev_start_, ev_end_));
+  span_ = double(ms) * 1e-3;
+}
+
+void NcclReducer::begin() {
+  // Reads the previous step's span now (its all-reduce is normally long done: the caller has
+  // synchronized on the loss since), before the events are recorded again.
+  settle();
+  next_ = ready_ = 0;
+  started_any_ = false;
+}
+
+void NcclReducer::start_ready() {
+  if (next_ >= ready_) return;
+  FT_CUDA(cudaEventRecord(ev_ready_, cuda::stream()));
+  FT_CUDA(cudaStreamWaitEvent(stream_, ev_ready_, 0));
+  if (!started_any_) {
+    FT_CUDA(cudaEventRecord(ev_start_, stream_));
+    started_any_ = true;
+  }
+  FT_NCCL(ncclGroupStart());
+  for (; next_ < ready_; ++next_) {
+    const Bucket& b = buckets_[next_];
+    float* p = grads_ + b.lo;
+    const ncclResult_t r = ncclAllReduce(p, p, b.hi - b.lo, ncclFloat, ncclSum, nccl_, stream_);
+    if (r != ncclSuccess) {
+      ncclGroupEnd();  // close the group before reporting
+      detail::throw_call_failed("NCCL", "ncclAllReduce(bucket)", ncclGetErrorString(r), __FILE__,
+                                __LINE__);
+    }
+  }
+  FT_NCCL(ncclGroupEnd());
+}
+
+void NcclReducer::ready(size_t lo) {
+  while (ready_ < buckets_.size() && buckets_[ready_].lo >= lo) ++ready_;
+  start_ready();
+}
+
+double NcclReducer::finish() {
+  const double t0 = now_s();
+  ready_ = buckets_.size();
+  start_ready();
+  if (!started_any_) {  // no gradients at all: an empty span
+    FT_CUDA(cudaEventRecord(ev_start_, stream_));
+    started_any_ = true;
+  }
+  FT_CUDA(cudaEventRecord(ev_end_, stream_));
+  FT_CUDA(cudaStreamWaitEvent(cuda::stream(), ev_end_, 0));
+  check_async();
+  span_pending_ = true;
+  started_any_ = false;
+  return now_s() - t0;
+}
+
+double NcclReducer::comm_span() const {
+  settle();
+  return span_;
+}
+
+}  // namespace
+
+namespace cuda {
+std::unique_ptr<Reducer> make_nccl_reducer(Communicator& comm, float* grads, size_t n,
+                                           size_t bucket_bytes) {
+  return std::make_unique<NcclReducer>(comm, grads, n, bucket_bytes);
+}
+}  // namespace cuda
+
+}  // namespace ft

@@ -1,0 +1,170 @@
+/// @brief CUDA element-wise ops: ReLU, channel concat/split copies, add, copy, dropout.
+///
+/// All asynchronous on ft::cuda::stream(); one thread per OUTPUT element with grid-stride
+/// loops and int64 indices (N*H*W*C can pass 2^31). The per-element math is the FT_HD
+/// functions of elementwise.hpp (relu_fwd, relu_bwd, dropout_keep), shared with the CPU, so
+/// results are bit-identical to cpu::. Every kernel writes each output element exactly once
+/// from inputs it does not write (except the documented in-place cases, where element i reads
+/// and writes only index i), so there are no races and no order dependence.
+///
+/// Dropout: the keep decision is dropout_keep(seed, step, samples[n], elem) with elem the
+/// NCHW-logical index (c*H + h)*W + w, exactly as cpu::dropout_apply; the scale is
+/// 1/(1-p) (0 when p >= 1) computed once on the host in float, as on the CPU.
+#include "common.cuh"
+#include "firetrain/ops/elementwise.hpp"
+
+namespace ft::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ int64_t thread_index() {
+  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t grid_stride() { return int64_t(gridDim.x) * blockDim.x; }
+
+__global__ void relu_forward_kernel(int64_t n, const float* x, float* y) {
+  for (int64_t i = thread_index(); i < n; i += grid_stride()) y[i] = relu_fwd(x[i]);
+}
+
+__global__ void relu_backward_kernel(int64_t n, const float* y, const float* dy, float* dx) {
+  for (int64_t i = thread_index(); i < n; i += grid_stride()) dx[i] = relu_bwd(y[i], dy[i]);
+}
+
+// One thread per element of a (P, Ca): i = p*Ca + c.
+__global__ void channel_copy_in_kernel(int64_t P, int Ca, int off, int Ctot, const float* a,
+                                       float* y) {
+  const int64_t total = P * Ca;
+  for (int64_t i = thread_index(); i < total; i += grid_stride()) {
+    const int64_t p = i / Ca;
+    const int64_t c = i - p * Ca;
+    y[p * Ctot + off + c] = a[i];
+  }
+}
+
+__global__ void channel_copy_out_kernel(int64_t P, int Ca, int off, int Ctot, const float* y,
+                                        float* a) {
+  const int64_t total = P * Ca;
+  for (int64_t i = thread_index(); i < total; i += grid_stride()) {
+    const int64_t p = i / Ca;
+    const int64_t c = i - p * Ca;
+    a[i] = y[p * Ctot + off + c];
+  }
+}
+
+// One thread per element of y/dy (P, Ca + Cb): i = p*C + c.
+__global__ void concat_relu_backward_kernel(int64_t P, int Ca, int Cb, const float* y,
+                                            const float* dy, float* da, float* db) {
+  const int C = Ca + Cb;
+  const int64_t total = P * C;
+  for (int64_t i = thread_index(); i < total; i += grid_stride()) {
+    const int64_t p = i / C;
+    const int c = int(i - p * C);
+    const float g = relu_bwd(y[i], dy[i]);
+    if (c < Ca)
+      da[p * Ca + c] = g;
+    else
+      db[p * Cb + (c - Ca)] = g;
+  }
+}
+
+__global__ void add_inplace_kernel(int64_t n, const float* x, float* y) {
+  for (int64_t i = thread_index(); i < n; i += grid_stride()) y[i] += x[i];
+}
+
+// out[i] = keep ? in[i] * scale : 0 over (N, H, W, C); i = ((n*H + h)*W + w)*C + c.
+// __host__ __device__ so that a host-only check can compare it with cpu:: without a GPU.
+__host__ __device__ inline float dropout_at(int H, int W, int C, float p, float scale,
+                                            uint64_t seed, uint64_t step,
+                                            const int64_t* samples, const float* in, int64_t i) {
+  int64_t r = i;
+  const int c = int(r % C);
+  r /= C;
+  const int w = int(r % W);
+  r /= W;
+  const int h = int(r % H);
+  const int64_t n = r / H;
+  const uint64_t s = uint64_t(samples[n]);
+  const uint64_t elem = (uint64_t(c) * H + h) * W + w;  // NCHW-logical, as on the CPU
+  return dropout_keep(seed, step, s, elem, p) ? in[i] * scale : 0.f;
+}
+
+__global__ void dropout_kernel(int N, int H, int W, int C, float p, float scale, uint64_t seed,
+                               uint64_t step, const int64_t* samples, const float* in,
+                               float* out) {
+  const int64_t total = int64_t(N) * H * W * C;
+  for (int64_t i = thread_index(); i < total; i += grid_stride())
+    out[i] = dropout_at(H, W, C, p, scale, seed, step, samples, in, i);
+}
+
+void dropout_apply(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+                   const int64_t* samples, const float* in, float* out) {
+  const int64_t total = int64_t(N) * H * W * C;
+  if (total <= 0) return;
+  const float scale = p < 1.f ? 1.f / (1.f - p) : 0.f;  // same float expression as the CPU
+  dropout_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(N, H, W, C, p, scale,
+                                                                       seed, step, samples, in,
+                                                                       out);
+  FT_CUDA_LAUNCH();
+}
+
+}  // namespace
+
+void relu_forward(int64_t n, const float* x, float* y) {
+  if (n <= 0) return;
+  relu_forward_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, x, y);
+  FT_CUDA_LAUNCH();
+}
+
+void relu_backward(int64_t n, const float* y, const float* dy, float* dx) {
+  if (n <= 0) return;
+  relu_backward_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, y, dy, dx);
+  FT_CUDA_LAUNCH();
+}
+
+void channel_copy_in(int64_t P, int Ca, int off, int Ctot, const float* a, float* y) {
+  if (P <= 0 || Ca <= 0) return;
+  channel_copy_in_kernel<<<grid_for(P * Ca, kThreads), kThreads, 0, stream()>>>(P, Ca, off,
+                                                                                 Ctot, a, y);
+  FT_CUDA_LAUNCH();
+}
+
+void channel_copy_out(int64_t P, int Ca, int off, int Ctot, const float* y, float* a) {
+  if (P <= 0 || Ca <= 0) return;
+  channel_copy_out_kernel<<<grid_for(P * Ca, kThreads), kThreads, 0, stream()>>>(P, Ca, off,
+                                                                                  Ctot, y, a);
+  FT_CUDA_LAUNCH();
+}
+
+void concat_relu_backward(int64_t P, int Ca, int Cb, const float* y, const float* dy, float* da,
+                          float* db) {
+  const int64_t total = P * (int64_t(Ca) + Cb);
+  if (total <= 0) return;
+  concat_relu_backward_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(
+      P, Ca, Cb, y, dy, da, db);
+  FT_CUDA_LAUNCH();
+}
+
+void add_inplace(int64_t n, const float* x, float* y) {
+  if (n <= 0) return;
+  add_inplace_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, x, y);
+  FT_CUDA_LAUNCH();
+}
+
+void copy(int64_t n, const float* x, float* y) {
+  if (n <= 0 || x == y) return;
+  FT_CUDA(cudaMemcpyAsync(y, x, size_t(n) * sizeof(float), cudaMemcpyDeviceToDevice, stream()));
+}
+
+void dropout_forward(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+                     const int64_t* samples, const float* x, float* y) {
+  dropout_apply(N, H, W, C, p, seed, step, samples, x, y);
+}
+
+void dropout_backward(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+                      const int64_t* samples, const float* dy, float* dx) {
+  dropout_apply(N, H, W, C, p, seed, step, samples, dy, dx);
+}
+
+}  // namespace ft::cuda

@@ -1,0 +1,218 @@
+/// @brief CUDA pooling, NHWC: max pooling (ceil mode, windows clipped to the input so padding
+/// never wins) and global average pooling. Same results as src/ops/cpu/pool.cpp, bit for bit.
+///
+/// Max pooling forward: one thread per output element (n, oh, ow, c), c fastest so a warp
+/// reads contiguous channels. The window is visited in row-major order, seeded by its first
+/// in-bounds element and updated with `x > m ? x : m`, exactly the CPU's expression (so NaN
+/// handling is identical too).
+///
+/// Max pooling backward is a GATHER, not a scatter: one thread per input element (n, h, w, c)
+/// visits the (at most ceil(k/s)^2) windows containing (h, w) in row-major (oh, ow) order and
+/// adds dy of those windows whose FIRST maximum (first in-bounds position, row-major, with
+/// x == y, as the CPU's `done` mask) is (h, w). Windows overlap (k=3, s=2), so a scatter would
+/// need atomicAdd, whose order (and float sum) varies from run to run; the gather writes each
+/// dx element exactly once (dx is overwritten, no memset needed), with no atomics, and adds
+/// the contributions in the same (oh, ow) order, starting from +0, as the CPU's
+/// `dxi += hit ? dy : 0` loop — the same float sum. No argmax is stored; like the CPU we
+/// re-derive it from the forward's x and y.
+///
+/// Global average pooling: one thread per (n, c), summing the H*W pixels in order in float and
+/// then multiplying by 1/(H W) — the CPU's exact sequence of float operations, deterministic.
+/// Backward: one thread per dx element, dy * 1/(H W).
+#include <algorithm>
+
+#include "common.cuh"
+#include "firetrain/ops/pool.hpp"
+
+namespace ft::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ int64_t thread_index() {
+  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t grid_stride() { return int64_t(gridDim.x) * blockDim.x; }
+
+struct PoolDims {
+  int N, H, W, C, OH, OW, k, st, pad;
+};
+
+__host__ __device__ inline int imin(int a, int b) { return a < b ? a : b; }
+__host__ __device__ inline int imax(int a, int b) { return a > b ? a : b; }
+
+// The per-element bodies are __host__ __device__ so that a host-only check can run them
+// against cpu:: on machines without a GPU.
+
+// y[i] of y (N, OH, OW, C), i = ((n*OH + oh)*OW + ow)*C + c.
+__host__ __device__ inline float maxpool_forward_at(const PoolDims& d,
+                                                    const float* __restrict__ x, int64_t i) {
+  int64_t r = i;
+  const int c = int(r % d.C);
+  r /= d.C;
+  const int ow = int(r % d.OW);
+  r /= d.OW;
+  const int oh = int(r % d.OH);
+  const int64_t n = r / d.OH;
+  const float* xn = x + n * d.H * d.W * d.C + c;
+  float m = 0.f;
+  bool first = true;
+  for (int a = 0; a < d.k; ++a) {
+    const int h = oh * d.st - d.pad + a;
+    if (h < 0 || h >= d.H) continue;
+    for (int b = 0; b < d.k; ++b) {
+      const int w = ow * d.st - d.pad + b;
+      if (w < 0 || w >= d.W) continue;
+      const float v = xn[(int64_t(h) * d.W + w) * d.C];
+      if (first) {
+        m = v;
+        first = false;
+      } else {
+        m = v > m ? v : m;  // the CPU's expression
+      }
+    }
+  }
+  return m;
+}
+
+// dx[i] of dx (N, H, W, C), i = ((n*H + h)*W + w)*C + c.
+__host__ __device__ inline float maxpool_backward_at(const PoolDims& d,
+                                                     const float* __restrict__ x,
+                                                     const float* __restrict__ y,
+                                                     const float* __restrict__ dy, int64_t i) {
+  int64_t r = i;
+  const int c = int(r % d.C);
+  r /= d.C;
+  const int w = int(r % d.W);
+  r /= d.W;
+  const int h = int(r % d.H);
+  const int64_t n = r / d.H;
+  const float* xn = x + n * d.H * d.W * d.C + c;  // x[n, ., ., c] at (hh*W + ww)*C
+  const float xv = x[i];
+
+  // Windows (oh, ow) containing (h, w): oh*st - pad <= h <= oh*st - pad + k - 1.
+  const int hp = h + d.pad, wp = w + d.pad;  // >= 0
+  const int oh_lo = hp - d.k + 1 <= 0 ? 0 : (hp - d.k + 1 + d.st - 1) / d.st;
+  const int oh_hi = imin(hp / d.st, d.OH - 1);
+  const int ow_lo = wp - d.k + 1 <= 0 ? 0 : (wp - d.k + 1 + d.st - 1) / d.st;
+  const int ow_hi = imin(wp / d.st, d.OW - 1);
+
+  float s = 0.f;
+  for (int oh = oh_lo; oh <= oh_hi; ++oh) {
+    const int h0 = oh * d.st - d.pad;  // window rows [h0, h0 + k), clipped to [0, H)
+    for (int ow = ow_lo; ow <= ow_hi; ++ow) {
+      const int w0 = ow * d.st - d.pad;
+      const int64_t o = ((n * d.OH + oh) * d.OW + ow) * d.C + c;
+      const float yv = y[o];
+      if (!(xv == yv)) continue;  // not a maximum of this window (or NaN, as the CPU)
+      // (h, w) is THE first maximum iff no in-bounds position before it in row-major window
+      // order equals y.
+      bool earlier = false;
+      const int hb = imax(h0, 0), wb = imax(w0, 0), we = imin(w0 + d.k, d.W);
+      for (int hh = hb; hh <= h && !earlier; ++hh) {
+        const int wend = hh < h ? we : w;  // exclusive
+        for (int ww = wb; ww < wend; ++ww)
+          if (xn[(int64_t(hh) * d.W + ww) * d.C] == yv) {
+            earlier = true;
+            break;
+          }
+      }
+      if (!earlier) s += dy[o];
+    }
+  }
+  return s;
+}
+
+__global__ void maxpool_forward_kernel(PoolDims d, const float* __restrict__ x,
+                                       float* __restrict__ y) {
+  const int64_t total = int64_t(d.N) * d.OH * d.OW * d.C;
+  for (int64_t i = thread_index(); i < total; i += grid_stride())
+    y[i] = maxpool_forward_at(d, x, i);
+}
+
+__global__ void maxpool_backward_kernel(PoolDims d, const float* __restrict__ x,
+                                        const float* __restrict__ y,
+                                        const float* __restrict__ dy, float* __restrict__ dx) {
+  const int64_t total = int64_t(d.N) * d.H * d.W * d.C;
+  for (int64_t i = thread_index(); i < total; i += grid_stride())
+    dx[i] = maxpool_backward_at(d, x, y, dy, i);
+}
+
+struct CudaMaxPool final : MaxPool2d::Impl {
+  explicit CudaMaxPool(const PoolShape& s) : s_(s) {}
+  PoolDims dims(int N) const {
+    return PoolDims{N, s_.H, s_.W, s_.C, s_.OH(), s_.OW(), s_.k, s_.stride, s_.pad};
+  }
+  void forward(int N, const float* x, float* y) override {
+    const PoolDims d = dims(N);
+    const int64_t total = int64_t(N) * d.OH * d.OW * d.C;
+    if (total <= 0) return;
+    maxpool_forward_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(d, x, y);
+    FT_CUDA_LAUNCH();
+  }
+  void backward(int N, const float* x, const float* y, const float* dy, float* dx) override {
+    const PoolDims d = dims(N);
+    const int64_t total = int64_t(N) * d.H * d.W * d.C;
+    if (total <= 0) return;
+    maxpool_backward_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(d, x, y, dy,
+                                                                                  dx);
+    FT_CUDA_LAUNCH();
+  }
+  PoolShape s_;
+};
+
+// y (N, C); one thread per (n, c), sequential over the P = H*W pixels.
+__global__ void global_avgpool_forward_kernel(int N, int P, int C, float inv,
+                                              const float* __restrict__ x,
+                                              float* __restrict__ y) {
+  const int64_t total = int64_t(N) * C;
+  for (int64_t i = thread_index(); i < total; i += grid_stride()) {
+    const int64_t n = i / C;
+    const int64_t c = i - n * C;
+    const float* xn = x + n * P * C + c;
+    float s = 0.f;
+    for (int p = 0; p < P; ++p) s += xn[int64_t(p) * C];
+    y[i] = s * inv;
+  }
+}
+
+// dx (N, P, C) = dy (N, C) * inv.
+__global__ void global_avgpool_backward_kernel(int N, int P, int C, float inv,
+                                               const float* __restrict__ dy,
+                                               float* __restrict__ dx) {
+  const int64_t total = int64_t(N) * P * C;
+  for (int64_t i = thread_index(); i < total; i += grid_stride()) {
+    const int64_t c = i % C;
+    const int64_t n = i / (int64_t(P) * C);
+    dx[i] = dy[n * C + c] * inv;
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<MaxPool2d::Impl> make_maxpool2d(const PoolShape& s) {
+  return std::make_unique<CudaMaxPool>(s);
+}
+
+void global_avgpool_forward(int N, int H, int W, int C, const float* x, float* y) {
+  const int P = H * W;
+  if (N <= 0 || C <= 0 || P <= 0) return;
+  const float inv = 1.0f / float(P);  // the CPU's expression
+  const int64_t total = int64_t(N) * C;
+  global_avgpool_forward_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(N, P, C,
+                                                                                      inv, x, y);
+  FT_CUDA_LAUNCH();
+}
+
+void global_avgpool_backward(int N, int H, int W, int C, const float* dy, float* dx) {
+  const int P = H * W;
+  if (N <= 0 || C <= 0 || P <= 0) return;
+  const float inv = 1.0f / float(P);
+  const int64_t total = int64_t(N) * P * C;
+  global_avgpool_backward_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(
+      N, P, C, inv, dy, dx);
+  FT_CUDA_LAUNCH();
+}
+
+}  // namespace ft::cuda

@@ -1,0 +1,539 @@
+/// @brief CUDA ops against the CPU ones (CudaOps): convolution (forward y, backward dx/dw/db,
+/// the in-place ReLU mask of dy), max and global average pooling, the element-wise ops, dropout,
+/// softmax cross-entropy, SGD, and the fully connected layer, on random inputs.
+///
+/// Tolerances: exact equality where both devices do the same float operations per element
+/// (ReLU, copies, masks, dropout, max pooling with ties built on purpose and dyadic gradients so
+/// that any summation order is exact); norm-wise relative error ||a - b|| / ||b|| <= 1e-4 for
+/// convolutions and the linear layer (different summation orders, fp32 without TF32); tighter
+/// bounds for the short reductions.
+///
+/// Every test skips when the backend is not built or no GPU is visible. This file is plain C++
+/// (public headers only) and compiles in a CPU-only build, where it registers one skipped test.
+#include <gtest/gtest.h>
+
+#include "firetrain/core/device.hpp"
+
+#ifdef FT_HAVE_CUDA
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/check.hpp"
+#include "firetrain/ops/conv2d.hpp"
+#include "firetrain/ops/elementwise.hpp"
+#include "firetrain/ops/linear.hpp"
+#include "firetrain/ops/loss.hpp"
+#include "firetrain/ops/pool.hpp"
+#include "firetrain/ops/sgd.hpp"
+
+namespace {
+
+using ft::ConvShape;
+using ft::Device;
+using ft::PoolShape;
+using ft::test::random_floats;
+using fvec = std::vector<float>;
+
+#define FT_REQUIRE_GPU()                                                    \
+  do {                                                                      \
+    if (!ft::cuda_built()) GTEST_SKIP() << "CUDA backend not built";        \
+    if (ft::cuda_device_count() == 0) GTEST_SKIP() << "no GPU visible";     \
+    ft::cuda::set_device(0);                                                \
+  } while (0)
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+template <class T>
+ft::Array<T> to_dev(const std::vector<T>& v) {
+  ft::Array<T> a(Device::CUDA, v.size());
+  if (!v.empty()) a.upload(v.data(), v.size());
+  return a;
+}
+
+template <class T>
+std::vector<T> to_host(const ft::Array<T>& a) {
+  std::vector<T> v(a.size());
+  if (!v.empty()) a.download(v.data(), v.size());
+  return v;
+}
+
+fvec filled(size_t n, float v) { return fvec(n, v); }
+
+fvec scaled(fvec v, float s) {
+  for (auto& x : v) x *= s;
+  return v;
+}
+
+/// Random multiples of 1/8 in [-lo/8, hi/8]: sums of a few of them are exact in float.
+fvec dyadic(size_t n, uint32_t seed, int lo = -4, int hi = 4) {
+  std::mt19937 g(seed);
+  std::uniform_int_distribution<int> d(lo, hi);
+  fvec v(n);
+  for (auto& x : v) x = float(d(g)) / 8.f;
+  return v;
+}
+
+/// ||a - b||_2 / ||b||_2 (0 when both are zero).
+double norm_rel_err(const fvec& a, const fvec& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    const double d = double(a[i]) - double(b[i]);
+    num += d * d;
+    den += double(b[i]) * double(b[i]);
+  }
+  if (num == 0) return 0;
+  return std::sqrt(num) / std::max(std::sqrt(den), 1e-300);
+}
+
+/// Norm-wise relative closeness of `got` (GPU) to `ref` (CPU); names the worst element.
+void expect_rel(const fvec& got, const fvec& ref, double tol, const std::string& what) {
+  ASSERT_EQ(got.size(), ref.size()) << what << ": sizes differ";
+  const double e = norm_rel_err(got, ref);
+  size_t worst = 0;
+  double wd = -1;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double d = std::fabs(double(got[i]) - double(ref[i]));
+    if (!(d <= wd)) wd = d, worst = i;  // also catches NaN
+  }
+  EXPECT_LE(e, tol) << what << ": norm-wise relative error " << e << " (worst element " << worst
+                    << ": cuda " << (got.empty() ? 0.f : got[worst]) << " vs cpu "
+                    << (ref.empty() ? 0.f : ref[worst]) << ")";
+  for (float x : got)
+    if (!std::isfinite(x)) {
+      ADD_FAILURE() << what << ": non-finite value in the CUDA result";
+      break;
+    }
+}
+
+/// Bit-for-bit equality (as float values).
+template <class T>
+void expect_same(const std::vector<T>& got, const std::vector<T>& ref, const std::string& what) {
+  ASSERT_EQ(got.size(), ref.size()) << what << ": sizes differ";
+  size_t bad = 0, first = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (!(got[i] == ref[i])) {
+      if (bad == 0) first = i;
+      ++bad;
+    }
+  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size()
+                     << " elements differ, first at " << first << ": cuda "
+                     << (bad ? got[first] : T()) << " vs cpu " << (bad ? ref[first] : T());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Convolution.
+
+ConvShape conv_shape(int C, int O, int H, int W, int k, int stride, int pad, bool relu) {
+  ConvShape s;
+  s.C = C, s.O = O, s.H = H, s.W = W, s.k = k, s.stride = stride, s.pad = pad, s.relu = relu;
+  return s;
+}
+
+std::string conv_str(const ConvShape& s, int N) {
+  std::ostringstream os;
+  os << "conv N=" << N << " C=" << s.C << " O=" << s.O << " " << s.H << "x" << s.W
+     << " k=" << s.k << " s=" << s.stride << " p=" << s.pad << (s.relu ? " relu" : "");
+  return os.str();
+}
+
+struct ConvData {
+  fvec x, w, b, dy;
+};
+
+ConvData conv_data(const ConvShape& s, int N, uint32_t seed) {
+  ConvData d;
+  const float ws = 1.f / std::sqrt(float(s.C * s.k * s.k));
+  d.x = random_floats(size_t(N) * s.H * s.W * s.C, seed);
+  d.w = scaled(random_floats(size_t(s.weight_numel()), seed + 1), ws);
+  d.b = random_floats(size_t(s.O), seed + 2, -0.2f, 0.2f);
+  d.dy = random_floats(size_t(N) * s.OH() * s.OW() * s.O, seed + 3);
+  return d;
+}
+
+/// Forward and backward on both devices, with the same Conv2d objects for every batch size in
+/// `batches` (so the per-batch plans and the reordered-weight cache are exercised). The CUDA
+/// backward gets the CPU's y, so that both apply the same ReLU mask (a y within rounding of 0
+/// could otherwise flip it); the CUDA forward is checked separately against the CPU's y.
+/// with_dx = false checks the first-layer case (dx null); mask_y = false passes y = nullptr.
+void conv_parity(const ConvShape& s, const std::vector<int>& batches, uint32_t seed,
+                 bool with_dx = true, bool mask_y = true) {
+  ft::Conv2d cpu(s, Device::CPU), gpu(s, Device::CUDA);
+  for (int N : batches) {
+    SCOPED_TRACE(conv_str(s, N));
+    ConvData d = conv_data(s, N, seed + uint32_t(N) * 16);
+    const size_t ny = size_t(N) * s.OH() * s.OW() * s.O, nx = d.x.size();
+
+    // Forward.
+    fvec y_cpu(ny);
+    cpu.forward(N, d.x.data(), d.w.data(), d.b.data(), y_cpu.data());
+    auto x_d = to_dev(d.x), w_d = to_dev(d.w), b_d = to_dev(d.b);
+    auto y_d = to_dev(filled(ny, 7.f));
+    gpu.forward(N, x_d.data(), w_d.data(), b_d.data(), y_d.data());
+    expect_rel(to_host(y_d), y_cpu, 1e-4, "forward y");
+
+    // Backward.
+    fvec dy_cpu = d.dy, dx_cpu(with_dx ? nx : 0), dw_cpu(d.w.size()), db_cpu(size_t(s.O));
+    cpu.backward(N, d.x.data(), d.w.data(), mask_y ? y_cpu.data() : nullptr, dy_cpu.data(),
+                 with_dx ? dx_cpu.data() : nullptr, dw_cpu.data(), db_cpu.data());
+    auto yref_d = to_dev(y_cpu), dy_d = to_dev(d.dy);
+    auto dx_d = to_dev(filled(with_dx ? nx : 0, 7.f));
+    auto dw_d = to_dev(filled(d.w.size(), 7.f)), db_d = to_dev(filled(size_t(s.O), 7.f));
+    gpu.backward(N, x_d.data(), w_d.data(), mask_y ? yref_d.data() : nullptr, dy_d.data(),
+                 with_dx ? dx_d.data() : nullptr, dw_d.data(), db_d.data());
+    expect_same(to_host(dy_d), dy_cpu, "dy after the in-place ReLU mask");
+    if (with_dx) expect_rel(to_host(dx_d), dx_cpu, 1e-4, "backward dx");
+    expect_rel(to_host(dw_d), dw_cpu, 1e-4, "backward dw (OIHW)");
+    expect_rel(to_host(db_d), db_cpu, 1e-4, "backward db");
+  }
+}
+
+// SqueezeNet's Fire expand 3x3 (pad 1), at two batch sizes and back.
+TEST(CudaOps, ConvFireExpand3x3) {
+  FT_REQUIRE_GPU();
+  conv_parity(conv_shape(16, 64, 13, 13, 3, 1, 1, true), {2, 3, 2}, 100);
+}
+
+// The 7x7 stride-2 stem (SqueezeNet 1.0), C = 3, non-square input; also without dx.
+TEST(CudaOps, ConvStem7x7Stride2) {
+  FT_REQUIRE_GPU();
+  const ConvShape s = conv_shape(3, 96, 39, 33, 7, 2, 0, true);
+  conv_parity(s, {2}, 200);
+  conv_parity(s, {3}, 210, /*with_dx=*/false);
+}
+
+// The 3x3 stride-2 stem (SqueezeNet 1.1) with padding.
+TEST(CudaOps, ConvStem3x3Stride2Pad) {
+  FT_REQUIRE_GPU();
+  conv_parity(conv_shape(3, 64, 31, 29, 3, 2, 1, true), {2}, 250);
+}
+
+// 1x1 squeeze and expand (weights used in place: OIHW == OHWI), with and without ReLU.
+TEST(CudaOps, Conv1x1) {
+  FT_REQUIRE_GPU();
+  conv_parity(conv_shape(96, 16, 9, 11, 1, 1, 0, true), {2, 4}, 300);
+  conv_parity(conv_shape(16, 64, 7, 7, 1, 1, 0, false), {3}, 310);
+  conv_parity(conv_shape(64, 100, 5, 5, 1, 1, 0, true), {2}, 320);  // conv10-like
+}
+
+// Odd sizes, stride 2 with padding, no ReLU; and ReLU with y = nullptr (dy already masked).
+TEST(CudaOps, ConvOddShapes) {
+  FT_REQUIRE_GPU();
+  conv_parity(conv_shape(5, 7, 11, 8, 3, 2, 1, false), {1, 3}, 400);
+  conv_parity(conv_shape(6, 9, 10, 12, 5, 1, 2, true), {2}, 410, true, /*mask_y=*/false);
+}
+
+// Enough rows (N*OH*OW) for many chunks in the bias-gradient reduction.
+TEST(CudaOps, ConvLargeBiasReduction) {
+  FT_REQUIRE_GPU();
+  conv_parity(conv_shape(8, 40, 32, 32, 3, 1, 1, true), {16}, 500);
+  conv_parity(conv_shape(4, 8, 96, 96, 1, 1, 0, true), {8}, 510);
+}
+
+// Weights updated in place between steps (same pointer, new values) must be reordered again
+// by forward; backward with another pointer than forward must use the weights it is given.
+TEST(CudaOps, ConvWeightsReorderedPerStep) {
+  FT_REQUIRE_GPU();
+  const ConvShape s = conv_shape(8, 12, 9, 9, 3, 1, 1, true);
+  const int N = 2;
+  ft::Conv2d cpu(s, Device::CPU), gpu(s, Device::CUDA);
+  ConvData d1 = conv_data(s, N, 600), d2 = conv_data(s, N, 700);
+  const size_t ny = size_t(N) * s.OH() * s.OW() * s.O;
+  auto x_d = to_dev(d1.x), w_d = to_dev(d1.w), b_d = to_dev(d1.b);
+  auto y_d = to_dev(filled(ny, 0.f));
+  gpu.forward(N, x_d.data(), w_d.data(), b_d.data(), y_d.data());
+  // Step 2: new values at the same address.
+  w_d.upload(d2.w.data(), d2.w.size());
+  gpu.forward(N, x_d.data(), w_d.data(), b_d.data(), y_d.data());
+  fvec y_cpu(ny);
+  cpu.forward(N, d1.x.data(), d2.w.data(), d1.b.data(), y_cpu.data());
+  expect_rel(to_host(y_d), y_cpu, 1e-4, "forward after an in-place weight update");
+
+  // Backward with other weights (another buffer) than the forward's.
+  auto w3_d = to_dev(d1.w);
+  fvec dy_cpu = d1.dy, dx_cpu(d1.x.size()), dw_cpu(d1.w.size()), db_cpu(size_t(s.O));
+  cpu.forward(N, d1.x.data(), d1.w.data(), d1.b.data(), y_cpu.data());
+  cpu.backward(N, d1.x.data(), d1.w.data(), y_cpu.data(), dy_cpu.data(), dx_cpu.data(),
+               dw_cpu.data(), db_cpu.data());
+  auto yref_d = to_dev(y_cpu), dy_d = to_dev(d1.dy), dx_d = to_dev(filled(d1.x.size(), 7.f));
+  auto dw_d = to_dev(filled(d1.w.size(), 7.f)), db_d = to_dev(filled(size_t(s.O), 7.f));
+  gpu.backward(N, x_d.data(), w3_d.data(), yref_d.data(), dy_d.data(), dx_d.data(), dw_d.data(),
+               db_d.data());
+  expect_rel(to_host(dx_d), dx_cpu, 1e-4, "dx with the weights given to backward");
+  expect_rel(to_host(dw_d), dw_cpu, 1e-4, "dw");
+  expect_rel(to_host(db_d), db_cpu, 1e-4, "db");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Element-wise ops.
+
+TEST(CudaOps, Relu) {
+  FT_REQUIRE_GPU();
+  const int64_t n = 10007;
+  fvec x = random_floats(size_t(n), 1);
+  for (size_t i = 0; i < x.size(); i += 7) x[i] = 0.f;  // exact zeros: relu'(0) = 0
+  fvec y(x.size()), dy = random_floats(x.size(), 2), dx(x.size());
+  ft::cpu::relu_forward(n, x.data(), y.data());
+  ft::cpu::relu_backward(n, y.data(), dy.data(), dx.data());
+  auto x_d = to_dev(x), y_d = to_dev(filled(x.size(), 7.f)), dy_d = to_dev(dy);
+  auto dx_d = to_dev(filled(x.size(), 7.f));
+  ft::cuda::relu_forward(n, x_d.data(), y_d.data());
+  ft::cuda::relu_backward(n, y_d.data(), dy_d.data(), dx_d.data());
+  expect_same(to_host(y_d), y, "relu_forward");
+  expect_same(to_host(dx_d), dx, "relu_backward");
+  // In place.
+  ft::cuda::relu_forward(n, x_d.data(), x_d.data());
+  expect_same(to_host(x_d), y, "relu_forward in place");
+  ft::cuda::relu_backward(n, y_d.data(), dy_d.data(), dy_d.data());
+  expect_same(to_host(dy_d), dx, "relu_backward in place");
+}
+
+TEST(CudaOps, ChannelCopyAndConcatReluBackward) {
+  FT_REQUIRE_GPU();
+  const int64_t P = 37;
+  const int Ca = 5, Cb = 7, Ctot = Ca + Cb + 3, off = 3;
+  fvec a = random_floats(size_t(P) * Ca, 3), y = random_floats(size_t(P) * Ctot, 4);
+  fvec y_cpu = y;
+  ft::cpu::channel_copy_in(P, Ca, off, Ctot, a.data(), y_cpu.data());
+  auto a_d = to_dev(a), y_d = to_dev(y);
+  ft::cuda::channel_copy_in(P, Ca, off, Ctot, a_d.data(), y_d.data());
+  expect_same(to_host(y_d), y_cpu, "channel_copy_in");
+
+  fvec out_cpu(size_t(P) * Cb);
+  ft::cpu::channel_copy_out(P, Cb, off + Ca, Ctot, y_cpu.data(), out_cpu.data());
+  auto out_d = to_dev(filled(out_cpu.size(), 7.f));
+  ft::cuda::channel_copy_out(P, Cb, off + Ca, Ctot, y_d.data(), out_d.data());
+  expect_same(to_host(out_d), out_cpu, "channel_copy_out");
+
+  // concat + ReLU backward over (P, Ca + Cb).
+  fvec yc = random_floats(size_t(P) * (Ca + Cb), 5), dyc = random_floats(yc.size(), 6);
+  for (size_t i = 0; i < yc.size(); ++i) yc[i] = yc[i] > 0 ? yc[i] : (i % 3 ? 0.f : yc[i]);
+  fvec da(size_t(P) * Ca), db(size_t(P) * Cb);
+  ft::cpu::concat_relu_backward(P, Ca, Cb, yc.data(), dyc.data(), da.data(), db.data());
+  auto yc_d = to_dev(yc), dyc_d = to_dev(dyc);
+  auto da_d = to_dev(filled(da.size(), 7.f)), db_d = to_dev(filled(db.size(), 7.f));
+  ft::cuda::concat_relu_backward(P, Ca, Cb, yc_d.data(), dyc_d.data(), da_d.data(), db_d.data());
+  expect_same(to_host(da_d), da, "concat_relu_backward da");
+  expect_same(to_host(db_d), db, "concat_relu_backward db");
+}
+
+TEST(CudaOps, AddInplaceAndCopy) {
+  FT_REQUIRE_GPU();
+  const int64_t n = 4099;
+  fvec x = random_floats(size_t(n), 7), y = random_floats(size_t(n), 8);
+  fvec y_cpu = y;
+  ft::cpu::add_inplace(n, x.data(), y_cpu.data());
+  auto x_d = to_dev(x), y_d = to_dev(y);
+  ft::cuda::add_inplace(n, x_d.data(), y_d.data());
+  expect_same(to_host(y_d), y_cpu, "add_inplace");
+  auto c_d = to_dev(filled(size_t(n), 7.f));
+  ft::cuda::copy(n, x_d.data(), c_d.data());
+  expect_same(to_host(c_d), x, "copy");
+}
+
+TEST(CudaOps, DropoutMasksIdentical) {
+  FT_REQUIRE_GPU();
+  const int N = 3, H = 5, W = 4, C = 7;
+  const uint64_t seed = 1234, step = 17;
+  const std::vector<int64_t> samples = {17, 4, 1000000007LL};
+  const size_t n = size_t(N) * H * W * C;
+  fvec x = random_floats(n, 9), dy = random_floats(n, 10);
+  auto s_d = to_dev(samples);
+  for (float p : {0.f, 0.3f, 0.5f}) {
+    SCOPED_TRACE("p = " + std::to_string(p));
+    fvec y(n), dx(n);
+    ft::cpu::dropout_forward(N, H, W, C, p, seed, step, samples.data(), x.data(), y.data());
+    ft::cpu::dropout_backward(N, H, W, C, p, seed, step, samples.data(), dy.data(), dx.data());
+    auto x_d = to_dev(x), y_d = to_dev(filled(n, 7.f)), dy_d = to_dev(dy);
+    auto dx_d = to_dev(filled(n, 7.f));
+    ft::cuda::dropout_forward(N, H, W, C, p, seed, step, s_d.data(), x_d.data(), y_d.data());
+    ft::cuda::dropout_backward(N, H, W, C, p, seed, step, s_d.data(), dy_d.data(), dx_d.data());
+    expect_same(to_host(y_d), y, "dropout_forward");
+    expect_same(to_host(dx_d), dx, "dropout_backward");
+    // In place.
+    ft::cuda::dropout_forward(N, H, W, C, p, seed, step, s_d.data(), x_d.data(), x_d.data());
+    expect_same(to_host(x_d), y, "dropout_forward in place");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pooling.
+
+PoolShape pool_shape(int C, int H, int W, int k, int stride, int pad, bool ceil_mode) {
+  PoolShape s;
+  s.C = C, s.H = H, s.W = W, s.k = k, s.stride = stride, s.pad = pad, s.ceil_mode = ceil_mode;
+  return s;
+}
+
+/// Inputs from a handful of values (many ties within windows), dyadic gradients (every sum of
+/// overlapping windows is exact): y and dx must be identical, ties going to the first maximum.
+void maxpool_parity(const PoolShape& s, int N, uint32_t seed, bool all_equal = false) {
+  SCOPED_TRACE("maxpool N=" + std::to_string(N) + " C=" + std::to_string(s.C) + " " +
+               std::to_string(s.H) + "x" + std::to_string(s.W) + " k=" + std::to_string(s.k) +
+               " s=" + std::to_string(s.stride) + " p=" + std::to_string(s.pad) +
+               (s.ceil_mode ? " ceil" : " floor"));
+  const size_t nx = size_t(N) * s.H * s.W * s.C, ny = size_t(N) * s.OH() * s.OW() * s.C;
+  fvec x = all_equal ? filled(nx, 0.25f) : dyadic(nx, seed, -3, 2);
+  fvec dy = dyadic(ny, seed + 1, -8, 8);
+  ft::MaxPool2d cpu(s, Device::CPU), gpu(s, Device::CUDA);
+  fvec y(ny), dx(nx);
+  cpu.forward(N, x.data(), y.data());
+  cpu.backward(N, x.data(), y.data(), dy.data(), dx.data());
+  auto x_d = to_dev(x), y_d = to_dev(filled(ny, 7.f)), dy_d = to_dev(dy);
+  auto dx_d = to_dev(filled(nx, 7.f));
+  gpu.forward(N, x_d.data(), y_d.data());
+  gpu.backward(N, x_d.data(), y_d.data(), dy_d.data(), dx_d.data());
+  expect_same(to_host(y_d), y, "maxpool forward");
+  expect_same(to_host(dx_d), dx, "maxpool backward");
+}
+
+TEST(CudaOps, MaxPoolWithTies) {
+  FT_REQUIRE_GPU();
+  maxpool_parity(pool_shape(8, 13, 11, 3, 2, 0, true), 2, 11);   // ceil mode, overlapping
+  maxpool_parity(pool_shape(5, 8, 9, 3, 2, 1, true), 3, 12);     // padding
+  maxpool_parity(pool_shape(3, 6, 7, 2, 2, 0, false), 2, 13);    // floor, disjoint windows
+  maxpool_parity(pool_shape(96, 55, 55, 3, 2, 0, true), 2, 14);  // SqueezeNet's first pool
+  maxpool_parity(pool_shape(4, 7, 7, 3, 2, 0, true), 2, 15, /*all_equal=*/true);
+}
+
+TEST(CudaOps, GlobalAvgPool) {
+  FT_REQUIRE_GPU();
+  const int N = 3, H = 13, W = 13, C = 20;
+  fvec x = random_floats(size_t(N) * H * W * C, 16), dy = random_floats(size_t(N) * C, 17);
+  fvec y(size_t(N) * C), dx(x.size());
+  ft::cpu::global_avgpool_forward(N, H, W, C, x.data(), y.data());
+  ft::cpu::global_avgpool_backward(N, H, W, C, dy.data(), dx.data());
+  auto x_d = to_dev(x), y_d = to_dev(filled(y.size(), 7.f)), dy_d = to_dev(dy);
+  auto dx_d = to_dev(filled(dx.size(), 7.f));
+  ft::cuda::global_avgpool_forward(N, H, W, C, x_d.data(), y_d.data());
+  ft::cuda::global_avgpool_backward(N, H, W, C, dy_d.data(), dx_d.data());
+  expect_rel(to_host(y_d), y, 1e-5, "global_avgpool_forward");
+  expect_rel(to_host(dx_d), dx, 1e-6, "global_avgpool_backward");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loss.
+
+void xent_parity(int n, int K, uint32_t seed, double denom) {
+  SCOPED_TRACE("softmax_xent n=" + std::to_string(n) + " K=" + std::to_string(K));
+  fvec z = random_floats(size_t(n) * K, seed, -3.f, 3.f);
+  std::vector<int32_t> labels(static_cast<size_t>(n));
+  std::mt19937 g(seed + 1);
+  for (auto& l : labels) l = int32_t(g() % uint32_t(K));
+  // Ties, built on purpose (torch.argmax/topk order: ties go to the lower class index).
+  if (n >= 3 && K >= 6) {
+    std::fill(z.begin(), z.begin() + K, 0.5f);  // row 0: all equal
+    labels[0] = 4;                              // 4 classes rank above: top-5, not top-1
+    float* r1 = z.data() + K;                   // row 1: label ties the max, lower index wins
+    labels[1] = 2;
+    r1[2] = 10.f, r1[5] = 10.f;                 // label 2 < 5: top-1
+    float* r2 = z.data() + 2 * K;               // row 2: label ties the max at a higher index
+    labels[2] = 5;
+    r2[1] = 10.f, r2[5] = 10.f;                 // 1 < 5 ranks above: not top-1
+  }
+  fvec d(z.size());
+  const ft::LossStats a = ft::cpu::softmax_xent(n, K, z.data(), labels.data(), denom, d.data());
+  auto z_d = to_dev(z);
+  auto l_d = to_dev(labels);
+  auto d_d = to_dev(filled(z.size(), 7.f));
+  const ft::LossStats b = ft::cuda::softmax_xent(n, K, z_d.data(), l_d.data(), denom, d_d.data());
+  EXPECT_EQ(b.correct1, a.correct1);
+  EXPECT_EQ(b.correct5, a.correct5);
+  EXPECT_NEAR(b.loss_sum, a.loss_sum, 1e-6 * std::max(1.0, std::fabs(a.loss_sum)));
+  const fvec dg = to_host(d_d);
+  double worst = 0;
+  size_t wi = 0;
+  for (size_t i = 0; i < d.size(); ++i) {
+    const double e = std::fabs(double(dg[i]) - double(d[i]));
+    if (!(e <= worst)) worst = e, wi = i;
+  }
+  EXPECT_LE(worst, 1e-6) << "dlogits differ most at " << wi << ": cuda " << dg[wi] << " vs cpu "
+                         << d[wi];
+  // Evaluation: no dlogits.
+  const ft::LossStats c = ft::cuda::softmax_xent(n, K, z_d.data(), l_d.data(), denom, nullptr);
+  EXPECT_EQ(c.correct1, a.correct1);
+  EXPECT_EQ(c.correct5, a.correct5);
+  EXPECT_NEAR(c.loss_sum, a.loss_sum, 1e-6 * std::max(1.0, std::fabs(a.loss_sum)));
+}
+
+TEST(CudaOps, SoftmaxXent) {
+  FT_REQUIRE_GPU();
+  xent_parity(37, 10, 20, 64.0);
+  xent_parity(5, 1000, 21, 1.0);
+  xent_parity(130, 7, 22, 256.0);
+  xent_parity(1, 3, 23, 1.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SGD.
+
+TEST(CudaOps, SgdUpdate) {
+  FT_REQUIRE_GPU();
+  const size_t n = 10243;
+  for (float momentum : {0.f, 0.9f}) {
+    SCOPED_TRACE("momentum " + std::to_string(momentum));
+    fvec w = random_floats(n, 30), buf(n, 0.f);
+    auto w_d = to_dev(w), buf_d = to_dev(buf);
+    for (int step = 0; step < 3; ++step) {
+      const fvec grad = random_floats(n, 31 + uint32_t(step));
+      auto g_d = to_dev(grad);
+      ft::cpu::sgd_update(n, 0.05f, momentum, 5e-4f, step == 0, w.data(), grad.data(), buf.data());
+      ft::cuda::sgd_update(n, 0.05f, momentum, 5e-4f, step == 0, w_d.data(), g_d.data(),
+                           buf_d.data());
+      // A fused multiply-add on one side changes the last bit: not bitwise.
+      expect_rel(to_host(w_d), w, 1e-6, "sgd w, step " + std::to_string(step));
+      if (momentum != 0.f) expect_rel(to_host(buf_d), buf, 1e-6, "sgd buf, step " + std::to_string(step));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fully connected layer and the flatten transposes (src/ops/cuda/linear.cu).
+
+TEST(CudaOps, LinearAndTransposes) {
+  FT_REQUIRE_GPU();
+  const int N = 5, I = 37, O = 11;
+  for (bool relu : {true, false}) {
+    SCOPED_TRACE(relu ? "relu" : "no relu");
+    fvec x = random_floats(size_t(N) * I, 40), w = scaled(random_floats(size_t(O) * I, 41), 0.2f);
+    fvec b = random_floats(size_t(O), 42, -0.1f, 0.1f), dy = random_floats(size_t(N) * O, 43);
+    fvec y(size_t(N) * O), dx(x.size()), dw(w.size()), db(static_cast<size_t>(O)), dy_cpu = dy;
+    ft::cpu::linear_forward(N, I, O, relu, x.data(), w.data(), b.data(), y.data());
+    ft::cpu::linear_backward(N, I, O, relu, x.data(), w.data(), y.data(), dy_cpu.data(),
+                             dx.data(), dw.data(), db.data());
+    auto x_d = to_dev(x), w_d = to_dev(w), b_d = to_dev(b), y_d = to_dev(filled(y.size(), 7.f));
+    ft::cuda::linear_forward(N, I, O, relu, x_d.data(), w_d.data(), b_d.data(), y_d.data());
+    expect_rel(to_host(y_d), y, 1e-4, "linear forward");
+    auto yref_d = to_dev(y), dy_d = to_dev(dy), dx_d = to_dev(filled(dx.size(), 7.f));
+    auto dw_d = to_dev(filled(dw.size(), 7.f)), db_d = to_dev(filled(db.size(), 7.f));
+    ft::cuda::linear_backward(N, I, O, relu, x_d.data(), w_d.data(), yref_d.data(), dy_d.data(),
+                              dx_d.data(), dw_d.data(), db_d.data());
+    expect_same(to_host(dy_d), dy_cpu, "linear dy after the ReLU mask");
+    expect_rel(to_host(dx_d), dx, 1e-4, "linear dx");
+    expect_rel(to_host(dw_d), dw, 1e-4, "linear dw");
+    expect_rel(to_host(db_d), db, 1e-4, "linear db");
+  }
+
+  const int TN = 2, H = 3, W = 5, C = 4;
+  fvec t = random_floats(size_t(TN) * H * W * C, 44), t_cpu(t.size()), back(t.size());
+  ft::cpu::nhwc_to_nchw(TN, H, W, C, t.data(), t_cpu.data());
+  auto t_d = to_dev(t), u_d = to_dev(filled(t.size(), 7.f)), v_d = to_dev(filled(t.size(), 7.f));
+  ft::cuda::nhwc_to_nchw(TN, H, W, C, t_d.data(), u_d.data());
+  expect_same(to_host(u_d), t_cpu, "nhwc_to_nchw");
+  ft::cuda::nchw_to_nhwc(TN, H, W, C, u_d.data(), v_d.data());
+  expect_same(to_host(v_d), t, "nchw_to_nhwc");
+}
+
+}  // namespace
+
+#else  // !FT_HAVE_CUDA
+
+TEST(CudaOps, NotBuilt) { GTEST_SKIP() << "CUDA backend not built"; }
+
+#endif  // FT_HAVE_CUDA
