@@ -6,7 +6,10 @@
 #include <mpi.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,6 +24,7 @@
 #include "firetrain/model/net.hpp"
 #include "firetrain/train/bench.hpp"
 #include "firetrain/train/bench_comm.hpp"
+#include "firetrain/train/bench_scaling.hpp"
 #include "firetrain/train/options.hpp"
 #include "firetrain/train/trainer.hpp"
 
@@ -301,13 +305,134 @@ int cmd_bench_comm(int argc, char** argv) {
   return 0;
 }
 
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> v;
+  for (size_t p = 0; !s.empty() && p <= s.size();) {
+    size_t e = s.find(',', p);
+    if (e == std::string::npos) e = s.size();
+    if (e > p) v.push_back(s.substr(p, e - p));
+    p = e + 1;
+  }
+  return v;
+}
+
+int cmd_bench_scaling(int argc, char** argv) {
+  std::string what, models = "squeezenet1_0,alexnet", device = "cpu", compute_ms, plot,
+                    links = "";
+  int batch = 8, size = 224, steps = 5, warmup = 1, threads = 1, fit_repeats = 3;
+  double overlap = 0, fit_max_mb = 64;
+  Options o("bench scaling",
+            "firetrain bench scaling: weak scaling of SqueezeNet 1.0 vs AlexNet. Under mpirun -np\n"
+            "N it trains each model on synthetic data at 1, 2, 4, ... N ranks (fixed batch per\n"
+            "rank) and reports compute and exposed communication per step; fits the alpha-beta\n"
+            "model to this machine's all-reduce; projects weak-scaling efficiency to 8..1024\n"
+            "workers on named links (ring all-reduce) and writes the plot (--plot, SVG).");
+  o.positional("WHAT", &what, "scaling")
+      .opt("models", &models, "comma-separated models")
+      .opt("batch", &batch, "images per rank per step")
+      .opt("size", &size, "image size")
+      .opt("steps", &steps, "timed steps")
+      .opt("warmup", &warmup, "untimed steps first")
+      .opt("threads", &threads, "threads per rank")
+      .opt("device", &device, "cpu | cuda")
+      .opt("compute-ms", &compute_ms,
+           "per-worker compute per step for the projection: X (all models) or model=X,...; "
+           "default: measured at 1 rank")
+      .opt("overlap", &overlap, "fraction of the all-reduce hidden behind backward (0..1)")
+      .opt("fit-max-mb", &fit_max_mb, "largest all-reduce timed for the fit (MB)")
+      .opt("fit-repeats", &fit_repeats, "repeats per size for the fit")
+      .opt("links", &links, "comma-separated link names (default: all named links)")
+      .opt("plot", &plot, "SVG file for the projection (default bench-scaling.svg)");
+  if (!o.parse(argc, argv)) return 0;
+  if (batch < 1 || size < 1 || steps < 1 || warmup < 0 || threads < 1 || fit_repeats < 1)
+    throw InputError("bench scaling: --batch, --size, --steps, --threads, --fit-repeats must be "
+                     ">= 1");
+  if (plot.empty()) plot = "bench-scaling.svg";
+  ScalingBenchOptions so;
+  so.models = split_commas(models);
+  so.batch = batch, so.size = size, so.steps = steps, so.warmup = warmup, so.threads = threads;
+  so.device = parse_device(device);
+  // Validate the projection inputs before the long measurement.
+  std::vector<Link> lk;
+  if (links.empty())
+    lk = named_links();
+  else
+    for (auto& n : split_commas(links)) lk.push_back(find_link(n));
+  std::map<std::string, double> given;
+  for (auto& kv : split_commas(compute_ms)) {
+    const size_t eq = kv.find('=');
+    const std::string name = eq == std::string::npos ? "*" : kv.substr(0, eq);
+    char* end = nullptr;
+    const std::string num = eq == std::string::npos ? kv : kv.substr(eq + 1);
+    const double v = std::strtod(num.c_str(), &end);
+    if (!(v > 0) || end == num.c_str() || *end)
+      throw InputError("bench scaling: bad --compute-ms '" + kv + "' (X or model=X, X > 0)");
+    given[name] = v / 1e3;
+  }
+  Communicator comm;
+  bind_device(so.device, comm.local_rank());
+  auto rows = measure_scaling(comm, so);
+  std::vector<std::pair<double, double>> pts;
+  AlphaBeta ab{0, 0, 0};
+  if (comm.size() >= 2) ab = fit_this_machine(comm, fit_max_mb * 1e6, fit_repeats, &pts);
+  if (comm.rank() != 0) return 0;
+  std::printf("# firetrain bench scaling: %s, batch %d per rank, %dx%d, %d thread(s) per rank, "
+              "median of %d steps\n",
+              device_name(so.device), batch, size, size, threads, steps);
+  std::fputs(format_measured_table(rows).c_str(), stdout);
+  std::printf("# efficiency = img/s / (ranks x img/s at 1 rank); exposed = waiting for the "
+              "all-reduce after backward\n");
+  if (comm.size() >= 2) {
+    std::printf("\n# all-reduce of this machine (trainer's reducer, %d ranks), ring model fit:\n",
+                comm.size());
+    std::printf("# %12s %12s %12s\n", "bytes", "measured_ms", "model_ms");
+    for (auto& [b, t] : pts)
+      std::printf("  %12.0f %12.3f %12.3f\n", b, t * 1e3,
+                  allreduce_time(b, comm.size(), std::max(ab.alpha_s, 0.0),
+                                 std::max(ab.beta_s_per_byte, 0.0), Algo::Ring) * 1e3);
+    std::printf("# alpha = %.2f us, busbw = 1/beta = %.2f GB/s, r2 = %.4f\n", ab.alpha_s * 1e6,
+                ab.beta_s_per_byte > 0 ? 1e-9 / ab.beta_s_per_byte : 0.0, ab.r2);
+    if (ab.alpha_s >= 0 && ab.beta_s_per_byte > 0)
+      lk.push_back(Link{"this machine (fit)", 1.0 / ab.beta_s_per_byte, ab.alpha_s});
+  }
+  std::vector<ScalingRow> proj;
+  for (auto& m : so.models) {
+    const MeasuredScaling* one = nullptr;
+    for (auto& r : rows)
+      if (r.model == m && r.ranks == 1) one = &r;
+    double compute = one ? one->compute_s : 0;
+    if (given.count(m)) compute = given[m];
+    else if (given.count("*")) compute = given["*"];
+    const double bytes = one ? double(one->bytes) : 0;
+    std::printf("\n# projection for %s: %.0f gradient bytes, compute %.1f ms per step (%s), "
+                "overlap %.2f, ring all-reduce\n",
+                m.c_str(), bytes, compute * 1e3,
+                given.count(m) || given.count("*") ? "given" : "measured at 1 rank", overlap);
+    std::vector<ScalingRow> mine;
+    for (auto& l : lk) {
+      auto r = project_scaling(m, bytes, compute, l, default_worker_counts(), Algo::Ring, overlap);
+      mine.insert(mine.end(), r.begin(), r.end());
+    }
+    std::fputs(format_scaling_table(mine).c_str(), stdout);
+    proj.insert(proj.end(), mine.begin(), mine.end());
+  }
+  SvgPlotOptions po;
+  po.title = "Projected weak-scaling efficiency (ring all-reduce, alpha-beta model)";
+  std::ofstream f(plot);
+  f << render_svg_plot(proj, po);
+  if (!f) throw InputError("bench scaling: cannot write --plot " + plot);
+  std::printf("\n# plot: %s\n", plot.c_str());
+  return 0;
+}
+
 int cmd_bench(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "comm") return cmd_bench_comm(argc, argv);
+  if (argc >= 2 && std::string(argv[1]) == "scaling") return cmd_bench_scaling(argc, argv);
   std::string what, arch = "squeezenet1_0", device = "cpu";
   int batch = 32, size = 224, threads = 2, steps = 10, warmup = 2, classes = 1000, channels = 3;
   Options o("bench", "firetrain bench step: training throughput (images/s) on synthetic data,\n"
                      "one process; prints a table with the median over --steps after --warmup.\n"
-                     "firetrain bench comm --help: the communication benchmark.");
+                     "firetrain bench comm --help, firetrain bench scaling --help: communication.");
   o.positional("WHAT", &what, "step | comm")
       .opt("arch", &arch, "architecture")
       .opt("batch", &batch, "batch size")
