@@ -28,8 +28,12 @@ command -v python3 >/dev/null 2>&1 || skip "no python3"
 # A name unique to this run (<= 8 characters), so that a user's cluster or a parallel run of
 # this test is never touched.
 PREFIX="ft$(($$ % 100000))t"
-ip netns add "${PREFIX}probe" 2>/dev/null || skip "'ip netns add' does not work here"
-ip netns del "${PREFIX}probe"
+ip netns add "${PREFIX}p" 2>/dev/null || skip "'ip netns add' does not work here"
+if ! ip netns exec "${PREFIX}p" true 2>/dev/null; then
+  ip netns del "${PREFIX}p"
+  skip "'ip netns exec' does not work here"
+fi
+ip netns del "${PREFIX}p"
 
 WORK=$(mktemp -d /tmp/ft-netns-test.XXXXXX)
 export FT_NETNS_DIR="$WORK/netns"
@@ -47,7 +51,8 @@ import gzip, random, struct, sys
 rng = random.Random(7)
 for prefix, n in (("train", 64), ("t10k", 16)):
     with gzip.open(f"{sys.argv[1]}/{prefix}-images-idx3-ubyte.gz", "wb") as f:
-        f.write(struct.pack(">IIII", 0x803, n, 28, 28) + bytes(rng.randrange(256) for _ in range(n * 784)))
+        pixels = bytes(rng.randrange(256) for _ in range(n * 784))
+        f.write(struct.pack(">IIII", 0x803, n, 28, 28) + pixels)
     with gzip.open(f"{sys.argv[1]}/{prefix}-labels-idx1-ubyte.gz", "wb") as f:
         f.write(struct.pack(">II", 0x801, n) + bytes(i % 10 for i in range(n)))
 EOF
@@ -72,7 +77,8 @@ rc=${PIPESTATUS[0]}
 ((rc == 0)) || fail "firetrain train across 2 namespaces exited $rc"
 grep -q "2 rank(s)" "$log" || fail "the trainer did not report 2 ranks"
 grep -Eq "^step +4/4" "$log" || fail "no 'step 4/4' line"
-grep -Eq "^final: val top-1 .* trained 4 steps" "$log" || fail "no 'final: ... trained 4 steps' line"
+grep -Eq "^final: val top-1 .* trained 4 steps" "$log" ||
+  fail "no 'final: ... trained 4 steps' line"
 [[ -s $WORK/ckpt/ckpt_4.h5 ]] || fail "no final checkpoint $WORK/ckpt/ckpt_4.h5"
 
 "$CLUSTER" down || fail "netns_cluster.sh down failed"
