@@ -321,6 +321,7 @@ int cmd_bench_scaling(int argc, char** argv) {
                     links = "";
   int batch = 8, size = 224, steps = 5, warmup = 1, threads = 1, fit_repeats = 3;
   double overlap = 0, fit_max_mb = 64;
+  bool project_only = false;
   Options o("bench scaling",
             "firetrain bench scaling: weak scaling of SqueezeNet 1.0 vs AlexNet. Under mpirun -np\n"
             "N it trains each model on synthetic data at 1, 2, 4, ... N ranks (fixed batch per\n"
@@ -342,7 +343,9 @@ int cmd_bench_scaling(int argc, char** argv) {
       .opt("fit-max-mb", &fit_max_mb, "largest all-reduce timed for the fit (MB)")
       .opt("fit-repeats", &fit_repeats, "repeats per size for the fit")
       .opt("links", &links, "comma-separated link names (default: all named links)")
-      .opt("plot", &plot, "SVG file for the projection (default bench-scaling.svg)");
+      .opt("plot", &plot, "SVG file for the projection (default bench-scaling.svg)")
+      .flag("project-only", &project_only,
+            "no measurement: project from --compute-ms (required) and the models' sizes");
   if (!o.parse(argc, argv)) return 0;
   if (batch < 1 || size < 1 || steps < 1 || warmup < 0 || threads < 1 || fit_repeats < 1)
     throw InputError("bench scaling: --batch, --size, --steps, --threads, --fit-repeats must be "
@@ -370,18 +373,40 @@ int cmd_bench_scaling(int argc, char** argv) {
     given[name] = v / 1e3;
   }
   Communicator comm;
-  bind_device(so.device, comm.local_rank());
-  auto rows = measure_scaling(comm, so);
+  std::vector<MeasuredScaling> rows;
   std::vector<std::pair<double, double>> pts;
   AlphaBeta ab{0, 0, 0};
-  if (comm.size() >= 2) ab = fit_this_machine(comm, fit_max_mb * 1e6, fit_repeats, &pts);
+  if (project_only) {
+    for (auto& m : so.models) {
+      if (!given.count(m) && !given.count("*"))
+        throw InputError("bench scaling --project-only: give --compute-ms for " + m);
+      NetSpec spec;
+      spec.arch = m;
+      spec.height = spec.width = size;
+      MeasuredScaling r;
+      r.model = m;
+      r.ranks = 1;
+      r.params = count_params(spec);
+      r.bytes = r.params * 4;
+      rows.push_back(r);
+    }
+  } else {
+    bind_device(so.device, comm.local_rank());
+    rows = measure_scaling(comm, so);
+    if (comm.size() >= 2) ab = fit_this_machine(comm, fit_max_mb * 1e6, fit_repeats, &pts);
+  }
   if (comm.rank() != 0) return 0;
-  std::printf("# firetrain bench scaling: %s, batch %d per rank, %dx%d, %d thread(s) per rank, "
-              "median of %d steps\n",
-              device_name(so.device), batch, size, size, threads, steps);
-  std::fputs(format_measured_table(rows).c_str(), stdout);
-  std::printf("# efficiency = img/s / (ranks x img/s at 1 rank); exposed = waiting for the "
-              "all-reduce after backward\n");
+  if (project_only)
+    std::printf("# firetrain bench scaling --project-only: alpha-beta model, no measurement\n");
+  else
+    std::printf("# firetrain bench scaling: %s, batch %d per rank, %dx%d, %d thread(s) per rank, "
+                "median of %d steps\n",
+                device_name(so.device), batch, size, size, threads, steps);
+  if (!project_only) {
+    std::fputs(format_measured_table(rows).c_str(), stdout);
+    std::printf("# efficiency = img/s / (ranks x img/s at 1 rank); exposed = waiting for the "
+                "all-reduce after backward\n");
+  }
   if (comm.size() >= 2) {
     std::printf("\n# all-reduce of this machine (trainer's reducer, %d ranks), ring model fit:\n",
                 comm.size());
