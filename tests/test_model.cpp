@@ -478,7 +478,7 @@ TEST_F(ModelTest, NetMatchesNaiveNetWithSimpleBypass) {
     compare_with_naive(spec, 2, 9, 30.f);
   }
   ft::NetSpec bad = tiny_spec();
-  bad.bypass = "complex";
+  bad.bypass = "dense";  // ("complex" exists now: tests/test_design.cpp)
   EXPECT_THROW(ft::Net{bad}, ft::InputError);
 }
 

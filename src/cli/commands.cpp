@@ -26,6 +26,7 @@
 #include "firetrain/train/bench_comm.hpp"
 #include "firetrain/train/bench_scaling.hpp"
 #include "firetrain/train/options.hpp"
+#include "firetrain/train/sweep.hpp"
 #include "firetrain/train/trainer.hpp"
 
 namespace ft::cli {
@@ -222,39 +223,62 @@ int cmd_convert(int argc, char** argv) {
 int cmd_info(int argc, char** argv) {
   std::string file, arch;
   int classes = 1000, channels = 3, size = 224;
+  NetSpec spec;
   Options o("info", "What a dataset, weights file or checkpoint holds; or, with --arch, the "
                     "layer table (output shape, parameters, MACs) of an architecture.");
   o.positional("FILE", &file, "dataset / weights / checkpoint .h5", false)
       .opt("arch", &arch, "print this architecture's layer table")
       .opt("num-classes", &classes, "classes for --arch")
       .opt("in-channels", &channels, "input channels for --arch")
-      .opt("size", &size, "input size for --arch");
+      .opt("size", &size, "input size for --arch")
+      .opt("bypass", &spec.bypass, "bypass variant for --arch: none | simple | complex");
+  add_fire_options(o, spec.fire);
   if (!o.parse(argc, argv)) return 0;
   if (!is_root()) return 0;
   if (!arch.empty()) {
-    NetSpec spec;
     spec.arch = arch;
     spec.num_classes = classes;
     spec.in_channels = channels;
     spec.height = spec.width = size;
     Net net(spec);
-    std::printf("%s at %dx%dx%d, %d classes\n", arch.c_str(), size, size, channels, classes);
-    std::printf("%-28s %16s %12s %14s\n", "layer", "output (HxWxC)", "params", "MACs");
+    std::printf("%s at %dx%dx%d, %d classes, bypass %s, Fire modules: %s\n", arch.c_str(), size,
+                size, channels, classes, spec.bypass.c_str(), spec.fire.label().c_str());
+    std::printf("%-28s %16s %6s %6s %6s %9s %12s %14s\n", "layer", "output (HxWxC)", "s1x1",
+                "e1x1", "e3x3", "bypass", "params", "MACs");
     int64_t p = 0, m = 0;
     for (auto& l : net.layer_table()) {
-      char shape[64];
+      char shape[64], f[3][16] = {"", "", ""};
       std::snprintf(shape, sizeof shape, "%dx%dx%d", l.H, l.W, l.C);
-      std::printf("%-28s %16s %12lld %14lld\n", l.name.c_str(), shape, (long long)l.params,
-                  (long long)l.macs);
+      if (l.s1 > 0)
+        for (int k = 0; k < 3; ++k)
+          std::snprintf(f[k], sizeof f[k], "%d", k == 0 ? l.s1 : k == 1 ? l.e1 : l.e3);
+      std::printf("%-28s %16s %6s %6s %6s %9s %12lld %14lld\n", l.name.c_str(), shape, f[0], f[1],
+                  f[2], l.bypass.c_str(), (long long)l.params, (long long)l.macs);
       p += l.params;
       m += l.macs;
     }
-    std::printf("%-28s %16s %12lld %14lld  (%.3f GMAC, %.2f MB fp32)\n", "total", "", (long long)p,
-                (long long)m, m / 1e9, p * 4 / 1e6);
+    std::printf("%-28s %16s %6s %6s %6s %9s %12lld %14lld  (%.3f GMAC, %.2f MB fp32)\n", "total",
+                "", "", "", "", "", (long long)p, (long long)m, m / 1e9, p * 4 / 1e6);
     return 0;
   }
   if (file.empty()) throw InputError("info: give a FILE or --arch");
   std::printf("%s", describe_h5(file).c_str());
+  return 0;
+}
+
+int cmd_sweep(int argc, char** argv) {
+  SweepConfig c;
+  Options o("sweep",
+            "Trains each SqueezeNet variant (the product of the comma-separated lists, e.g.\n"
+            "--sr 0.125,0.25,0.5,0.75,1.0 or --pct3x3 0.01,0.25,0.5,0.75,0.99, the other\n"
+            "metaparameters at their defaults) for the same budget (data-parallel under mpirun),\n"
+            "evaluates it on --val and prints variant, parameters, model size and top-1; --out\n"
+            "writes the table as CSV and --plot an SVG of top-1 against model size (the shape\n"
+            "of the paper's Figure 2).");
+  add_sweep_options(o, c);
+  if (!o.parse(argc, argv)) return 0;
+  Communicator comm;
+  run_sweep(c, comm);
   return 0;
 }
 

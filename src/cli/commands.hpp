@@ -10,6 +10,7 @@ int cmd_predict(int argc, char** argv);
 int cmd_export(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
 int cmd_info(int argc, char** argv);
+int cmd_sweep(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 
 }  // namespace ft::cli

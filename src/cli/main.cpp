@@ -1,7 +1,9 @@
 /// @brief The `firetrain` binary: thin subcommands over the library. Exceptions become a clear
 /// message and an exit code (2: bad usage or input, 1: other); with several ranks, MPI_Abort.
 #include <mpi.h>
+#include <signal.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -9,8 +11,29 @@
 
 #include "commands.hpp"
 #include "firetrain/core/error.hpp"
+#include "firetrain/train/trainer.hpp"
 
 namespace {
+
+/// SIGTERM (Slurm's warning before a kill; mpirun forwards it), SIGINT (Ctrl-C) and SIGUSR1
+/// (`sbatch --signal=USR1@120`; mpirun forwards it too) ask the trainer to finish the current
+/// step, checkpoint and exit 0. A second signal ends the process at once.
+void on_stop_signal(int sig) {
+  if (ft::stop_requested()) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  ft::request_stop(sig);
+}
+
+void install_stop_handlers() {
+  struct sigaction sa = {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  for (int sig : {SIGTERM, SIGINT, SIGUSR1}) sigaction(sig, &sa, nullptr);
+}
 
 void usage() {
   std::printf(
@@ -22,6 +45,7 @@ void usage() {
       "  export    write a model in the torch-h5 layout (from a checkpoint or freshly initialized)\n"
       "  convert   fashion-mnist | cifar10 | folder -> dataset HDF5\n"
       "  info      what a dataset, weights file or checkpoint holds; or an architecture's layers\n"
+      "  sweep     train SqueezeNet variants (SR, pct3x3, bypass...): accuracy vs model size\n"
       "  bench     step: training throughput on synthetic data\n"
       "  --version build information\n");
 }
@@ -48,6 +72,7 @@ int main(int argc, char** argv) {
       } else if (cmd == "--version" || cmd == "version") {
         if (rank == 0) ft::cli::print_version();
       } else if (cmd == "train") {
+        install_stop_handlers();
         code = ft::cli::cmd_train(nsub, sub);
       } else if (cmd == "eval") {
         code = ft::cli::cmd_eval(nsub, sub);
@@ -59,6 +84,9 @@ int main(int argc, char** argv) {
         code = ft::cli::cmd_convert(nsub, sub);
       } else if (cmd == "info") {
         code = ft::cli::cmd_info(nsub, sub);
+      } else if (cmd == "sweep") {
+        install_stop_handlers();
+        code = ft::cli::cmd_sweep(nsub, sub);
       } else if (cmd == "bench") {
         code = ft::cli::cmd_bench(nsub, sub);
       } else {

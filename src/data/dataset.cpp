@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <new>
 #include <numeric>
 #include <sstream>
 
@@ -14,6 +15,7 @@ namespace ft {
 
 namespace {
 constexpr int kMaxSide = 4096;
+constexpr int64_t kMaxSamples = (1LL << 31) - 1;  // sample indices travel as int32 in places
 constexpr int64_t kChunkCacheBytes = 64LL << 20;  // HDF5 chunk cache for on-demand reads
 }  // namespace
 
@@ -128,7 +130,30 @@ void normalize(const Dataset::State& s, const void* src, int64_t n, float* dst) 
 
 }  // namespace
 
+namespace {
+/// HDF5 failures while reading a dataset (corrupt or truncated file, a damaged compressed
+/// chunk) and allocation failures become ft::InputError naming the file: exit code 2.
+template <class F>
+auto input_errors(const std::string& path, const char* what, F body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const InputError&) {
+    throw;
+  } catch (const Error& e) {
+    std::string why = e.what();
+    if (auto nl = why.find('\n'); nl != std::string::npos) why.resize(nl);
+    throw InputError(path + ": " + what + " (corrupt or truncated file?): " + why);
+  } catch (const std::bad_alloc&) {
+    throw InputError(path + ": " + what + ": not enough memory (absurd dimensions?)");
+  }
+}
+}  // namespace
+
 Dataset Dataset::open(const std::string& path, int64_t cache_bytes) {
+  return input_errors(path, "cannot read the dataset", [&] { return open_impl(path, cache_bytes); });
+}
+
+Dataset Dataset::open_impl(const std::string& path, int64_t cache_bytes) {
   auto s = std::make_shared<State>();
   s->path = path;
   std::lock_guard<std::mutex> lock(h5_mutex());
@@ -152,6 +177,9 @@ Dataset Dataset::open(const std::string& path, int64_t cache_bytes) {
             shape_str(im.shape) + "), expected 4 dims (N, H, W, C)");
   s->n = im.shape[0];
   if (s->n == 0) s->fail("/images: N = 0, the dataset is empty");
+  if (s->n > kMaxSamples)
+    s->fail("/images: absurd N = " + std::to_string(s->n) + " in shape " + shape_str(im.shape) +
+            ", at most " + std::to_string(kMaxSamples) + " samples");
   for (int d : {1, 2})
     if (im.shape[size_t(d)] < 1 || im.shape[size_t(d)] > kMaxSide)
       s->fail("/images: bad dimension " + std::string(d == 1 ? "H" : "W") + " = " +
@@ -189,15 +217,20 @@ Dataset Dataset::open(const std::string& path, int64_t cache_bytes) {
     if (li.shape[0] != s->n)
       s->fail("/labels: N mismatch: " + std::to_string(li.shape[0]) + " labels for " +
               std::to_string(s->n) + " images");
-    std::vector<int64_t> l(size_t(s->n));
-    h5::read_all(lab, H5T_NATIVE_INT64, l.data());
-    s->labels.resize(l.size());
-    for (size_t i = 0; i < l.size(); ++i) {
-      if (l[i] < 0 || l[i] >= s->k)
-        s->fail("/labels: label " + std::to_string(l[i]) + " at index " + std::to_string(i) +
-                " out of range [0, " + std::to_string(s->k) + ")" +
-                (l[i] < 0 ? " (negative)" : ""));
-      s->labels[i] = int32_t(l[i]);
+    // In blocks, so that checking costs no more memory than the int32 labels kept.
+    s->labels.resize(size_t(s->n));
+    const int64_t block = 1 << 20;
+    std::vector<int64_t> l(size_t(std::min(block, s->n)));
+    for (int64_t first = 0; first < s->n; first += block) {
+      const int64_t cnt = std::min(block, s->n - first);
+      h5::read_rows(lab, H5T_NATIVE_INT64, first, cnt, l.data());
+      for (int64_t j = 0; j < cnt; ++j) {
+        const int64_t v = l[size_t(j)], i = first + j;
+        if (v < 0 || v >= s->k)
+          s->fail("/labels: label " + std::to_string(v) + " at index " + std::to_string(i) +
+                  " out of range [0, " + std::to_string(s->k) + ")" + (v < 0 ? " (negative)" : ""));
+        s->labels[size_t(i)] = int32_t(v);
+      }
     }
   }
 
@@ -296,8 +329,10 @@ void Dataset::read_images(const int64_t* idx, int n, float* out) const {
     }
     hsize_t mdims[1] = {hsize_t(rows.size()) * hsize_t(per)};
     h5::Handle ms = h5::space_handle(FT_H5_ID(H5Screate_simple(1, mdims, nullptr)));
-    FT_H5(H5Dread(s.images, s.u8 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT,
-                  raw.data()));
+    if (H5Dread(s.images, s.u8 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT,
+                raw.data()) < 0)
+      s.fail("/images: cannot read samples " + std::to_string(rows.front()) + ".." +
+             std::to_string(rows.back()) + " (corrupt or truncated file?)");
   }
   if (!s.u8) check_finite(s, reinterpret_cast<const float*>(raw.data()), int64_t(rows.size()),
                           rows.data(), 0);

@@ -53,7 +53,7 @@ Handle open_file(const std::string& path) {
   // H5Fis_hdf5 is a deliberate probe: a negative or zero answer becomes an InputError.
   if (H5Fis_hdf5(path.c_str()) <= 0) throw InputError(path + ": not an HDF5 file");
   hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (f < 0) throw InputError(path + ": cannot open (corrupt HDF5 file?)");
+  if (f < 0) throw InputError(path + ": cannot open (truncated or corrupt HDF5 file?)");
   return file_handle(f);
 }
 

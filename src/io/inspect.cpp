@@ -67,8 +67,9 @@ std::string describe_h5(const std::string& path) {
   h5::Handle f = h5::open_file(path);
   const bool ckpt = h5::is_group(f, "model");
   os << path << ": " << (ckpt ? "checkpoint" : "weights (torch-h5 layout)") << "\n";
-  for (const char* a : {"arch", "bypass", "num_classes", "in_channels", "step", "epoch", "world_size", "seed",
-                        "format"}) {
+  for (const char* a : {"arch", "bypass", "num_classes", "in_channels", "step", "epoch",
+                        "step_in_epoch", "steps_per_epoch", "global_batch", "total_steps",
+                        "world_size", "seed", "shuffle", "format"}) {
     std::string v = attr_or_empty(f, a);
     if (!v.empty()) os << "  " << a << ": " << v << "\n";
   }

@@ -3,6 +3,8 @@
 #include "firetrain/io/weights.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <regex>
 #include <set>
@@ -82,7 +84,57 @@ void read_params(hid_t f, const std::string& group, const std::string& where,
   }
   for (auto& p : params) {
     h5::Handle d = h5::dataset_handle(h5::open_dataset(g, p.name));
-    h5::read_all(d, H5T_NATIVE_FLOAT, dst(p));
+    float* out = dst(p);
+    h5::read_all(d, H5T_NATIVE_FLOAT, out);
+    const size_t n = p.numel();
+    for (size_t i = 0; i < n; ++i)
+      if (!std::isfinite(out[i]))
+        throw InputError(where + ": key '" + p.name + "': non-finite value (NaN or Inf) at element " +
+                         std::to_string(i));
+  }
+}
+
+/// FNV-1a 64 of the tensors at src(p), in name order (the order of the file, whatever the
+/// order of the model's parameter list).
+template <class Src>
+uint64_t hash_params(const std::vector<ParamView>& params, Src src) {
+  std::vector<const ParamView*> sorted;
+  for (auto& p : params) sorted.push_back(&p);
+  std::sort(sorted.begin(), sorted.end(),
+            [](const ParamView* a, const ParamView* b) { return a->name < b->name; });
+  uint64_t h = kFnvOffset;
+  for (const ParamView* p : sorted) h = fnv1a64(src(*p), p->numel() * sizeof(float), h);
+  return h;
+}
+
+std::string hex64(uint64_t v) {
+  char b[24];
+  std::snprintf(b, sizeof b, "%016llx", (unsigned long long)v);
+  return b;
+}
+
+/// Compares a stored checksum attribute (if present) with the hash of what was read.
+void verify_checksum(hid_t f, const char* attr, uint64_t got, const std::string& path,
+                     const char* what) {
+  if (!h5::has_attr(f, attr)) return;  // written before checksums existed
+  const uint64_t want = h5::read_attr_u64(f, attr);
+  if (want != got)
+    throw InputError(path + ": checksum mismatch in " + what + " (stored " + hex64(want) +
+                     ", computed " + hex64(got) + "): the checkpoint is corrupt");
+}
+
+/// Runs `body`; HDF5 failures while reading (a corrupt or truncated file) become an
+/// ft::InputError naming the file, so bad files exit with code 2, never a crash.
+template <class F>
+auto as_input_error(const std::string& path, F body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const InputError&) {
+    throw;
+  } catch (const Error& e) {
+    std::string why = e.what();
+    if (auto nl = why.find('\n'); nl != std::string::npos) why.resize(nl);
+    throw InputError(path + ": cannot read (corrupt or truncated file?): " + why);
   }
 }
 
@@ -106,15 +158,28 @@ void save_weights_h5(const std::string& path, const std::vector<ParamView>& para
   f.commit();
 }
 
+uint64_t fnv1a64(const void* data, size_t bytes, uint64_t h) {
+  const unsigned char* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < bytes; ++i) {
+    h ^= p[i];
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
 void load_weights_h5(const std::string& path, const std::vector<ParamView>& params) {
   std::lock_guard<std::mutex> lock(h5_mutex());
-  h5::Handle f = h5::open_file(path);
-  if (has_model_group(f)) {
-    require_complete(f, path);
-    read_params(f, "model", path + ": /model", params, [](const ParamView& p) { return p.data; });
-  } else {
-    read_params(f, "/", path, params, [](const ParamView& p) { return p.data; });
-  }
+  as_input_error(path, [&] {
+    h5::Handle f = h5::open_file(path);
+    auto dst = [](const ParamView& p) { return p.data; };
+    if (has_model_group(f)) {
+      require_complete(f, path);
+      read_params(f, "model", path + ": /model", params, dst);
+      verify_checksum(f, "checksum_model", hash_params(params, dst), path, "/model");
+    } else {
+      read_params(f, "/", path, params, dst);
+    }
+  });
 }
 
 void save_checkpoint(const std::string& path, const std::vector<ParamView>& params,
@@ -131,8 +196,21 @@ void save_checkpoint(const std::string& path, const std::vector<ParamView>& para
   }
   h5::write_attr(f, "step", st.step);
   h5::write_attr(f, "epoch", st.epoch);
+  h5::write_attr(f, "step_in_epoch", st.step_in_epoch);
+  h5::write_attr(f, "steps_per_epoch", st.steps_per_epoch);
+  h5::write_attr(f, "global_batch", st.global_batch);
+  h5::write_attr(f, "dataset_size", st.dataset_size);
+  h5::write_attr(f, "total_steps", st.total_steps);
   h5::write_attr(f, "world_size", int64_t(st.world_size));
   h5::write_attr_u64(f, "seed", st.seed);
+  h5::write_attr(f, "shuffle", int64_t(st.shuffle ? 1 : 0));
+  h5::write_attr(f, "rng", "counter-based: dropout keyed by (seed, step, sample), augmentation "
+                           "by (seed, epoch, sample), shuffle by (seed, epoch)");
+  h5::write_attr_u64(f, "checksum_model",
+                     hash_params(params, [](const ParamView& p) { return p.data; }));
+  h5::write_attr_u64(f, "checksum_momentum", hash_params(params, [momentum](const ParamView& p) {
+                       return momentum + p.offset;
+                     }));
   h5::write_attr(f, "arch", st.arch);
   h5::write_attr(f, "bypass", st.bypass);
   h5::write_attr(f, "config", st.config_json);
@@ -144,36 +222,56 @@ void save_checkpoint(const std::string& path, const std::vector<ParamView>& para
 CheckpointState load_checkpoint(const std::string& path, const std::vector<ParamView>& params,
                                 float* momentum) {
   std::lock_guard<std::mutex> lock(h5_mutex());
-  h5::Handle f = h5::open_file(path);
-  if (!has_model_group(f))
-    throw InputError(path + ": not a checkpoint (no /model group; a plain weights file?)");
-  require_complete(f, path);
-  if (h5::has_attr(f, "format")) {
-    std::string fmt = h5::read_attr_string(f, "format");
-    if (fmt != kCheckpointFormat)
-      throw InputError(path + ": checkpoint format '" + fmt + "', this build reads '" +
-                       kCheckpointFormat + "'");
-  }
-  read_params(f, "model", path + ": /model", params, [](const ParamView& p) { return p.data; });
-  if (momentum) {
-    if (!h5::is_group(f, "optimizer/momentum"))
-      throw InputError(path + ": checkpoint has no /optimizer/momentum group");
-    read_params(f, "optimizer/momentum", path + ": /optimizer/momentum", params,
-                [momentum](const ParamView& p) { return momentum + p.offset; });
-  }
-  CheckpointState st;
-  auto need = [&](const char* a) {
-    if (!h5::has_attr(f, a)) throw InputError(path + ": checkpoint lacks the '" + a + "' attribute");
-  };
-  for (const char* a : {"step", "epoch", "world_size", "seed"}) need(a);
-  st.step = h5::read_attr_int64(f, "step");
-  st.epoch = h5::read_attr_int64(f, "epoch");
-  st.world_size = int(h5::read_attr_int64(f, "world_size"));
-  st.seed = h5::read_attr_u64(f, "seed");
-  if (h5::has_attr(f, "arch")) st.arch = h5::read_attr_string(f, "arch");
-  if (h5::has_attr(f, "bypass")) st.bypass = h5::read_attr_string(f, "bypass");
-  if (h5::has_attr(f, "config")) st.config_json = h5::read_attr_string(f, "config");
-  return st;
+  return as_input_error(path, [&] {
+    h5::Handle f = h5::open_file(path);
+    if (!has_model_group(f))
+      throw InputError(path + ": not a checkpoint (no /model group; a plain weights file?)");
+    require_complete(f, path);
+    if (h5::has_attr(f, "format")) {
+      std::string fmt = h5::read_attr_string(f, "format");
+      if (fmt != kCheckpointFormat)
+        throw InputError(path + ": checkpoint format '" + fmt + "', this build reads '" +
+                         kCheckpointFormat + "'");
+    }
+    auto wdst = [](const ParamView& p) { return p.data; };
+    read_params(f, "model", path + ": /model", params, wdst);
+    verify_checksum(f, "checksum_model", hash_params(params, wdst), path, "/model");
+    if (momentum) {
+      if (!h5::is_group(f, "optimizer/momentum"))
+        throw InputError(path + ": checkpoint has no /optimizer/momentum group");
+      auto mdst = [momentum](const ParamView& p) { return momentum + p.offset; };
+      read_params(f, "optimizer/momentum", path + ": /optimizer/momentum", params, mdst);
+      verify_checksum(f, "checksum_momentum", hash_params(params, mdst), path,
+                      "/optimizer/momentum");
+    }
+    CheckpointState st;
+    auto need = [&](const char* a) {
+      if (!h5::has_attr(f, a))
+        throw InputError(path + ": checkpoint lacks the '" + a + "' attribute");
+    };
+    for (const char* a : {"step", "epoch", "world_size", "seed"}) need(a);
+    st.step = h5::read_attr_int64(f, "step");
+    st.epoch = h5::read_attr_int64(f, "epoch");
+    st.world_size = int(h5::read_attr_int64(f, "world_size"));
+    st.seed = h5::read_attr_u64(f, "seed");
+    if (h5::has_attr(f, "arch")) st.arch = h5::read_attr_string(f, "arch");
+    if (h5::has_attr(f, "bypass")) st.bypass = h5::read_attr_string(f, "bypass");
+    if (h5::has_attr(f, "config")) st.config_json = h5::read_attr_string(f, "config");
+    auto opt = [&](const char* a, int64_t* v) {
+      if (h5::has_attr(f, a)) *v = h5::read_attr_int64(f, a);
+    };
+    opt("step_in_epoch", &st.step_in_epoch);
+    opt("steps_per_epoch", &st.steps_per_epoch);
+    opt("global_batch", &st.global_batch);
+    opt("dataset_size", &st.dataset_size);
+    opt("total_steps", &st.total_steps);
+    if (h5::has_attr(f, "shuffle")) st.shuffle = h5::read_attr_int64(f, "shuffle") != 0;
+    if (st.step < 0 || st.epoch < 0 || st.step_in_epoch < 0 || st.world_size < 1)
+      throw InputError(path + ": checkpoint has impossible state (step " + std::to_string(st.step) +
+                       ", epoch " + std::to_string(st.epoch) + ", world_size " +
+                       std::to_string(st.world_size) + ")");
+    return st;
+  });
 }
 
 bool is_checkpoint(const std::string& path) {
@@ -185,25 +283,57 @@ bool is_checkpoint(const std::string& path) {
   return has_model_group(f);
 }
 
-std::string latest_checkpoint(const std::string& dir) {
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& dir) {
   namespace fs = std::filesystem;
+  std::vector<std::pair<int64_t, std::string>> out;
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return "";
+  if (!fs::is_directory(dir, ec)) return out;
   static const std::regex re("ckpt_([0-9]+)\\.h5");
-  std::string best;
-  long long best_step = -1;
   for (auto& e : fs::directory_iterator(dir, ec)) {
     if (!e.is_regular_file(ec)) continue;
     const std::string name = e.path().filename().string();
     std::smatch m;
     if (!std::regex_match(name, m, re) || m[1].length() > 18) continue;
-    const long long step = std::stoll(m[1].str());
-    if (step > best_step) {
-      best_step = step;
-      best = e.path().string();
-    }
+    out.emplace_back(int64_t(std::stoll(m[1].str())), e.path().string());
   }
-  return best;
+  std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.first > b.first; });
+  return out;
+}
+
+std::string latest_checkpoint(const std::string& dir) {
+  auto all = list_checkpoints(dir);
+  return all.empty() ? "" : all.front().second;
+}
+
+std::string checkpoint_problem(const std::string& path, const std::vector<ParamView>& params) {
+  try {
+    size_t total = 0;
+    for (auto& p : params) total = std::max(total, p.offset + p.numel());
+    std::vector<float> w(total), m(total);
+    std::vector<ParamView> views = params;
+    for (auto& v : views) v.data = w.data() + v.offset;
+    load_checkpoint(path, views, m.data());
+    return "";
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
+std::vector<std::string> prune_checkpoints(const std::string& dir, int keep) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> gone;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return gone;
+  static const std::regex tmp_re("ckpt_[0-9]+\\.h5\\.tmp\\.[0-9]+");
+  for (auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (std::regex_match(name, tmp_re) && fs::remove(e.path(), ec)) gone.push_back(e.path().string());
+  }
+  if (keep <= 0) return gone;
+  auto all = list_checkpoints(dir);
+  for (size_t i = size_t(keep); i < all.size(); ++i)
+    if (fs::remove(all[i].second, ec)) gone.push_back(all[i].second);
+  return gone;
 }
 
 }  // namespace ft

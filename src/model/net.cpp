@@ -1,9 +1,12 @@
-/// @brief Net: the layers of SqueezeNet (conv, max pool, Fire, dropout, conv10 + global average
-/// pool) and the builders for squeezenet1_0, squeezenet1_1 and the small-image variant.
+/// @brief Net: the layers of SqueezeNet (conv, max pool, Fire with the paper's bypass variants,
+/// dropout, conv10 + global average pool), the Fire metaparameters of the paper's section 3.2,
+/// and the builders for squeezenet1_0, squeezenet1_1, the small-image variant and AlexNet.
 #include "firetrain/model/net.hpp"
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <sstream>
 
 #include "firetrain/core/error.hpp"
 #include "firetrain/ops/ops.hpp"
@@ -22,6 +25,7 @@ struct ParamSpec {
   bool is_final_conv = false;  // torchvision: N(0, 0.01)
   bool is_bias = false;
   bool torch_default = false;  // AlexNet (torch's default init): U(±1/sqrt(fan_in))
+  bool no_relu = false;        // complex bypass conv: variance-preserving U(±sqrt(3/fan_in))
 };
 
 class Layer {
@@ -40,6 +44,8 @@ class Layer {
                         const float* y, float* dy, float* dx) = 0;
   /// Scratch floats per image this layer needs.
   virtual int64_t scratch_per_image() const { return 0; }
+  /// Adds layer-specific facts (Fire: s1x1, e1x1, e3x3, bypass) to its table row.
+  virtual void describe(LayerInfo&) const {}
   Buffer* scratch = nullptr;
   const Ops* ops = nullptr;  // the device's op table (set by Net before any pass)
 };
@@ -102,31 +108,41 @@ class MaxPoolLayer : public Layer {
   MaxPool2d op_;
 };
 
+/// The bypass around one Fire module (the paper's section 6).
+enum class Bypass { None, Identity, Conv1x1 };
+
 /// Fire (s1x1, e1x1, e3x3): squeeze 1×1 + ReLU -> [expand 1×1 + ReLU ‖ expand 3×3 + ReLU].
-/// With `bypass` (the paper's simple bypass, section 6), the module's input is added to its
-/// output: y = concat + x (needs in channels == out channels).
+/// With a bypass the module's input is added to its output, after the expand ReLUs and with no
+/// ReLU after the sum (the paper's Figure 2): y = concat + x (Identity: the simple bypass, needs
+/// in channels == out channels), or y = concat + conv1x1(x) + b (Conv1x1: the complex bypass,
+/// no ReLU on the bypass path).
 /// oneDNN 2.6 runs convolutions with a channel-strided destination only on its reference
 /// kernel (measured), so each expand writes a dense buffer and the concat is a per-pixel copy.
 class FireLayer : public Layer {
  public:
-  FireLayer(Device d, std::string key, Dims i, int s1, int e1, int e3, bool bypass)
+  FireLayer(Device d, std::string key, Dims i, FireConfig f, Bypass bypass)
       : key_(std::move(key)),
-        squeeze_(ConvShape{i.C, s1, i.H, i.W, 1, 1, 0, true}, d),
-        e1_(ConvShape{s1, e1, i.H, i.W, 1, 1, 0, true}, d),
-        e3_(ConvShape{s1, e3, i.H, i.W, 3, 1, 1, true}, d),
+        squeeze_(ConvShape{i.C, f.s1, i.H, i.W, 1, 1, 0, true}, d),
+        e1_(ConvShape{f.s1, f.e1, i.H, i.W, 1, 1, 0, true}, d),
+        e3_(ConvShape{f.s1, f.e3, i.H, i.W, 3, 1, 1, true}, d),
         bypass_(bypass),
         s_(d),
         cat_(d) {
     in = i;
-    out = Dims{i.H, i.W, e1 + e3};
-    FT_REQUIRE(!bypass || in.C == out.C, "simple bypass needs equal in/out channels");
+    out = Dims{i.H, i.W, f.e1 + f.e3};
+    FT_REQUIRE(bypass != Bypass::Identity || in.C == out.C,
+               "an identity bypass needs equal in/out channels");
+    if (bypass == Bypass::Conv1x1)
+      bp_ = std::make_unique<Conv2d>(ConvShape{i.C, out.C, i.H, i.W, 1, 1, 0, false}, d);
   }
   std::vector<ParamSpec> param_specs() const override {
     std::vector<ParamSpec> v;
     for (auto [part, op] : {std::pair{"squeeze", &squeeze_}, {"expand1x1", &e1_},
-                            {"expand3x3", &e3_}}) {
+                            {"expand3x3", &e3_}, {"bypass", bp_.get()}}) {
+      if (!op) continue;
       const auto& s = op->shape();
       v.push_back({key_ + "." + part + ".weight", {s.O, s.C, s.k, s.k}});
+      v.back().no_relu = op == bp_.get();
       v.push_back({key_ + "." + part + ".bias", {s.O}, false, true});
     }
     return v;
@@ -137,10 +153,19 @@ class FireLayer : public Layer {
   }
   int64_t macs() const override {
     return pix() * (squeeze_.shape().weight_numel() + e1_.shape().weight_numel() +
-                    e3_.shape().weight_numel());
+                    e3_.shape().weight_numel() + (bp_ ? bp_->shape().weight_numel() : 0));
   }
-  // Transient scratch per image: two expand outputs (or their gradients) + two squeeze grads.
-  int64_t scratch_per_image() const override { return pix() * (e1() + e3() + 2 * s1()); }
+  // Transient scratch per image: two expand outputs (or their gradients) + two squeeze grads
+  // (+ the bypass conv's input gradient).
+  int64_t scratch_per_image() const override {
+    return pix() * (e1() + e3() + 2 * s1() + (bp_ ? in.C : 0));
+  }
+  void describe(LayerInfo& i) const override {
+    i.s1 = s1();
+    i.e1 = e1();
+    i.e3 = e3();
+    i.bypass = bypass_ == Bypass::Identity ? "identity" : bp_ ? "conv1x1" : "";
+  }
 
   void forward(const PassContext& c, const float* P, const float* x, float* y) override {
     const int64_t px = c.N * pix();
@@ -151,15 +176,18 @@ class FireLayer : public Layer {
     e1_.forward(c.N, s_.data(), P + off_[2], P + off_[3], a);
     e3_.forward(c.N, s_.data(), P + off_[4], P + off_[5], b);
     float* cat = y;
-    if (bypass_) {  // keep the concat (for the ReLU masks); y = concat + x
+    if (bypass_ != Bypass::None) {  // keep the concat (for the ReLU masks); y = concat + bypass
       if (cat_.size() < size_t(px * out.C)) cat_.resize(size_t(px * out.C));
       cat = cat_.data();
     }
     ops->channel_copy_in(px, e1(), 0, out.C, a, cat);
     ops->channel_copy_in(px, e3(), e1(), out.C, b, cat);
-    if (bypass_) {
+    if (bypass_ == Bypass::Identity) {
       ops->copy(px * out.C, cat, y);
       ops->add_inplace(px * out.C, x, y);
+    } else if (bp_) {
+      bp_->forward(c.N, x, P + off_[6], P + off_[7], y);  // (N, H, W, out.C)
+      ops->add_inplace(px * out.C, cat, y);
     }
   }
   void backward(const PassContext& c, const float* P, float* G, const float* x, const float* y,
@@ -170,13 +198,20 @@ class FireLayer : public Layer {
     float* dsa = db + px * e3();  // (N, H, W, s1)
     float* dsb = dsa + px * s1(); // (N, H, W, s1)
     // Both expand ReLU masks at once, taken from the concat, split into the two halves; dy is
-    // left intact (the bypass passes it straight to dx).
-    ops->concat_relu_backward(px, e1(), e3(), bypass_ ? cat_.data() : y, dy, da, db);
+    // left intact (the bypass passes it straight to dx, or to the bypass conv).
+    ops->concat_relu_backward(px, e1(), e3(), bypass_ != Bypass::None ? cat_.data() : y, dy, da,
+                              db);
     e1_.backward(c.N, s_.data(), P + off_[2], nullptr, da, dsa, G + off_[2], G + off_[3]);
     e3_.backward(c.N, s_.data(), P + off_[4], nullptr, db, dsb, G + off_[4], G + off_[5]);
     ops->add_inplace(px * s1(), dsb, dsa);
     squeeze_.backward(c.N, x, P + off_[0], s_.data(), dsa, dx, G + off_[0], G + off_[1]);
-    if (bypass_ && dx) ops->add_inplace(px * out.C, dy, dx);
+    if (bypass_ == Bypass::Identity && dx) ops->add_inplace(px * out.C, dy, dx);
+    if (bp_) {  // no ReLU on the bypass path: dy goes to the conv unmasked
+      float* dxb = dsb + px * s1();  // (N, H, W, in.C)
+      bp_->backward(c.N, x, P + off_[6], nullptr, dy, dx ? dxb : nullptr, G + off_[6],
+                    G + off_[7]);
+      if (dx) ops->add_inplace(px * in.C, dxb, dx);
+    }
   }
 
  private:
@@ -186,7 +221,8 @@ class FireLayer : public Layer {
   int e3() const { return e3_.shape().O; }
   std::string key_;
   Conv2d squeeze_, e1_, e3_;
-  bool bypass_;
+  Bypass bypass_;
+  std::unique_ptr<Conv2d> bp_;  // complex bypass where channels differ
   std::vector<size_t> off_;
   Buffer s_;    // squeeze output (N, H, W, s1)
   Buffer cat_;  // with bypass: the concat before the addition (N, H, W, C)
@@ -278,11 +314,77 @@ class FlattenLayer : public Layer {
   }
 };
 
-struct FireCfg {
-  int s1, e1, e3;
-};
+/// Round half up of a non-negative product, with a guard against 0.3 · 5 = 1.4999999999999998.
+int round_half_up(double v) { return int(std::floor(v + 0.5 + 1e-9)); }
 
 }  // namespace
+
+bool FireMeta::is_default() const {
+  const FireMeta d;
+  return list.empty() && base_e == d.base_e && incr_e == d.incr_e && freq == d.freq &&
+         pct3x3 == d.pct3x3 && sr == d.sr;
+}
+
+std::string FireMeta::label() const {
+  if (!list.empty()) return "fire=" + list;
+  const FireMeta d;
+  std::ostringstream s;
+  auto put = [&](const char* k, double v, double dv) {
+    if (v != dv) s << (s.tellp() > 0 ? " " : "") << k << "=" << v;
+  };
+  put("SR", sr, d.sr);
+  put("pct3x3", pct3x3, d.pct3x3);
+  put("base_e", base_e, d.base_e);
+  put("incr_e", incr_e, d.incr_e);
+  put("freq", freq, d.freq);
+  return s.tellp() > 0 ? s.str() : "default";
+}
+
+std::vector<FireConfig> fire_configs(const FireMeta& m) {
+  std::vector<FireConfig> f;
+  if (!m.list.empty()) {
+    std::istringstream is(m.list);
+    std::string item;
+    while (std::getline(is, item, ',')) {
+      FireConfig c;
+      char k1 = 0, k2 = 0, extra = 0;
+      if (std::sscanf(item.c_str(), " %d %c %d %c %d %c", &c.s1, &k1, &c.e1, &k2, &c.e3, &extra) !=
+              5 ||
+          k1 != ':' || k2 != ':' || c.s1 < 1 || c.e1 < 1 || c.e3 < 1)
+        throw InputError("--fire: bad entry '" + item +
+                         "' (want s1x1:e1x1:e3x3 with every count >= 1, e.g. 16:64:64)");
+      f.push_back(c);
+    }
+    if (f.size() != 8)
+      throw InputError("--fire: " + std::to_string(f.size()) +
+                       " entries given; SqueezeNet has 8 Fire modules (fire2..fire9)");
+    return f;
+  }
+  if (m.freq < 1) throw InputError("--freq must be >= 1, got " + std::to_string(m.freq));
+  if (m.base_e < 2) throw InputError("--base-e must be >= 2, got " + std::to_string(m.base_e));
+  if (m.incr_e < 0) throw InputError("--incr-e must be >= 0, got " + std::to_string(m.incr_e));
+  if (!(m.pct3x3 > 0 && m.pct3x3 < 1))
+    throw InputError("--pct3x3 must be in (0, 1), got " + std::to_string(m.pct3x3));
+  if (!(m.sr > 0 && m.sr <= 64))
+    throw InputError("--sr must be in (0, 64], got " + std::to_string(m.sr));
+  for (int i = 0; i < 8; ++i) {
+    const int e = m.base_e + m.incr_e * (i / m.freq);
+    FireConfig c;
+    c.e3 = std::clamp(round_half_up(m.pct3x3 * e), 1, e - 1);
+    c.e1 = e - c.e3;
+    c.s1 = std::max(1, round_half_up(m.sr * e));
+    f.push_back(c);
+  }
+  return f;
+}
+
+std::string fire_list_string(const std::vector<FireConfig>& f) {
+  std::string s;
+  for (auto& c : f)
+    s += (s.empty() ? "" : ",") + std::to_string(c.s1) + ":" + std::to_string(c.e1) + ":" +
+         std::to_string(c.e3);
+  return s;
+}
 
 const std::vector<std::string>& known_archs() {
   static const std::vector<std::string> a = {"squeezenet1_0", "squeezenet1_1", "squeezenet_small",
@@ -299,8 +401,12 @@ Net::Net(const NetSpec& spec, Device device)
                      "' (known: squeezenet1_0, squeezenet1_1, squeezenet_small, alexnet)");
   if (spec.in_channels < 1 || spec.num_classes < 1 || spec.height < 1 || spec.width < 1)
     throw InputError("bad network input: channels, classes and image size must be >= 1");
-  if (spec.bypass != "none" && spec.bypass != "simple")
-    throw InputError("unknown --bypass '" + spec.bypass + "' (none, simple)");
+  if (spec.bypass != "none" && spec.bypass != "simple" && spec.bypass != "complex")
+    throw InputError("unknown --bypass '" + spec.bypass + "' (none, simple, complex)");
+  if (spec.arch == "alexnet" && !spec.fire.is_default())
+    throw InputError("the Fire options (--fire, --sr, --pct3x3, --base-e, --incr-e, --freq) "
+                     "apply to the SqueezeNet architectures, not to alexnet");
+  const std::vector<FireConfig> fires = fire_configs(spec.fire);
   if (!(spec.dropout >= 0.f && spec.dropout < 1.f))
     throw InputError("--dropout must be in [0, 1), got " + std::to_string(spec.dropout));
   Dims d{spec.height, spec.width, spec.in_channels};
@@ -319,11 +425,23 @@ Net::Net(const NetSpec& spec, Device device)
                        " is too small for " + spec.arch);
     add(new MaxPoolLayer(dev_, d), "maxpool (features." + std::to_string(idx) + ")");
   };
-  // The paper's simple bypass goes around fire3, 5, 7 and 9 (equal in/out channels).
-  auto fire = [&](int idx, int num, FireCfg f) {
-    const bool bypass = spec.bypass == "simple" && num % 2 == 1;
-    add(new FireLayer(dev_, "features." + std::to_string(idx), d, f.s1, f.e1, f.e3, bypass),
-        "fire" + std::to_string(num) + " (features." + std::to_string(idx) + ")");
+  // The paper's simple bypass goes around fire3, 5, 7 and 9 (equal in/out channels); the
+  // complex one around every module, a 1×1 conv where the channel counts differ.
+  auto fire = [&](int idx, int num) {
+    const FireConfig& f = fires[size_t(num - 2)];
+    const int out_c = f.e1 + f.e3;
+    const std::string name = "fire" + std::to_string(num) + " (features." + std::to_string(idx) + ")";
+    Bypass b = Bypass::None;
+    if (spec.bypass == "simple" && num % 2 == 1) {
+      if (d.C != out_c)
+        throw InputError("--bypass simple: " + name + " has " + std::to_string(d.C) +
+                         " input and " + std::to_string(out_c) + " output channels; the simple "
+                         "bypass needs them equal (use --bypass complex)");
+      b = Bypass::Identity;
+    } else if (spec.bypass == "complex") {
+      b = d.C == out_c ? Bypass::Identity : Bypass::Conv1x1;
+    }
+    add(new FireLayer(dev_, "features." + std::to_string(idx), d, f, b), name);
   };
   auto conv = [&](int idx, int O, int k, int stride, int pad) {
     auto* l = new ConvLayer(dev_, "features." + std::to_string(idx), d, O, k, stride, pad, true,
@@ -363,31 +481,31 @@ Net::Net(const NetSpec& spec, Device device)
   } else if (spec.arch == "squeezenet1_0") {
     add(new ConvLayer(dev_, "features.0", d, 96, 7, 2, 0, true, false), "conv1 (features.0)");
     pool(2);
-    fire(3, 2, {16, 64, 64});
-    fire(4, 3, {16, 64, 64});
-    fire(5, 4, {32, 128, 128});
+    fire(3, 2);
+    fire(4, 3);
+    fire(5, 4);
     pool(6);
-    fire(7, 5, {32, 128, 128});
-    fire(8, 6, {48, 192, 192});
-    fire(9, 7, {48, 192, 192});
-    fire(10, 8, {64, 256, 256});
+    fire(7, 5);
+    fire(8, 6);
+    fire(9, 7);
+    fire(10, 8);
     pool(11);
-    fire(12, 9, {64, 256, 256});
+    fire(12, 9);
   } else {
     const bool small = spec.arch == "squeezenet_small";
     add(new ConvLayer(dev_, "features.0", d, 64, 3, small ? 1 : 2, small ? 1 : 0, true, false),
         "conv1 (features.0)");
     pool(2);
-    fire(3, 2, {16, 64, 64});
-    fire(4, 3, {16, 64, 64});
+    fire(3, 2);
+    fire(4, 3);
     pool(5);
-    fire(6, 4, {32, 128, 128});
-    fire(7, 5, {32, 128, 128});
+    fire(6, 4);
+    fire(7, 5);
     pool(8);
-    fire(9, 6, {48, 192, 192});
-    fire(10, 7, {48, 192, 192});
-    fire(11, 8, {64, 256, 256});
-    fire(12, 9, {64, 256, 256});
+    fire(9, 6);
+    fire(10, 7);
+    fire(11, 8);
+    fire(12, 9);
   }
   if (spec.arch != "alexnet") {
     add(new DropoutLayer(d, spec.dropout), "dropout (classifier.0)");
@@ -450,7 +568,13 @@ void Net::grads_to_host() {
 std::vector<LayerInfo> Net::layer_table() const {
   std::vector<LayerInfo> t;
   for (auto& l : layers_) {
-    LayerInfo i{l->name, l->out.H, l->out.W, l->out.C, 0, l->macs()};
+    LayerInfo i;
+    i.name = l->name;
+    i.H = l->out.H;
+    i.W = l->out.W;
+    i.C = l->out.C;
+    i.macs = l->macs();
+    l->describe(i);
     for (auto& p : l->param_specs()) {
       int64_t n = 1;
       for (auto s : p.shape) n *= s;
@@ -495,7 +619,11 @@ void Net::init_weights(uint64_t seed, InitScheme scheme) {
         const double fan_in = double(n) / double(v.shape[0]);
         // torchvision: kaiming_uniform_ (a = 0): bound sqrt(6 / fan_in).
         // Caffe "xavier": bound sqrt(3 / fan_in).
-        const double bound = std::sqrt((scheme == InitScheme::Xavier ? 3.0 : 6.0) / fan_in);
+        // The complex bypass conv is followed by no ReLU: gain 1 (Caffe's xavier) under every
+        // scheme; with Kaiming's gain 2 the sums x + F(x) grow ~4x in second moment per module
+        // and training diverged at once (lr 0.01, Fashion-MNIST, measured).
+        const double bound =
+            std::sqrt((scheme == InitScheme::Xavier || p.no_relu ? 3.0 : 6.0) / fan_in);
         for (size_t j = 0; j < n; ++j)
           v.data[j] = float((2 * uniform01(seed, k, j) - 1) * bound);
       }

@@ -263,4 +263,63 @@ std::string Options::to_json() const {
   return os.str();
 }
 
+std::map<std::string, std::string> parse_flat_json(const std::string& j) {
+  std::map<std::string, std::string> out;
+  size_t i = 0;
+  auto bad = [&](const char* what) {
+    throw InputError("config JSON: " + std::string(what) + " at offset " + std::to_string(i));
+  };
+  auto ws = [&] {
+    while (i < j.size() && (j[i] == ' ' || j[i] == '\n' || j[i] == '\t' || j[i] == '\r')) ++i;
+  };
+  auto str = [&] {
+    if (i >= j.size() || j[i] != '"') bad("expected a string");
+    ++i;
+    std::string s;
+    while (i < j.size() && j[i] != '"') {
+      if (j[i] == '\\') {
+        if (++i >= j.size()) bad("unterminated escape");
+        s += j[i] == 'n' ? '\n' : j[i];
+      } else {
+        s += j[i];
+      }
+      ++i;
+    }
+    if (i >= j.size()) bad("unterminated string");
+    ++i;
+    return s;
+  };
+  ws();
+  if (i >= j.size() || j[i] != '{') bad("expected '{'");
+  ++i;
+  ws();
+  if (i < j.size() && j[i] == '}') return out;
+  while (true) {
+    ws();
+    std::string key = str();
+    ws();
+    if (i >= j.size() || j[i] != ':') bad("expected ':'");
+    ++i;
+    ws();
+    std::string val;
+    if (i < j.size() && j[i] == '"') {
+      val = str();
+    } else {
+      const size_t a = i;
+      while (i < j.size() && j[i] != ',' && j[i] != '}') ++i;
+      val = trim(j.substr(a, i - a));
+      if (val.empty()) bad("expected a value");
+    }
+    out[key] = val;
+    ws();
+    if (i < j.size() && j[i] == ',') {
+      ++i;
+      continue;
+    }
+    if (i < j.size() && j[i] == '}') break;
+    bad("expected ',' or '}'");
+  }
+  return out;
+}
+
 }  // namespace ft

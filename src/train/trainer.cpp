@@ -6,6 +6,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <cstdlib>
+#include <map>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -16,15 +20,25 @@
 #include "firetrain/core/error.hpp"
 #include "firetrain/data/dataset.hpp"
 #include "firetrain/data/loader.hpp"
+#include "firetrain/io/h5.hpp"
 #include "firetrain/io/weights.hpp"
 #include "firetrain/ops/ops.hpp"
 #include "firetrain/train/options.hpp"
+#include "firetrain/train/sweep.hpp"
 
 namespace ft {
 
+namespace {
+volatile std::sig_atomic_t g_stop_signal = 0;
+}  // namespace
+
+void request_stop(int signal) noexcept { g_stop_signal = signal > 0 ? signal : 1; }
+int stop_requested() noexcept { return int(g_stop_signal); }
+void clear_stop() noexcept { g_stop_signal = 0; }
+
 void add_train_options(Options& o, TrainConfig& c) {
   o.opt("arch", &c.arch, "squeezenet1_0 | squeezenet1_1 | squeezenet_small")
-      .opt("bypass", &c.bypass, "none | simple (identity around fire3, 5, 7, 9; the paper's sec. 6)")
+      .opt("bypass", &c.bypass, "none | simple (identity around fire3, 5, 7, 9) | complex (1x1 conv where channels differ; the paper's sec. 6)")
       .opt("data", &c.data, "training dataset (HDF5, see datasets/README.md)")
       .opt("val", &c.val, "validation dataset, evaluated after each epoch and at the end")
       .opt("epochs", &c.epochs, "epochs to train (or --steps)")
@@ -48,6 +62,12 @@ void add_train_options(Options& o, TrainConfig& c) {
       .opt("init", &c.init, "torchvision | xavier (Caffe) | kaiming (conv10 too)")
       .opt("checkpoint-dir", &c.checkpoint_dir, "directory for checkpoints (ckpt_<step>.h5)")
       .opt("checkpoint-every", &c.checkpoint_every, "steps between checkpoints (0: end only)")
+      .opt("keep-checkpoints", &c.keep_checkpoints, "newest checkpoints kept in --checkpoint-dir (0: all)")
+      .opt("resume", &c.resume,
+           "auto (newest valid checkpoint in --checkpoint-dir; none: start fresh) or a checkpoint "
+           "PATH: continue exactly where it stopped (same global --batch; any number of ranks)")
+      .opt("stop-at", &c.stop_at,
+           "end this run after global step N with a checkpoint, as on SIGTERM (0: no)")
       .opt("weights", &c.weights, "initial weights: torch-h5 file or checkpoint")
       .opt("metrics", &c.metrics, "metrics file, one row per logged step (.csv or .jsonl)")
       .opt("log-every", &c.log_every, "steps between logged lines / metrics rows")
@@ -58,6 +78,7 @@ void add_train_options(Options& o, TrainConfig& c) {
       .opt("bucket-kb", &c.bucket_kb, "gradient all-reduce bucket size in KiB")
       .opt("eval-batch", &c.eval_batch, "batch size for evaluation")
       .negflag("eval-each-epoch", &c.eval_each_epoch, "evaluate --val only at the end");
+  add_fire_options(o, c.fire);
 }
 
 void validate(const TrainConfig& c, int world) {
@@ -84,6 +105,12 @@ void validate(const TrainConfig& c, int world) {
   if (c.progress != "auto" && c.progress != "live" && c.progress != "plain")
     bad("train: --progress must be auto, live or plain");
   if (c.checkpoint_every < 0) bad("train: --checkpoint-every must be >= 0");
+  if (c.keep_checkpoints < 0) bad("train: --keep-checkpoints must be >= 0");
+  if (c.stop_at < 0) bad("train: --stop-at must be >= 0");
+  if (c.checkpoint_every > 0 && c.checkpoint_dir.empty())
+    bad("train: --checkpoint-every needs --checkpoint-dir");
+  if (c.resume == "auto" && c.checkpoint_dir.empty())
+    bad("train: --resume auto needs --checkpoint-dir (where to look for checkpoints)");
   if (c.bucket_kb <= 0) bad("train: --bucket-kb must be > 0");
   if (c.eval_batch <= 0) bad("train: --eval-batch must be > 0");
   parse_init(c.init);
@@ -256,24 +283,111 @@ class MetricsWriter {
   bool csv_ = true;
 };
 
-void write_checkpoint(const TrainConfig& c, const std::string& json, Net& net,
-                      const Buffer& momentum_dev, int64_t step, int64_t epoch, int world,
-                      Progress& prog) {
+/// The first non-finite element of x[0, n), or -1.
+int64_t first_non_finite(const float* x, size_t n) {
+  int64_t bad = -1;
+#pragma omp parallel for reduction(max : bad) schedule(static)
+  for (int64_t i = 0; i < int64_t(n); ++i)
+    if (!std::isfinite(x[i])) bad = std::max(bad, i);
+  return bad;
+}
+
+std::string fmt_g(double x) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.4g", x);
+  return b;
+}
+
+std::string ckpt_path(const TrainConfig& c, int64_t step) {
+  return c.checkpoint_dir + "/ckpt_" + std::to_string(step) + ".h5";
+}
+
+/// Rank 0 writes dir/ckpt_<step>.h5 atomically (temporary file, fsync, rename), after checking
+/// that the weights and momentum are finite; then keeps only the newest --keep-checkpoints.
+/// Any failure is an ft::Error saying that the previous checkpoint is still valid.
+std::string write_checkpoint(const TrainConfig& c, const std::string& json, Net& net,
+                             const Buffer& momentum_dev, CheckpointState st,
+                             const std::string& previous, Progress& prog) {
   net.params_to_host();
   std::vector<float> momentum(momentum_dev.size());
   momentum_dev.download(momentum.data(), momentum.size());
-  std::filesystem::create_directories(c.checkpoint_dir);
-  const std::string path = c.checkpoint_dir + "/ckpt_" + std::to_string(step) + ".h5";
-  CheckpointState st;
-  st.step = step;
-  st.epoch = epoch;
-  st.world_size = world;
-  st.seed = uint64_t(c.seed);
+  const std::string path = ckpt_path(c, st.step);
+  const std::string keep =
+      previous.empty() ? "no earlier checkpoint of this run exists"
+                       : "the previous checkpoint " + previous + " is intact";
+  const int64_t bw = first_non_finite(net.param_views().front().data, net.num_params());
+  const int64_t bm = first_non_finite(momentum.data(), momentum.size());
+  if (bw >= 0 || bm >= 0)
+    throw Error("train: not writing " + path + ": the " + (bw >= 0 ? "weights" : "momentum") +
+                " hold NaN/Inf at step " + std::to_string(st.step) + "; " + keep);
   st.arch = c.arch;
   st.bypass = c.bypass;
+  st.seed = uint64_t(c.seed);
+  st.shuffle = c.shuffle;
+  st.global_batch = c.batch;
   st.config_json = json;
-  save_checkpoint(path, net.param_views(), momentum.data(), momentum.size(), st);
+  try {
+    std::filesystem::create_directories(c.checkpoint_dir);
+    save_checkpoint(path, net.param_views(), momentum.data(), momentum.size(), st);
+  } catch (const std::exception& e) {
+    throw Error("train: cannot write checkpoint " + path + " at step " + std::to_string(st.step) +
+                ": " + e.what() + "; " + keep);
+  }
+  prune_checkpoints(c.checkpoint_dir, c.keep_checkpoints);
   prog.line("checkpoint " + path);
+  return path;
+}
+
+/// Fails early (exit code 2, before any work) if the checkpoint directory cannot be written.
+void probe_checkpoint_dir(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir))
+    throw InputError("train: --checkpoint-dir " + dir + ": cannot create the directory" +
+                     (ec ? " (" + ec.message() + ")" : std::string(" (a file is in the way)")));
+  const std::string probe = dir + "/.firetrain_probe." + std::to_string(getpid());
+  FILE* f = std::fopen(probe.c_str(), "w");
+  if (!f) throw InputError("train: --checkpoint-dir " + dir + ": not writable");
+  std::fclose(f);
+  std::remove(probe.c_str());
+}
+
+/// Keys of the config that do not change the training trajectory (free to differ on resume).
+bool trajectory_key(const std::string& k) {
+  static const char* free_keys[] = {"resume",    "checkpoint-dir", "checkpoint-every",
+                                    "keep-checkpoints", "stop-at", "metrics",
+                                    "log-every", "progress",       "threads",
+                                    "device",    "bucket-kb",      "eval-batch",
+                                    "eval-each-epoch", "val",      "weights"};
+  for (const char* f : free_keys)
+    if (k == f) return false;
+  return true;
+}
+
+/// Rank 0: finds the checkpoint to resume from ("" to start fresh); reports unusable ones.
+std::string choose_resume(const TrainConfig& c, const std::vector<ParamView>& params,
+                          Progress& prog) {
+  if (c.resume.empty()) return "";
+  if (c.resume != "auto") {
+    if (std::string why = checkpoint_problem(c.resume, params); !why.empty())
+      throw InputError("train: --resume " + c.resume + ": " + why);
+    return c.resume;
+  }
+  auto all = list_checkpoints(c.checkpoint_dir);
+  if (all.empty()) {
+    prog.line("resume auto: no checkpoint in " + c.checkpoint_dir + ", starting from step 0");
+    return "";
+  }
+  std::string tried;
+  for (auto& [step, path] : all) {
+    std::string why = checkpoint_problem(path, params);
+    if (why.empty()) return path;
+    std::fprintf(stderr, "firetrain: warning: skipping unusable checkpoint %s\n", why.c_str());
+    tried += (tried.empty() ? "" : ", ") + path;
+  }
+  throw InputError("train: --resume auto: no valid checkpoint in " + c.checkpoint_dir +
+                   " (all unusable: " + tried + ")");
 }
 
 }  // namespace
@@ -282,6 +396,7 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
   validate(c, comm.size());
   const bool root = comm.rank() == 0;
   Progress prog(root, c.progress);
+  if (root && !c.checkpoint_dir.empty()) probe_checkpoint_dir(c.checkpoint_dir);
   const int threads = set_threads(c.threads, comm);
 
   Dataset train_ds = Dataset::open(c.data);
@@ -302,6 +417,7 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
   spec.num_classes = train_ds.num_classes();
   spec.dropout = float(c.dropout);
   spec.bypass = c.bypass;
+  spec.fire = c.fire;
   Net net(spec, dev);
 
   // Everyone must agree on what is about to happen, before the first collective on data.
@@ -313,7 +429,55 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
   comm.check_consistent("the model, config or dataset", desc.str());
 
   net.init_weights(uint64_t(c.seed), parse_init(c.init));
-  if (!c.weights.empty()) load_weights_h5(c.weights, net.param_views());
+  // Resume: rank 0 picks and loads the checkpoint (weights, momentum, state) and broadcasts.
+  std::vector<float> momentum_host;
+  std::string resume_path = root ? choose_resume(c, net.param_views(), prog) : "";
+  comm.broadcast(resume_path, 0);
+  CheckpointState rs;
+  if (!resume_path.empty()) {
+    momentum_host.assign(net.num_params(), 0.f);
+    std::string state;
+    if (root) {
+      rs = load_checkpoint(resume_path, net.param_views(), momentum_host.data());
+      state = std::to_string(rs.step) + " " + std::to_string(rs.world_size);
+    }
+    comm.broadcast(state, 0);
+    {
+      std::istringstream is(state);
+      is >> rs.step >> rs.world_size;
+    }
+    if (root) {
+      auto fail = [&](const std::string& m) { throw InputError("train: --resume " + resume_path + ": " + m); };
+      if (rs.global_batch > 0 && rs.global_batch != c.batch)
+        fail("written with global --batch " + std::to_string(rs.global_batch) + ", now " +
+             std::to_string(c.batch) + "; a resumed run keeps the global batch (any number of "
+             "ranks that divides it)");
+      if (!rs.arch.empty() && rs.arch != c.arch)
+        fail("written for --arch " + rs.arch + ", now " + c.arch);
+      if (rs.bypass != c.bypass) fail("written with --bypass " + rs.bypass + ", now " + c.bypass);
+      if (rs.dataset_size > 0 && rs.dataset_size != train_ds.size())
+        std::fprintf(stderr, "firetrain: warning: %s was written for a training set of %lld "
+                     "samples, %s has %lld: the data order differs from the original run\n",
+                     resume_path.c_str(), (long long)rs.dataset_size, c.data.c_str(),
+                     (long long)train_ds.size());
+      if (!rs.config_json.empty()) {
+        std::map<std::string, std::string> was, now = parse_flat_json(json);
+        try {
+          was = parse_flat_json(rs.config_json);
+        } catch (const InputError&) {
+        }
+        for (auto& [k, v] : now) {
+          auto it = was.find(k);
+          if (it != was.end() && it->second != v && trajectory_key(k))
+            std::fprintf(stderr, "firetrain: warning: resuming with --%s %s (the checkpoint was "
+                         "written with %s): the result will differ from an uninterrupted run\n",
+                         k.c_str(), v.c_str(), it->second.c_str());
+        }
+      }
+    }
+  } else if (!c.weights.empty()) {
+    load_weights_h5(c.weights, net.param_views());
+  }
   // Rank 0's weights are the truth (broadcast from host memory: MPI need not be CUDA-aware).
   comm.broadcast(net.param_views().front().data, net.num_params(), 0);
   net.params_from_host();
@@ -334,6 +498,9 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
                      " samples are fewer than one global batch of " + std::to_string(c.batch));
   const int64_t total = c.steps > 0 ? c.steps : c.epochs * spe;
   const int64_t epochs = (total + spe - 1) / spe;
+  if (rs.step > total)
+    throw InputError("train: --resume " + resume_path + " is at step " + std::to_string(rs.step) +
+                     ", beyond the " + std::to_string(total) + " steps configured");
 
   if (root) {
     char b[512];
@@ -353,6 +520,22 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
   Reducer& reducer = *reducer_ptr;
   const Ops& ops = net.ops();
   Buffer momentum(dev, net.num_params());
+  if (!resume_path.empty()) {
+    comm.broadcast(momentum_host.data(), momentum_host.size(), 0);
+    momentum.upload(momentum_host.data(), momentum_host.size());
+    if (root) {
+      char b[400];
+      std::snprintf(b, sizeof b,
+                    "resumed from %s: step %lld of %lld (epoch %lld, step %lld of the epoch)%s",
+                    resume_path.c_str(), (long long)rs.step, (long long)total,
+                    (long long)(rs.step / spe), (long long)(rs.step % spe),
+                    rs.world_size != comm.size()
+                        ? (", elastic restart: written by " + std::to_string(rs.world_size) +
+                           " rank(s), now " + std::to_string(comm.size())).c_str()
+                        : "");
+      prog.line(b);
+    }
+  }
   Buffer dlogits(dev);
   DeviceBatch db(dev);
   const int K = spec.num_classes;
@@ -365,11 +548,36 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
   double log_span = 0;
   int64_t log_steps = 0;
   auto t_live = t_start;
-  int64_t step = 0;
+  int64_t step = rs.step;
+  sum.start_step = step;
+  std::string last_ckpt = resume_path;
+  int64_t last_ckpt_step = resume_path.empty() ? -1 : step;
+  auto checkpoint = [&](int64_t at) {
+    CheckpointState st;
+    st.step = at;
+    st.epoch = at / spe;
+    st.step_in_epoch = at % spe;
+    st.steps_per_epoch = spe;
+    st.dataset_size = train_ds.size();
+    st.total_steps = total;
+    st.world_size = comm.size();
+    if (root) write_checkpoint(c, json, net, momentum, st, last_ckpt, prog);
+    last_ckpt = ckpt_path(c, at);
+    last_ckpt_step = at;
+  };
+  auto last_good = [&] {
+    return last_ckpt.empty() ? std::string("no checkpoint was written")
+                             : "the last good checkpoint is " + last_ckpt;
+  };
+  // Test hook: poison the gradient after the all-reduce at this step (CPU).
+  const char* nan_env = std::getenv("FT_TEST_NAN_GRAD_STEP");
+  const int64_t nan_step = nan_env ? std::atoll(nan_env) : -1;
+  int stop_sig = 0;
+  bool stop = false;
   Batch batch;
-  for (int64_t epoch = 0; epoch < epochs && step < total; ++epoch) {
-    loader.start_epoch(epoch);
-    while (step < total && loader.next(batch)) {
+  for (int64_t epoch = step / spe; epoch < epochs && step < total && !stop; ++epoch) {
+    loader.start_epoch(epoch, epoch == step / spe ? step % spe : 0);
+    while (step < total && !stop && loader.next(batch)) {
       const double lr = lr_at(c, step, total, spe);
       PassContext ctx;
       ctx.N = batch.n;
@@ -384,14 +592,30 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
       LossStats st = ops.softmax_xent(batch.n, K, logits, db.pl, double(c.batch),
                                       dlogits.data());
       if (!std::isfinite(st.loss_sum))
-        throw Error("train: the loss became non-finite at step " + std::to_string(step) +
-                    " (lr " + std::to_string(lr) + "); lower --lr or add --warmup-steps");
+        throw Error("train: the loss became non-finite (NaN or Inf) at step " +
+                    std::to_string(step) + " on rank " + std::to_string(comm.rank()) + " (lr " +
+                    fmt_g(lr) + "); " + last_good() +
+                    "; lower --lr or add --warmup-steps");
       reducer.begin();
       net.backward(ctx, dlogits.data(), [&](size_t lo_off) { reducer.ready(lo_off); });
       const double ar = reducer.finish();
+      if (dev == Device::CPU) {
+        // After the all-reduce every rank holds the same sum, so all ranks stop alike.
+        if (step == nan_step) net.grads()[net.num_params() / 2] = NAN;
+        if (first_non_finite(net.grads(), net.num_params()) >= 0)
+          throw Error("train: non-finite gradient (NaN or Inf) at step " + std::to_string(step) +
+                      " (lr " + fmt_g(lr) + "); " + last_good() +
+                      "; lower --lr or add --warmup-steps");
+      }
       ops.sgd_update(net.num_params(), float(lr), float(c.momentum), float(c.weight_decay),
                      step == 0, net.params(), net.grads(), momentum.data());
       ++step;
+      // Every rank stops after the same step: combine the signal flags (cheap: one int).
+      int flags[1] = {stop_requested()};
+      if (comm.size() > 1)
+        FT_MPI(MPI_Allreduce(MPI_IN_PLACE, flags, 1, MPI_INT, MPI_MAX, comm.comm()));
+      stop_sig = flags[0];
+      stop = stop_sig != 0 || (c.stop_at > 0 && step >= c.stop_at && step < total);
       log_stats[0] += st.loss_sum;
       log_stats[1] += double(st.correct1);
       log_stats[2] += batch.n;
@@ -401,7 +625,7 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
 
       const auto now = clock::now();
       const double elapsed = std::chrono::duration<double>(now - t_start).count();
-      const double eta = elapsed / double(step) * double(total - step);
+      const double eta = elapsed / double(step - sum.start_step) * double(total - step);
       if (root && std::chrono::duration<double>(now - t_live).count() > 0.25) {
         t_live = now;
         char b[256];
@@ -412,7 +636,7 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
                       fmt_duration(eta).c_str());
         prog.live(b);
       }
-      if (step % c.log_every == 0 || step == total) {
+      if (step % c.log_every == 0 || step == total || stop) {
         comm.allreduce_sum(log_stats, 3);  // loss, correct, count over ranks
         const double dt = std::chrono::duration<double>(now - t_log).count();
         const double ips = log_stats[2] / std::max(dt, 1e-9);
@@ -438,10 +662,10 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
         t_log = clock::now();
       }
       if (!c.checkpoint_dir.empty() && c.checkpoint_every > 0 && step % c.checkpoint_every == 0 &&
-          step < total && root)
-        write_checkpoint(c, json, net, momentum, step, epoch, comm.size(), prog);
+          step < total && !stop)
+        checkpoint(step);
     }
-    if (val_ds && c.eval_each_epoch && step < total) {
+    if (val_ds && c.eval_each_epoch && step < total && !stop && step % spe == 0) {
       EvalResult r = evaluate(net, *val_ds, comm, c.eval_batch);
       char b[200];
       std::snprintf(b, sizeof b, "epoch %lld: val top-1 %.4f  top-5 %.4f  loss %.4f (%lld images)",
@@ -451,9 +675,27 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
   }
   sum.steps = step;
   sum.seconds = std::chrono::duration<double>(clock::now() - t_start).count();
-  sum.images_per_s = double(step) * double(c.batch) / std::max(sum.seconds, 1e-9);
-  if (!c.checkpoint_dir.empty() && root)
-    write_checkpoint(c, json, net, momentum, step, epochs, comm.size(), prog);
+  sum.images_per_s =
+      double(step - sum.start_step) * double(c.batch) / std::max(sum.seconds, 1e-9);
+  if (!c.checkpoint_dir.empty() && last_ckpt_step != step) checkpoint(step);
+  sum.last_checkpoint = c.checkpoint_dir.empty() ? "" : last_ckpt;
+  if (stop) {
+    sum.stopped = true;
+    sum.stop_signal = stop_sig;
+    if (root) {
+      const std::string why = stop_sig ? std::string("received ") + (stop_sig == SIGTERM ? "SIGTERM"
+                                                                     : stop_sig == SIGINT ? "SIGINT"
+                                                                     : stop_sig == SIGUSR1 ? "SIGUSR1"
+                                                                     : "signal " + std::to_string(stop_sig))
+                                       : std::string("--stop-at ") + std::to_string(c.stop_at);
+      prog.line("firetrain train: " + why + ": stopped after step " + std::to_string(step) + "/" +
+                std::to_string(total) +
+                (c.checkpoint_dir.empty()
+                     ? std::string("; no --checkpoint-dir, so nothing was saved")
+                     : "; checkpoint " + last_ckpt + " written; continue with --resume auto"));
+    }
+    return sum;
+  }
   if (val_ds) {
     sum.val = evaluate(net, *val_ds, comm, c.eval_batch);
     char b[256];

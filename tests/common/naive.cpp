@@ -184,7 +184,8 @@ size_t conv_params(const ConvShape& s) { return size_t(s.weight_numel()) + size_
 }  // namespace
 
 NaiveNet::NaiveNet(const std::string& arch, int C, int H, int W, int classes,
-                   const std::string& bypass) : classes_(classes) {
+                   const std::string& bypass, const std::vector<std::array<int, 3>>& fires)
+    : classes_(classes) {
   auto conv = [&](int O, int k, int s, int p, bool relu) {
     Op op{Op::Conv, {ConvShape{C, O, H, W, k, s, p, relu}}, {}, H, W, C, nparams_};
     nparams_ += conv_params(op.c[0]);
@@ -201,6 +202,11 @@ NaiveNet::NaiveNet(const std::string& arch, int C, int H, int W, int classes,
   };
   int nfire = 0;
   auto fire = [&](int s1, int e1, int e3) {
+    if (!fires.empty()) {
+      s1 = fires[size_t(nfire)][0];
+      e1 = fires[size_t(nfire)][1];
+      e3 = fires[size_t(nfire)][2];
+    }
     Op op{Op::Fire,
           {ConvShape{C, s1, H, W, 1, 1, 0, true}, ConvShape{s1, e1, H, W, 1, 1, 0, true},
            ConvShape{s1, e3, H, W, 3, 1, 1, true}},
@@ -209,8 +215,16 @@ NaiveNet::NaiveNet(const std::string& arch, int C, int H, int W, int classes,
           W,
           C,
           nparams_};
-    for (auto& c : op.c) nparams_ += conv_params(c);
+    for (int j = 0; j < 3; ++j) nparams_ += conv_params(op.c[j]);
     op.bypass = bypass == "simple" && nfire % 2 == 1;  // fire3, 5, 7, 9
+    if (bypass == "complex") {
+      op.bypass = true;
+      op.bypass_conv = C != e1 + e3;
+      if (op.bypass_conv) {
+        op.c[3] = ConvShape{C, e1 + e3, H, W, 1, 1, 0, false};
+        nparams_ += conv_params(op.c[3]);
+      }
+    }
     ++nfire;
     C = e1 + e3;
     ops_.push_back(op);
@@ -283,7 +297,15 @@ const dvec& NaiveNet::forward(int N, const dvec& x) {
         }
         if (op.bypass) {
           cat_[i] = out;
-          for (size_t k = 0; k < out.size(); ++k) out[k] += in[k];
+          if (op.bypass_conv) {
+            const auto& s = op.c[3];
+            dvec yb;
+            conv_ref_forward(s, N, in, slice(params, o, size_t(s.weight_numel())),
+                             slice(params, o + size_t(s.weight_numel()), size_t(s.O)), yb);
+            for (size_t k = 0; k < out.size(); ++k) out[k] += yb[k];
+          } else {
+            for (size_t k = 0; k < out.size(); ++k) out[k] += in[k];
+          }
         }
         break;
       }
@@ -350,8 +372,17 @@ void NaiveNet::backward(const dvec& dlogits) {
         conv_ref_backward(cs, N, in, slice(params, o[0], nw), s, ds1, dx, dw, db);
         put(grads, o[0], dw);
         put(grads, o[0] + nw, db);
-        if (op.bypass)
+        if (op.bypass_conv) {
+          const auto& cb = op.c[3];
+          const size_t ob = o[2] + conv_params(op.c[2]), nb = size_t(cb.weight_numel());
+          dvec dxb;
+          conv_ref_backward(cb, N, in, slice(params, ob, nb), out, dy, dxb, dw, db);
+          put(grads, ob, dw);
+          put(grads, ob + nb, db);
+          for (size_t k = 0; k < dx.size(); ++k) dx[k] += dxb[k];
+        } else if (op.bypass) {
           for (size_t k = 0; k < dx.size(); ++k) dx[k] += dy[k];
+        }
         break;
       }
     }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -60,9 +61,13 @@ class NaiveNet {
  public:
   /// As ft::NetSpec documents it: ReLU after the last conv in squeezenet1_0/1_1 (torchvision),
   /// none in squeezenet_small.
-  /// bypass "simple": identity added around fire3, 5, 7, 9 (the paper's simple bypass).
+  /// bypass "simple": identity added around fire3, 5, 7, 9 (the paper's simple bypass);
+  /// "complex": around every Fire module, the identity where channels match, else a 1×1 conv
+  /// with bias and no ReLU (parameters after the module's expand3x3).
+  /// fires: the 8 modules' (s1x1, e1x1, e3x3) when not empty (else SqueezeNet's).
   NaiveNet(const std::string& arch, int C, int H, int W, int classes,
-           const std::string& bypass = "none");
+           const std::string& bypass = "none",
+           const std::vector<std::array<int, 3>>& fires = {});
   size_t num_params() const { return nparams_; }
   dvec params, grads;  // (num_params)
   /// x (N, H, W, C) -> logits (N, classes).
@@ -73,11 +78,12 @@ class NaiveNet {
  private:
   struct Op {
     enum Kind { Conv, Pool, Fire, Avg } kind;
-    ConvShape c[3];  // Conv: c[0]; Fire: squeeze, expand1x1, expand3x3
+    ConvShape c[4];  // Conv: c[0]; Fire: squeeze, expand1x1, expand3x3 (, bypass conv)
     PoolRef pool{};
     int H = 0, W = 0, C = 0;  // input
     size_t off = 0;           // parameter offset
     bool bypass = false;      // Fire: out = concat + in
+    bool bypass_conv = false; // Fire: out = concat + conv1x1(in) (c[3])
   };
   std::vector<Op> ops_;
   size_t nparams_ = 0;

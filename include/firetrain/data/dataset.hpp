@@ -61,6 +61,7 @@ class Dataset {
   struct State;  // shared by copies; closes the file with the last copy
 
  private:
+  static Dataset open_impl(const std::string& path, int64_t cache_bytes);
   std::shared_ptr<State> s_;
 };
 

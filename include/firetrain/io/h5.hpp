@@ -73,7 +73,7 @@ inline Handle plist_handle(hid_t id) { return Handle(id, H5Pclose); }
 // Files.
 
 /// Opens an existing file read-only. ft::InputError "PATH: no such file", "PATH: not an HDF5
-/// file", "PATH: cannot open (corrupt HDF5 file?)".
+/// file", "PATH: cannot open (truncated or corrupt HDF5 file?)".
 Handle open_file(const std::string& path);
 /// Whether `path` exists and is an HDF5 file (never throws).
 bool is_hdf5(const std::string& path);

@@ -7,13 +7,18 @@
 ///     model.load_state_dict({k: torch.from_numpy(f[k][()]) for k in f})
 ///
 /// Checkpoint ("firetrain-checkpoint-1"): /model (torch-h5 datasets), /optimizer/momentum (the
-/// same names and shapes), root attributes step, epoch, world_size, seed (int), arch, config
-/// (JSON), format (strings) and complete = 1, written last. All writes are atomic.
+/// same names and shapes), root attributes step, epoch, step_in_epoch, steps_per_epoch,
+/// global_batch, dataset_size, total_steps, world_size, seed (int), shuffle (int), arch, rng,
+/// config (JSON), format (strings), checksum_model and checksum_momentum (FNV-1a 64 of the float32
+/// bytes of every tensor in name order; verified on load, so a corrupt file is detected) and
+/// complete = 1, written last. All writes are atomic (temporary file, fsync, rename). Files
+/// written before the checksums existed load without that check.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -34,15 +39,25 @@ void save_weights_h5(const std::string& path, const std::vector<ParamView>& para
 /// float32/float64 (float64 is converted) throw ft::InputError naming the file.
 void load_weights_h5(const std::string& path, const std::vector<ParamView>& params);
 
-/// Training state stored with a checkpoint.
+/// Training state stored with a checkpoint. Everything needed to continue exactly: the loader's
+/// position is (epoch, step_in_epoch) of the (seed, shuffle) order; dropout and augmentation
+/// are counter-based (keyed by seed, step/epoch and sample), so their "RNG state" is seed + step.
 struct CheckpointState {
-  int64_t step = 0, epoch = 0;
+  int64_t step = 0;           // global steps done
+  int64_t epoch = 0;          // epoch of the next step (step / steps_per_epoch)
+  int64_t step_in_epoch = 0;  // sampler position within that epoch (step % steps_per_epoch)
+  int64_t steps_per_epoch = 0, global_batch = 0, dataset_size = 0, total_steps = 0;  // 0: unknown
   int world_size = 1;
   uint64_t seed = 0;
+  bool shuffle = true;
   std::string arch;
   std::string bypass = "none";  // Fire bypass variant (none | simple)
   std::string config_json;
 };
+
+/// FNV-1a 64 over `n` floats' bytes, continuing from `h` (start: kFnvOffset).
+inline constexpr uint64_t kFnvOffset = 0xcbf29ce484222325ULL;
+uint64_t fnv1a64(const void* data, size_t bytes, uint64_t h = kFnvOffset);
 
 /// Writes a checkpoint. `momentum` has the layout of the parameter arena (params[i].offset
 /// indexes it) and `arena_size` elements.
@@ -60,5 +75,16 @@ bool is_checkpoint(const std::string& path);
 
 /// The path of `dir/ckpt_<step>.h5` with the highest step; "" if there is none (or no dir).
 std::string latest_checkpoint(const std::string& dir);
+
+/// Every `dir/ckpt_<step>.h5`, highest step first (temporary files are not listed).
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& dir);
+
+/// Fully checks a checkpoint against `params` (shapes, dtypes, complete marker, checksums,
+/// finite values) without keeping anything; "" if valid, else the reason (never throws).
+std::string checkpoint_problem(const std::string& path, const std::vector<ParamView>& params);
+
+/// Deletes all but the `keep` highest-step checkpoints of `dir` (keep <= 0: none deleted), and
+/// stale temporary files `ckpt_*.h5.tmp.*` left by killed writers. Returns the deleted paths.
+std::vector<std::string> prune_checkpoints(const std::string& dir, int keep);
 
 }  // namespace ft

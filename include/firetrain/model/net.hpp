@@ -21,6 +21,40 @@ enum class InitScheme { Torchvision, Xavier, Kaiming };
 /// "torchvision" | "xavier" | "kaiming" -> scheme (InputError otherwise).
 InitScheme parse_init(const std::string& name);
 
+/// One Fire module: squeeze 1×1 filters, expand 1×1 and expand 3×3 filters.
+struct FireConfig {
+  int s1 = 0, e1 = 0, e3 = 0;
+  bool operator==(const FireConfig& o) const { return s1 == o.s1 && e1 == o.e1 && e3 == o.e3; }
+};
+
+/// The paper's Fire metaparameters (arXiv:1602.07360, section 3.2). For Fire module
+/// i = 0..7 (fire2..fire9):
+///   e_i    = base_e + incr_e · floor(i / freq)             (expand filters, e1x1 + e3x3)
+///   e3x3_i = round(pct3x3 · e_i), clamped to [1, e_i − 1]   (both halves keep >= 1 filter)
+///   e1x1_i = e_i − e3x3_i
+///   s1x1_i = max(1, round(SR · e_i))
+/// where round is round-half-up on the exact product (computed with a 1e-9 guard so that
+/// 0.3 · 5 rounds to 2). The defaults give SqueezeNet's modules exactly: (16, 64, 64) ×2,
+/// (32, 128, 128) ×2, (48, 192, 192) ×2, (64, 256, 256) ×2, for v1.0, v1.1 and the small
+/// variant alike (they differ in the stem and pool positions only). `list`, when not empty,
+/// gives the 8 modules explicitly ("s1:e1:e3,..." with 8 entries) and overrides the rest.
+struct FireMeta {
+  int base_e = 128, incr_e = 128, freq = 2;
+  double pct3x3 = 0.5, sr = 0.125;
+  std::string list;
+  /// True when these are the defaults (SqueezeNet's own modules) and no list is given.
+  bool is_default() const;
+  /// "SR=0.25 pct3x3=0.5 ..." listing the values that differ from the defaults ("default"
+  /// when none), or "fire=<list>".
+  std::string label() const;
+};
+
+/// The 8 Fire modules of `m`; ft::InputError on impossible values (freq < 1, base_e < 2,
+/// incr_e < 0, pct3x3 outside (0, 1), SR <= 0, a malformed or short list).
+std::vector<FireConfig> fire_configs(const FireMeta& m);
+/// "16:64:64,16:64:64,..." (the format of FireMeta::list).
+std::string fire_list_string(const std::vector<FireConfig>& f);
+
 /// What to build. arch: squeezenet1_0 | squeezenet1_1 | squeezenet_small: v1.1 with a 3×3
 /// stride-1 padded stem (for 28×28 / 32×32 inputs) and no ReLU after conv10 (so conv10 cannot
 /// die: logits may be negative). Parameter names and shapes are those of squeezenet1_1.
@@ -30,8 +64,17 @@ struct NetSpec {
   int height = 224, width = 224;
   int num_classes = 1000;
   float dropout = 0.5f;
-  /// "none", or "simple": the paper's simple bypass (identity around fire3, 5, 7, 9).
+  /// The paper's bypass variants (section 6):
+  ///  "none";
+  ///  "simple": identity added around fire3, 5, 7, 9 (needs equal in/out channels there);
+  ///  "complex": a bypass around every Fire module: the identity where the module's input and
+  ///    output channels are equal, else a 1×1 convolution with bias and no ReLU (parameters
+  ///    "features.N.bypass.weight" (O, C, 1, 1) and ".bias" (O), after the module's expand3x3
+  ///    ones). With the default modules: 1×1 convs around fire2, 4, 6, 8, identities around
+  ///    fire3, 5, 7, 9, as in the paper's Figure 2 (right).
   std::string bypass = "none";
+  /// The Fire modules (squeezenet archs only; alexnet takes only the defaults).
+  FireMeta fire{};
 };
 
 /// Per-layer facts for `firetrain info` (the paper's Table 1).
@@ -40,6 +83,8 @@ struct LayerInfo {
   int H = 0, W = 0, C = 0;  // output
   int64_t params = 0;
   int64_t macs = 0;   // per image, forward
+  int s1 = 0, e1 = 0, e3 = 0;  // Fire modules: s1x1, e1x1, e3x3 (0 otherwise)
+  std::string bypass;          // Fire modules: "", "identity" or "conv1x1"
 };
 
 /// Arguments of one forward/backward pass.

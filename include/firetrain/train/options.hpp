@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -52,5 +53,10 @@ class Options {
   std::vector<Opt> opts_;
   std::vector<Pos> pos_;
 };
+
+/// Parses a flat JSON object as Options::to_json() writes it ({"key": value, ...}; values are
+/// numbers, true/false or strings) into key -> value text (strings unescaped, others as
+/// written). ft::InputError on anything else.
+std::map<std::string, std::string> parse_flat_json(const std::string& json);
 
 }  // namespace ft

@@ -1,6 +1,7 @@
 /// @brief The data-parallel training loop and evaluation, as a library (the CLI is thin).
 #pragma once
 
+#include <csignal>
 #include <cstdint>
 #include <string>
 
@@ -14,7 +15,8 @@ class Options;
 
 struct TrainConfig {
   std::string arch = "squeezenet_small";
-  std::string bypass = "none";  // none | simple (the paper's simple bypass)
+  std::string bypass = "none";  // none | simple | complex (the paper's bypass variants)
+  FireMeta fire;                // Fire modules (--base-e ... --fire, see train/sweep.hpp)
   std::string data, val;
   int64_t epochs = 0, steps = 0;
   int64_t batch = 128;  // global
@@ -33,6 +35,9 @@ struct TrainConfig {
   std::string init = "torchvision";  // torchvision | xavier | kaiming
   std::string checkpoint_dir;
   int64_t checkpoint_every = 0;      // steps; 0: only at the end
+  int keep_checkpoints = 3;          // newest K kept in checkpoint_dir (0: all)
+  std::string resume;                // "" | auto (newest valid in checkpoint_dir) | PATH
+  int64_t stop_at = 0;               // end this run after global step N (checkpointed); 0: no
   std::string weights;               // initial weights (torch-h5 or checkpoint)
   std::string metrics;               // .csv or .jsonl
   int64_t log_every = 50;
@@ -58,13 +63,25 @@ struct EvalResult {
 EvalResult evaluate(Net& net, const Dataset& ds, Communicator& comm, int64_t batch);
 
 struct TrainSummary {
-  int64_t steps = 0;
+  int64_t steps = 0;       // global step reached
+  int64_t start_step = 0;  // > 0 when resumed from a checkpoint
+  int stop_signal = 0;     // the signal that stopped training early (0: none)
+  bool stopped = false;    // ended early (signal or --stop-at), after a checkpoint
+  std::string last_checkpoint;
   double seconds = 0, images_per_s = 0, allreduce_s = 0;
   double last_loss = 0;
   EvalResult val;  // n == 0 when no validation set
 };
 /// Runs the whole training as configured. `config_json` is stored in checkpoints.
 TrainSummary train(const TrainConfig& c, const std::string& config_json, Communicator& comm);
+
+/// Asks train() to stop: every rank finishes the current step, the ranks agree (an
+/// MPI_Allreduce(MAX) of the flag each step), rank 0 writes a checkpoint and train() returns
+/// with stopped = true. Async-signal-safe: the CLI's SIGTERM/SIGINT/SIGUSR1 handler calls it.
+void request_stop(int signal) noexcept;
+/// The signal passed to request_stop (0: none); clear_stop() resets it (tests).
+int stop_requested() noexcept;
+void clear_stop() noexcept;
 
 /// Sets the OpenMP/oneDNN thread count for this rank (0: cores on this node / local ranks).
 int set_threads(int threads, Communicator& comm);

@@ -1,0 +1,74 @@
+/// @brief The paper's design-space tools (arXiv:1602.07360, sections 3-5): the Fire
+/// metaparameter options shared by `train`, `info --arch` and `sweep`, and the sweep itself:
+/// train a list of SqueezeNet variants for a fixed budget, data-parallel, and tabulate and plot
+/// validation accuracy against model size (the shape of the paper's Figure 2).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "firetrain/model/net.hpp"
+#include "firetrain/train/trainer.hpp"
+
+namespace ft {
+
+class Options;
+class Communicator;
+
+/// Registers --base-e, --incr-e, --freq, --pct3x3, --sr and --fire (explicit "s:e1:e3,..."
+/// list of the 8 modules), writing into `m`.
+void add_fire_options(Options& o, FireMeta& m);
+
+/// One point of a sweep.
+struct SweepVariant {
+  std::string name;  // "SR=0.25", "pct3x3=0.75 bypass=complex", "fire#2", "default"
+  FireMeta fire;
+  std::string bypass = "none";
+};
+
+struct SweepConfig {
+  /// Everything but the variant: arch, data, val, budget (epochs or steps), optimizer, seed.
+  TrainConfig train;
+  /// Comma-separated values; the variants are the Cartesian product of all lists, in the order
+  /// bypass, base_e, incr_e, freq, SR, pct3x3 (the last varies fastest).
+  std::string base_e = "128", incr_e = "128", freq = "2", pct3x3 = "0.5", sr = "0.125";
+  /// Explicit module lists separated by ';' (each one as --fire of `train`); excludes the
+  /// metaparameter lists.
+  std::string fire;
+  std::string bypass = "none";  // none,simple,complex
+  std::string out;              // CSV of the table
+  std::string plot;             // SVG: top-1 against model size
+};
+
+/// Registers the options of `firetrain sweep` (a subset of `train`'s plus the lists above).
+void add_sweep_options(Options& o, SweepConfig& c);
+/// The variants of `c`, in order; ft::InputError on malformed lists.
+std::vector<SweepVariant> sweep_variants(const SweepConfig& c);
+
+struct SweepRow {
+  std::string name;
+  std::string fire;    // the modules actually built, "s1:e1:e3,..." (8 entries)
+  std::string bypass;
+  int64_t params = 0;
+  int64_t macs = 0;    // per image, forward, at the dataset's image size
+  double size_mb = 0;  // params · 4 bytes / 1e6 (fp32, uncompressed)
+  double top1 = 0, top5 = 0, loss = 0;  // on --val after training
+  double seconds = 0;  // training time
+};
+
+/// Trains every variant with ft::train on `comm` (the same ranks, one variant after another),
+/// evaluates it on c.train.val and, on rank 0, prints the table and writes c.out and c.plot.
+/// Stops after the current variant when a stop was requested (request_stop). Returns the rows
+/// of the variants trained (on every rank).
+std::vector<SweepRow> run_sweep(const SweepConfig& c, Communicator& comm);
+
+/// Fixed-width table with a units row, as printed by run_sweep.
+std::string sweep_table(const std::vector<SweepRow>& rows);
+/// CSV: variant,bypass,fire,params,macs,size_mb,top1,top5,loss,seconds.
+std::string sweep_csv(const std::vector<SweepRow>& rows);
+/// Self-contained SVG: top-1 (y) against model size in MB (x), one curve per bypass kind,
+/// every point labelled with its variant name.
+std::string render_sweep_svg(const std::vector<SweepRow>& rows, const std::string& title);
+
+}  // namespace ft
