@@ -1,7 +1,10 @@
 /// @brief HDF5 helpers, torch-h5 weights and checkpoints (IoTest): byte-exact round trips,
 /// validation errors naming the file and the problem, atomic writes.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <cstring>
 #include <filesystem>
@@ -381,3 +384,44 @@ TEST_F(IoTest, H5HelpersRoundTripTypesAndAttributes) {
 }
 
 }  // namespace
+
+namespace ft {
+namespace {
+/// A fuzzer finding (tests/fuzz/regressions/global_heap_zero_size_loop.h5): a checkpoint whose
+/// global heap holds a free-space object of size 0. libhdf5 1.10.8 loops forever loading it when
+/// a variable-length string attribute is read; firetrain must reject it as bad input instead.
+/// Run in a child process so that a regression fails in 30 s instead of hanging the suite.
+TEST(IoRegression, CorruptGlobalHeapIsRejectedNotAHang) {
+  const std::string p =
+      std::string(FT_TEST_DATA_DIR) + "/../fuzz/regressions/global_heap_zero_size_loop.h5";
+  ASSERT_TRUE(std::filesystem::exists(p)) << p;
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::vector<float> arena(40), mom(40);
+    std::vector<ParamView> v(2);
+    v[0].name = "features.0.weight", v[0].shape = {4, 1, 3, 3}, v[0].offset = 0;
+    v[1].name = "features.0.bias", v[1].shape = {4}, v[1].offset = 36;
+    for (auto& pv : v) pv.data = arena.data() + pv.offset;
+    try {
+      load_checkpoint(p, v, mom.data());
+    } catch (const InputError& e) {
+      _exit(std::string(e.what()).find(p) != std::string::npos ? 0 : 3);
+    } catch (...) {
+      _exit(4);
+    }
+    _exit(5);  // accepted a corrupt file
+  }
+  int status = 0;
+  for (int i = 0; i < 300 && waitpid(pid, &status, WNOHANG) == 0; ++i) usleep(100000);
+  if (waitpid(pid, &status, WNOHANG) == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    FAIL() << "reading " << p << " did not finish within 30 s (the libhdf5 global-heap loop)";
+  }
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "3: InputError without the path, 4: another exception, 5: accepted";
+}
+}  // namespace
+}  // namespace ft

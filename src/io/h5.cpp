@@ -6,9 +6,11 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <sstream>
+#include <vector>
 
 #include "firetrain/core/error.hpp"
 
@@ -363,12 +365,68 @@ T scalar_attr(hid_t obj, const std::string& name, hid_t mem_type) {
   return v[0];
 }
 
+/// libhdf5 (1.10.8, Debian 12) loops forever when it loads a global heap collection holding an
+/// object whose size makes the walk stand still (a free-space object of size 0; sizes that wrap
+/// the pointer): found by the fuzzer (tests/fuzz/regressions/). Variable-length strings live in
+/// global heap collections, so before reading any, walk every collection of the file the way
+/// libhdf5 will ("GCOL", version 1, 8-byte sizes, 8-byte aligned objects) and reject a file
+/// whose walk would not advance or would leave the collection. Read-only scan of the file's
+/// bytes; only done for variable-length strings, which our datasets and checkpoints hold in a
+/// few small attributes.
+void check_global_heaps(hid_t obj) {
+  ssize_t n = H5Fget_name(obj, nullptr, 0);
+  if (n <= 0) return;
+  std::string path(size_t(n) + 1, '\0');
+  H5Fget_name(obj, path.data(), path.size());
+  path.resize(size_t(n));
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return;  // libhdf5 has it open; nothing better to check against
+  std::vector<unsigned char> d;
+  {
+    unsigned char buf[1 << 16];
+    size_t got;
+    while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) d.insert(d.end(), buf, buf + got);
+    std::fclose(f);
+  }
+  auto le = [&](size_t o, int bytes) {
+    uint64_t v = 0;
+    for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | d[o + size_t(i)];
+    return v;
+  };
+  const unsigned char sig[4] = {'G', 'C', 'O', 'L'};
+  for (auto it = std::search(d.begin(), d.end(), sig, sig + 4); it != d.end();
+       it = std::search(it + 1, d.end(), sig, sig + 4)) {
+    const size_t o = size_t(it - d.begin());
+    if (o + 16 > d.size() || d[o + 4] != 1 || d[o + 5] || d[o + 6] || d[o + 7]) continue;
+    const uint64_t size = le(o + 8, 8);
+    if (size < 16 || size > d.size() - o) continue;  // not a collection libhdf5 would load
+    const uint64_t end = o + size;
+    uint64_t p = o + 16;
+    while (p < end) {
+      if (p + 16 > end) break;  // a tail too small for an object header: free space
+      const uint64_t idx = le(p, 2), osize = le(p + 8, 8);
+      uint64_t need;
+      if (idx > 0) {
+        if (osize > end) throw Error("corrupt HDF5 global heap at byte " + std::to_string(o));
+        need = 16 + ((osize + 7) & ~uint64_t(7));
+      } else {
+        need = osize;
+      }
+      if (need == 0 || need > end - p)
+        throw Error("corrupt HDF5 global heap (variable-length string storage) at byte " +
+                    std::to_string(o) + " of " + path);
+      p += need;
+    }
+  }
+}
+
 /// Reads n strings (fixed or variable length) from an attribute (is_attr) or dataset.
 std::vector<std::string> read_strings(hid_t obj, hid_t type, size_t n, bool is_attr,
                                       hid_t space) {
   std::vector<std::string> out;
   if (H5Tget_class(type) != H5T_STRING) throw Error("HDF5 object holds no strings");
   if (H5Tis_variable_str(type) > 0) {
+    check_global_heaps(obj);
     Handle mt = type_handle(FT_H5_ID(H5Tcopy(H5T_C_S1)));
     FT_H5(H5Tset_size(mt, H5T_VARIABLE));
     FT_H5(H5Tset_cset(mt, H5Tget_cset(type)));
