@@ -5,7 +5,9 @@
 #include <hdf5.h>
 #include <mpi.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -474,14 +476,78 @@ int cmd_bench_scaling(int argc, char** argv) {
   return 0;
 }
 
+int cmd_bench_layers(int argc, char** argv) {
+  std::string what, arch = "squeezenet1_0", out;
+  int batch = 32, size = 224, threads = 2, steps = 5, warmup = 1, classes = 1000, channels = 3;
+  Options o("bench layers",
+            "Per-layer forward and backward time of training steps on synthetic data (CPU, fp32,\n"
+            "one process), with GFLOP/s and the percentage of this machine's fp32 peak,\n"
+            "measured by an FMA loop with the same threads: the roofline's ceiling.");
+  o.positional("WHAT", &what, "layers")
+      .opt("arch", &arch, "architecture")
+      .opt("batch", &batch, "batch size")
+      .opt("size", &size, "image size")
+      .opt("channels", &channels, "input channels")
+      .opt("classes", &classes, "classes")
+      .opt("threads", &threads, "threads")
+      .opt("steps", &steps, "timed steps (medians)")
+      .opt("warmup", &warmup, "untimed steps first")
+      .opt("out", &out, "also write the rows as CSV");
+  if (!o.parse(argc, argv)) return 0;
+  if (batch <= 0 || size <= 0 || threads <= 0 || steps <= 0 || warmup < 0)
+    throw InputError("bench layers: --batch, --size, --threads, --steps must be > 0");
+  if (!is_root()) return 0;
+  const double peak = measure_fp32_peak_gflops(threads);
+  LayerBenchResult r = bench_layers(arch, batch, size, channels, classes, threads, steps, warmup);
+  std::printf("# firetrain bench layers: %s, cpu fp32, batch %d, %dx%d, %d thread(s), median of "
+              "%d steps\n# fp32 peak measured (FMA loop, %d thread(s)): %.1f GFLOP/s\n",
+              arch.c_str(), batch, size, size, threads, steps, threads, peak);
+  std::printf("# %-26s %14s %9s %9s %8s %8s %6s %9s %8s %8s %6s\n", "layer", "out (HxWxC)",
+              "params", "fwd_GFLOP", "fwd_ms", "GFLOP/s", "%peak", "bwd_GFLOP", "bwd_ms",
+              "GFLOP/s", "%peak");
+  std::FILE* csv = nullptr;
+  if (!out.empty()) {
+    csv = std::fopen(out.c_str(), "w");
+    if (!csv) throw InputError("bench layers: cannot write " + out + ": " + std::strerror(errno));
+    std::fprintf(csv, "arch,batch,size,threads,layer,H,W,C,params,fwd_gflop,fwd_ms,bwd_gflop,"
+                      "bwd_ms,peak_gflops\n");
+  }
+  double tf = 0, tb = 0, gf = 0, gb = 0;
+  for (const auto& w : r.rows) {
+    auto rate = [](double gflop, double ms) { return ms > 0 ? gflop / (ms / 1e3) : 0.0; };
+    const double rf = rate(w.fwd_gflop, w.fwd_ms), rb = rate(w.bwd_gflop, w.bwd_ms);
+    char shape[32];
+    std::snprintf(shape, sizeof shape, "%dx%dx%d", w.H, w.W, w.C);
+    std::printf("  %-26s %14s %9lld %9.3f %8.2f %8.1f %6.1f %9.3f %8.2f %8.1f %6.1f\n",
+                w.name.c_str(), shape, (long long)w.params, w.fwd_gflop, w.fwd_ms, rf,
+                100 * rf / peak, w.bwd_gflop, w.bwd_ms, rb, 100 * rb / peak);
+    if (csv)
+      std::fprintf(csv, "%s,%d,%d,%d,\"%s\",%d,%d,%d,%lld,%.6f,%.4f,%.6f,%.4f,%.2f\n",
+                   arch.c_str(), batch, size, threads, w.name.c_str(), w.H, w.W, w.C,
+                   (long long)w.params, w.fwd_gflop, w.fwd_ms, w.bwd_gflop, w.bwd_ms, peak);
+    tf += w.fwd_ms, tb += w.bwd_ms, gf += w.fwd_gflop, gb += w.bwd_gflop;
+  }
+  if (csv) std::fclose(csv);
+  std::printf("  %-26s %14s %9s %9.3f %8.2f %8.1f %6.1f %9.3f %8.2f %8.1f %6.1f\n", "total",
+              "", "", gf, tf, gf / (tf / 1e3), 100 * gf / (tf / 1e3) / peak, gb, tb,
+              gb / (tb / 1e3), 100 * gb / (tb / 1e3) / peak);
+  std::printf("# whole step without profiling (forward+loss+backward+SGD): %.1f ms = %.1f img/s, "
+              "%.1f GFLOP/s = %.1f%% of peak; layers sum to %.1f ms with a sync after each\n",
+              r.step_ms, batch / (r.step_ms / 1e3), (gf + gb) / (r.step_ms / 1e3),
+              100 * (gf + gb) / (r.step_ms / 1e3) / peak, tf + tb);
+  return 0;
+}
+
 int cmd_bench(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "comm") return cmd_bench_comm(argc, argv);
+  if (argc >= 2 && std::string(argv[1]) == "layers") return cmd_bench_layers(argc, argv);
   if (argc >= 2 && std::string(argv[1]) == "scaling") return cmd_bench_scaling(argc, argv);
   std::string what, arch = "squeezenet1_0", device = "cpu";
   int batch = 32, size = 224, threads = 2, steps = 10, warmup = 2, classes = 1000, channels = 3;
   Options o("bench", "firetrain bench step: training throughput (images/s) on synthetic data,\n"
                      "one process; prints a table with the median over --steps after --warmup.\n"
-                     "firetrain bench comm --help, firetrain bench scaling --help: communication.");
+                     "firetrain bench comm --help, firetrain bench scaling --help: communication;\n"
+                     "firetrain bench layers --help: per-layer times and % of peak.");
   o.positional("WHAT", &what, "step | comm")
       .opt("arch", &arch, "architecture")
       .opt("batch", &batch, "batch size")

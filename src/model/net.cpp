@@ -4,6 +4,7 @@
 #include "firetrain/model/net.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
@@ -656,8 +657,15 @@ const float* Net::forward(const PassContext& c, const float* x) {
   for (auto& l : layers_) l->scratch = &scratch_;  // (the net may have moved)
   input_ = x;
   const float* in = x;
+  if (profile_) profile_->resize(layers_.size());
   for (size_t i = 0; i < layers_.size(); ++i) {
+    const auto t0 = profile_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     layers_[i]->forward(c, params_.data(), in, acts_[i].data());
+    if (profile_) {
+      synchronize(dev_);
+      (*profile_)[i].fwd_s +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
     in = acts_[i].data();
   }
   return in;
@@ -674,7 +682,14 @@ void Net::backward(const PassContext& c, const float* dlogits,
     Layer& l = *layers_[i];
     const float* x = i == 0 ? input_ : acts_[i - 1].data();
     float* dx = i == 0 ? nullptr : dbuf_[1 - cur].data();
+    const auto t0 = profile_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     l.backward(c, params_.data(), grads_.data(), x, acts_[i].data(), dy, dx);
+    if (profile_) {
+      synchronize(dev_);
+      if (profile_->size() < L) profile_->resize(L);
+      (*profile_)[i].bwd_s +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
     if (ready && l.param_lo != SIZE_MAX) ready(l.param_lo);
     cur = 1 - cur;
     dy = dx;

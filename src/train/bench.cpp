@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <random>
 
 #include "firetrain/model/net.hpp"
@@ -99,6 +100,141 @@ StepBenchResult bench_step(const std::string& arch, int batch, int size, int cha
   r.sgd_ms = median(upd);
   r.peak_rss_mb = peak_rss_mb();
   return r;
+}
+
+namespace {
+/// Random NHWC inputs, labels and sample indices for a synthetic step.
+struct SyntheticBatch {
+  Buffer x, dlogits;
+  Array<int32_t> labels;
+  Array<int64_t> samples;
+};
+SyntheticBatch synthetic_batch(Device dev, int batch, int size, int channels, int classes) {
+  std::mt19937 rng(0);
+  std::normal_distribution<float> nd;
+  std::vector<float> x(size_t(batch) * size * size * channels);
+  for (auto& v : x) v = nd(rng);
+  std::vector<int32_t> labels(static_cast<size_t>(batch));
+  std::vector<int64_t> samples(static_cast<size_t>(batch));
+  for (int i = 0; i < batch; ++i) {
+    labels[size_t(i)] = int32_t(rng() % uint32_t(classes));
+    samples[size_t(i)] = i;
+  }
+  SyntheticBatch b{Buffer(dev, x.size()), Buffer(dev, size_t(batch) * classes),
+                   Array<int32_t>(dev, labels.size()), Array<int64_t>(dev, samples.size())};
+  b.x.upload(x.data(), x.size());
+  b.labels.upload(labels.data(), labels.size());
+  b.samples.upload(samples.data(), samples.size());
+  return b;
+}
+}  // namespace
+
+LayerBenchResult bench_layers(const std::string& arch, int batch, int size, int channels,
+                              int classes, int threads, int steps, int warmup) {
+  omp_set_num_threads(threads);
+  NetSpec spec;
+  spec.arch = arch;
+  spec.in_channels = channels;
+  spec.height = spec.width = size;
+  spec.num_classes = classes;
+  Net net(spec, Device::CPU);
+  net.init_weights(0);
+  const Ops& ops = net.ops();
+  SyntheticBatch b = synthetic_batch(Device::CPU, batch, size, channels, classes);
+  Buffer mom(Device::CPU, net.num_params());
+  const auto table = net.layer_table();
+  std::vector<std::vector<double>> fwd(table.size()), bwd(table.size());
+  std::vector<double> whole;
+  std::vector<Net::LayerTime> prof;
+  // Even steps unprofiled (the whole step's time), odd steps profiled (per layer).
+  for (int s = 0; s < 2 * (warmup + steps); ++s) {
+    const bool profiled = s % 2 == 1;
+    prof.assign(table.size(), {});
+    net.set_profile(profiled ? &prof : nullptr);
+    PassContext ctx;
+    ctx.N = batch;
+    ctx.train = true;
+    ctx.seed = 1;
+    ctx.step = uint64_t(s);
+    ctx.samples = b.samples.data();
+    const auto t0 = std::chrono::steady_clock::now();
+    const float* logits = net.forward(ctx, b.x.data());
+    ops.softmax_xent(batch, classes, logits, b.labels.data(), batch, b.dlogits.data());
+    net.backward(ctx, b.dlogits.data());
+    ops.sgd_update(net.num_params(), 0.01f, 0.9f, 2e-4f, s == 0, net.params(), net.grads(),
+                   mom.data());
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (s / 2 < warmup) continue;
+    if (!profiled) {
+      whole.push_back(ms);
+      continue;
+    }
+    for (size_t i = 0; i < table.size(); ++i) {
+      fwd[i].push_back(prof[i].fwd_s * 1e3);
+      bwd[i].push_back(prof[i].bwd_s * 1e3);
+    }
+  }
+  net.set_profile(nullptr);
+  LayerBenchResult r;
+  r.arch = arch;
+  r.batch = batch;
+  r.size = size;
+  r.threads = threads;
+  r.steps = steps;
+  r.step_ms = median(whole);
+  for (size_t i = 0; i < table.size(); ++i) {
+    const LayerInfo& li = table[i];
+    LayerBenchRow row;
+    row.name = li.name;
+    row.H = li.H, row.W = li.W, row.C = li.C;
+    row.params = li.params;
+    row.fwd_gflop = 2.0 * double(li.macs) * batch / 1e9;
+    // Backward of a layer with weights: weight gradient (= forward MACs) plus input gradient
+    // (= forward MACs) except for the first layer, whose input needs no gradient.
+    row.bwd_gflop = li.params > 0 ? row.fwd_gflop * (i == 0 ? 1.0 : 2.0) : 0.0;
+    row.fwd_ms = median(fwd[i]);
+    row.bwd_ms = median(bwd[i]);
+    r.rows.push_back(row);
+  }
+  return r;
+}
+
+namespace {
+typedef float v16 __attribute__((vector_size(64)));
+/// 12 independent FMA chains on 16-float vectors, `iters` rounds: 12*16*2*iters FLOPs.
+__attribute__((noinline)) float fma_chains(long iters, float seed) {
+  v16 a[12];
+  for (int k = 0; k < 12; ++k)
+    for (int j = 0; j < 16; ++j) a[k][j] = seed + float(k * 16 + j) * 1e-6f;
+  v16 m, c;
+  for (int j = 0; j < 16; ++j) m[j] = 0.999999f, c[j] = 1e-7f;
+  for (long it = 0; it < iters; ++it) {
+#pragma GCC unroll 12
+    for (int k = 0; k < 12; ++k) a[k] = a[k] * m + c;
+    __asm__ volatile("" : "+x"(m));  // keep the loop from being folded
+  }
+  float sum = 0;
+  for (int k = 0; k < 12; ++k)
+    for (int j = 0; j < 16; ++j) sum += a[k][j];
+  return sum;
+}
+}  // namespace
+
+double measure_fp32_peak_gflops(int threads) {
+  const long iters = 4000000;
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    float sink = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+    sink += fma_chains(iters, float(omp_get_thread_num()));
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (sink == 12345.f) std::fputs("", stderr);  // use the result
+    best = std::max(best, 12.0 * 16 * 2 * double(iters) * threads / s / 1e9);
+  }
+  return best;
 }
 
 }  // namespace ft

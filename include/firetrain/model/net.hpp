@@ -134,6 +134,14 @@ class Net {
   void backward(const PassContext& ctx, const float* dlogits,
                 const std::function<void(size_t lo)>& ready = {});
 
+  /// Per-layer wall-clock profile (`bench layers`): when set, forward and backward wait for the
+  /// device after each layer and add its seconds to (*p)[layer].fwd_s / .bwd_s (p is resized
+  /// to the number of layers). nullptr (the default) turns it off; training never sets it.
+  struct LayerTime {
+    double fwd_s = 0, bwd_s = 0;
+  };
+  void set_profile(std::vector<LayerTime>* p) { profile_ = p; }
+
  private:
   void ensure_buffers(int N);
   NetSpec spec_;
@@ -148,6 +156,7 @@ class Net {
   Buffer scratch_;            // transient per-layer scratch, shared
   const float* input_ = nullptr;
   int buf_batch_ = 0;
+  std::vector<LayerTime>* profile_ = nullptr;
 };
 
 /// Known architectures, for --help and validation.

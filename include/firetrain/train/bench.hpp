@@ -23,6 +23,33 @@ StepBenchResult bench_step(const std::string& arch, int batch, int size, int cha
                            int classes, int threads, int steps, int warmup,
                            Device dev = Device::CPU);
 
+/// One row of `bench layers`: medians over the timed steps.
+struct LayerBenchRow {
+  std::string name;
+  int H = 0, W = 0, C = 0;
+  int64_t params = 0;
+  double fwd_gflop = 0, bwd_gflop = 0;  // per step (whole batch); 0 for layers without MACs
+  double fwd_ms = 0, bwd_ms = 0;
+};
+struct LayerBenchResult {
+  std::string arch;
+  int batch = 0, size = 0, threads = 0, steps = 0;
+  std::vector<LayerBenchRow> rows;
+  double step_ms = 0;  // median whole step without profiling (forward+loss+backward+SGD)
+};
+
+/// Per-layer forward and backward times of `steps` training steps (after `warmup`), with the
+/// FLOPs each layer does (2 per multiply-add; backward = weight gradient + input gradient, the
+/// first layer has no input gradient), on synthetic data. The profile synchronizes after every
+/// layer; step_ms is measured separately without it.
+LayerBenchResult bench_layers(const std::string& arch, int batch, int size, int channels,
+                              int classes, int threads, int steps, int warmup);
+
+/// This machine's measured fp32 multiply-add peak with `threads` OpenMP threads, in GFLOP/s:
+/// independent vector FMA chains held in registers (what the compiler's -march allows), the
+/// best of a few runs. The roofline's ceiling for `bench layers`' "% of peak".
+double measure_fp32_peak_gflops(int threads);
+
 /// Peak resident set size of this process so far, in MiB (getrusage).
 double peak_rss_mb();
 

@@ -1,0 +1,76 @@
+/// @brief `bench layers`: per-layer profile and the FMA peak (issue 7's roofline tools).
+#include <gtest/gtest.h>
+
+#include "firetrain/model/net.hpp"
+#include "firetrain/train/bench.hpp"
+
+namespace ft {
+namespace {
+
+TEST(BenchLayers, OneRowPerLayerWithFlopsFromTheLayerTable) {
+  const int batch = 4;
+  LayerBenchResult r = bench_layers("squeezenet_small", batch, 28, 1, 10, 1, 2, 0);
+  NetSpec spec;
+  spec.arch = "squeezenet_small";
+  spec.in_channels = 1;
+  spec.height = spec.width = 28;
+  spec.num_classes = 10;
+  const auto table = Net(spec).layer_table();
+  ASSERT_EQ(r.rows.size(), table.size());
+  double fwd_gflop = 0, total_ms = 0;
+  for (size_t i = 0; i < table.size(); ++i) {
+    SCOPED_TRACE(table[i].name);
+    EXPECT_EQ(r.rows[i].name, table[i].name);
+    EXPECT_EQ(r.rows[i].params, table[i].params);
+    EXPECT_DOUBLE_EQ(r.rows[i].fwd_gflop, 2.0 * double(table[i].macs) * batch / 1e9);
+    // Backward: weight and input gradients (2x forward), only the weight gradient for layer 0.
+    if (table[i].params > 0)
+      EXPECT_DOUBLE_EQ(r.rows[i].bwd_gflop, r.rows[i].fwd_gflop * (i == 0 ? 1.0 : 2.0));
+    else
+      EXPECT_EQ(r.rows[i].bwd_gflop, 0.0);
+    EXPECT_GE(r.rows[i].fwd_ms, 0.0);
+    EXPECT_GE(r.rows[i].bwd_ms, 0.0);
+    fwd_gflop += r.rows[i].fwd_gflop;
+    total_ms += r.rows[i].fwd_ms + r.rows[i].bwd_ms;
+  }
+  // 15.1 M multiply-adds per 28x28 image (README, `info --arch squeezenet_small`).
+  EXPECT_NEAR(fwd_gflop / batch, 2 * 15.1e6 / 1e9, 0.1 * 2 * 15.1e6 / 1e9);
+  EXPECT_GT(total_ms, 0.0);
+  EXPECT_GT(r.step_ms, 0.0);
+}
+
+TEST(BenchLayers, ProfileIsOffByDefaultAndAccumulatesWhenSet) {
+  NetSpec spec;
+  spec.arch = "squeezenet_small";
+  spec.in_channels = 1;
+  spec.height = spec.width = 28;
+  spec.num_classes = 10;
+  Net net(spec);
+  net.init_weights(1);
+  std::vector<float> x(2 * 28 * 28, 0.5f);
+  std::vector<int64_t> samples{0, 1};
+  PassContext c;
+  c.N = 2;
+  c.samples = samples.data();
+  std::vector<Net::LayerTime> prof;
+  net.set_profile(&prof);
+  net.forward(c, x.data());
+  ASSERT_EQ(prof.size(), net.layer_table().size());
+  double fwd = 0;
+  for (auto& t : prof) fwd += t.fwd_s;
+  EXPECT_GT(fwd, 0.0);
+  net.set_profile(nullptr);
+  net.forward(c, x.data());
+  double fwd2 = 0;
+  for (auto& t : prof) fwd2 += t.fwd_s;
+  EXPECT_EQ(fwd2, fwd);  // not touched any more
+}
+
+TEST(BenchLayers, MeasuredPeakIsPositiveAndFinite) {
+  const double p = measure_fp32_peak_gflops(1);
+  EXPECT_GT(p, 0.5);     // any CPU of the last 20 years
+  EXPECT_LT(p, 1.0e4);   // one core cannot do 10 TFLOP/s: the loop was optimized away
+}
+
+}  // namespace
+}  // namespace ft
