@@ -1,6 +1,12 @@
 /// @brief `bench layers`: per-layer profile and the FMA peak (issue 7's roofline tools).
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "firetrain/core/error.hpp"
+#include "firetrain/data/dataset.hpp"
 #include "firetrain/model/net.hpp"
 #include "firetrain/train/bench.hpp"
 
@@ -70,6 +76,24 @@ TEST(BenchLayers, MeasuredPeakIsPositiveAndFinite) {
   const double p = measure_fp32_peak_gflops(1);
   EXPECT_GT(p, 0.5);     // any CPU of the last 20 years
   EXPECT_LT(p, 1.0e4);   // one core cannot do 10 TFLOP/s: the loop was optimized away
+}
+
+/// `bench loader` counts the images this rank's shard really received, across epoch ends.
+TEST(BenchLoader, CountsTheRanksShardAcrossEpochs) {
+  const std::string p =
+      ::testing::TempDir() + "/ft_bench_loader_" + std::to_string(getpid()) + ".h5";
+  const int64_t n = 50;
+  std::vector<uint8_t> img(size_t(n) * 4 * 4);
+  std::vector<int32_t> lab(static_cast<size_t>(n));
+  for (size_t i = 0; i < img.size(); ++i) img[i] = uint8_t(i % 251);
+  for (int64_t i = 0; i < n; ++i) lab[size_t(i)] = int32_t(i % 3);
+  write_dataset(p, img.data(), lab.data(), n, 4, 4, 1, 3, {}, {}, {});
+  // 50 samples, global batch 8: 6 steps per epoch; 20 steps cross 3 epoch ends.
+  LoaderBenchResult r = bench_loader(p, 8, 1, 2, 20, true, 1 << 20);
+  EXPECT_EQ(r.images, 20 * 4);
+  EXPECT_GT(r.images_per_s, 0.0);
+  EXPECT_THROW(bench_loader(p, 64, 0, 1, 1, true, 0), InputError);  // less than one batch
+  std::filesystem::remove(p);
 }
 
 }  // namespace

@@ -538,8 +538,54 @@ int cmd_bench_layers(int argc, char** argv) {
   return 0;
 }
 
+int cmd_bench_loader(int argc, char** argv) {
+  std::string what, data, arch = "squeezenet_small";
+  int64_t batch = 64, steps = 300;
+  int threads = 1;
+  bool no_augment = false;
+  Options o("bench loader",
+            "The input pipeline alone (read, crop, flip, normalize, prefetch) against what the\n"
+            "trainer consumes: images/s of this rank's shard under mpirun, then one training\n"
+            "step of --arch at the dataset's shape timed by `bench step` (--threads), and the\n"
+            "ratio. The loader must not be the bottleneck (goal: >= 5x).");
+  o.positional("WHAT", &what, "loader")
+      .opt("data", &data, "dataset HDF5")
+      .opt("batch", &batch, "global batch")
+      .opt("steps", &steps, "batches to time")
+      .opt("arch", &arch, "architecture the trainer runs (for its images/s)")
+      .opt("threads", &threads, "trainer threads per rank")
+      .flag("no-augment", &no_augment, "no crop/flip");
+  if (!o.parse(argc, argv)) return 0;
+  if (data.empty()) throw InputError("bench loader: --data is required");
+  if (batch <= 0 || steps <= 0 || threads <= 0)
+    throw InputError("bench loader: --batch, --steps, --threads must be > 0");
+  Communicator comm;
+  if (batch % comm.size() != 0)
+    throw InputError("bench loader: --batch must be divisible by the number of ranks");
+  LoaderBenchResult l =
+      bench_loader(data, batch, comm.rank(), comm.size(), steps, !no_augment, 4LL << 30);
+  double worst = l.images_per_s;
+  FT_MPI(MPI_Allreduce(MPI_IN_PLACE, &worst, 1, MPI_DOUBLE, MPI_MIN, comm.comm()));
+  if (comm.rank() != 0) return 0;
+  Dataset ds = Dataset::open(data, 0);
+  StepBenchResult t = bench_step(arch, int(batch / comm.size()), ds.height(), ds.channels(),
+                                 ds.num_classes(), threads, 10, 2);
+  std::printf("# firetrain bench loader: %s, global batch %lld, %d rank(s), augment %s\n",
+              data.c_str(), (long long)batch, comm.size(), no_augment ? "off" : "on");
+  std::printf("# %-12s %12s %14s %16s %8s\n", "", "loader img/s", "trainer img/s",
+              "(arch, threads)", "ratio");
+  std::printf("  %-12s %12.0f %14.0f %16s %8.1f\n", "per rank", worst, t.images_per_s,
+              (arch + ", " + std::to_string(threads)).c_str(), worst / t.images_per_s);
+  std::printf("# loader: slowest rank over %lld batches; trainer: bench step at batch %lld, "
+              "%dx%dx%d; ratio = loader / trainer (goal >= 5)\n",
+              (long long)steps, (long long)(batch / comm.size()), ds.height(), ds.width(),
+              ds.channels());
+  return 0;
+}
+
 int cmd_bench(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "comm") return cmd_bench_comm(argc, argv);
+  if (argc >= 2 && std::string(argv[1]) == "loader") return cmd_bench_loader(argc, argv);
   if (argc >= 2 && std::string(argv[1]) == "layers") return cmd_bench_layers(argc, argv);
   if (argc >= 2 && std::string(argv[1]) == "scaling") return cmd_bench_scaling(argc, argv);
   std::string what, arch = "squeezenet1_0", device = "cpu";

@@ -11,6 +11,9 @@
 #include <cstdio>
 #include <random>
 
+#include "firetrain/data/dataset.hpp"
+#include "firetrain/data/loader.hpp"
+#include "firetrain/core/error.hpp"
 #include "firetrain/model/net.hpp"
 #include "firetrain/ops/loss.hpp"
 #include "firetrain/ops/sgd.hpp"
@@ -235,6 +238,34 @@ double measure_fp32_peak_gflops(int threads) {
     best = std::max(best, 12.0 * 16 * 2 * double(iters) * threads / s / 1e9);
   }
   return best;
+}
+
+LoaderBenchResult bench_loader(const std::string& data, int64_t global_batch, int rank, int world,
+                               int64_t steps, bool augment, int64_t cache_bytes) {
+  Dataset ds = Dataset::open(data, cache_bytes);
+  LoaderOptions o;
+  o.global_batch = global_batch;
+  o.rank = rank;
+  o.world = world;
+  o.augment = augment;
+  Loader loader(ds, o);
+  Batch b;
+  LoaderBenchResult r;
+  int64_t epoch = 0;
+  loader.start_epoch(epoch);
+  // One untimed batch: the prefetch thread starts and the cache is filled.
+  if (!loader.next(b)) throw InputError("bench loader: " + data + " holds less than one batch");
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t s = 0; s < steps; ++s) {
+    if (!loader.next(b)) {
+      loader.start_epoch(++epoch);
+      if (!loader.next(b)) break;
+    }
+    r.images += b.n;
+  }
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.images_per_s = r.seconds > 0 ? double(r.images) / r.seconds : 0;
+  return r;
 }
 
 }  // namespace ft

@@ -50,6 +50,15 @@ LayerBenchResult bench_layers(const std::string& arch, int batch, int size, int 
 /// best of a few runs. The roofline's ceiling for `bench layers`' "% of peak".
 double measure_fp32_peak_gflops(int threads);
 
+/// `bench loader`: the input pipeline alone (HDF5 dataset in memory or by hyperslab, random
+/// crop and flip, normalization, prefetch thread), one rank's shard of each global batch.
+struct LoaderBenchResult {
+  int64_t images = 0;
+  double seconds = 0, images_per_s = 0;
+};
+LoaderBenchResult bench_loader(const std::string& data, int64_t global_batch, int rank, int world,
+                               int64_t steps, bool augment, int64_t cache_bytes);
+
 /// Peak resident set size of this process so far, in MiB (getrusage).
 double peak_rss_mb();
 
