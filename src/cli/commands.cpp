@@ -477,7 +477,7 @@ int cmd_bench_scaling(int argc, char** argv) {
 }
 
 int cmd_bench_layers(int argc, char** argv) {
-  std::string what, arch = "squeezenet1_0", out;
+  std::string what, arch = "squeezenet1_0", out, precision = "fp32";
   int batch = 32, size = 224, threads = 2, steps = 5, warmup = 1, classes = 1000, channels = 3;
   Options o("bench layers",
             "Per-layer forward and backward time of training steps on synthetic data (CPU, fp32,\n"
@@ -492,16 +492,18 @@ int cmd_bench_layers(int argc, char** argv) {
       .opt("threads", &threads, "threads")
       .opt("steps", &steps, "timed steps (medians)")
       .opt("warmup", &warmup, "untimed steps first")
-      .opt("out", &out, "also write the rows as CSV");
+      .opt("out", &out, "also write the rows as CSV")
+      .opt("precision", &precision, "fp32 | bf16 (convolutions; % of peak stays the fp32 peak)");
   if (!o.parse(argc, argv)) return 0;
   if (batch <= 0 || size <= 0 || threads <= 0 || steps <= 0 || warmup < 0)
     throw InputError("bench layers: --batch, --size, --threads, --steps must be > 0");
   if (!is_root()) return 0;
   const double peak = measure_fp32_peak_gflops(threads);
-  LayerBenchResult r = bench_layers(arch, batch, size, channels, classes, threads, steps, warmup);
-  std::printf("# firetrain bench layers: %s, cpu fp32, batch %d, %dx%d, %d thread(s), median of "
+  LayerBenchResult r =
+      bench_layers(arch, batch, size, channels, classes, threads, steps, warmup, precision);
+  std::printf("# firetrain bench layers: %s, cpu %s, batch %d, %dx%d, %d thread(s), median of "
               "%d steps\n# fp32 peak measured (FMA loop, %d thread(s)): %.1f GFLOP/s\n",
-              arch.c_str(), batch, size, size, threads, steps, threads, peak);
+              arch.c_str(), precision.c_str(), batch, size, size, threads, steps, threads, peak);
   std::printf("# %-26s %14s %9s %9s %8s %8s %6s %9s %8s %8s %6s\n", "layer", "out (HxWxC)",
               "params", "fwd_GFLOP", "fwd_ms", "GFLOP/s", "%peak", "bwd_GFLOP", "bwd_ms",
               "GFLOP/s", "%peak");
@@ -588,7 +590,7 @@ int cmd_bench(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "loader") return cmd_bench_loader(argc, argv);
   if (argc >= 2 && std::string(argv[1]) == "layers") return cmd_bench_layers(argc, argv);
   if (argc >= 2 && std::string(argv[1]) == "scaling") return cmd_bench_scaling(argc, argv);
-  std::string what, arch = "squeezenet1_0", device = "cpu";
+  std::string what, arch = "squeezenet1_0", device = "cpu", precision = "fp32";
   int batch = 32, size = 224, threads = 2, steps = 10, warmup = 2, classes = 1000, channels = 3;
   Options o("bench", "firetrain bench step: training throughput (images/s) on synthetic data,\n"
                      "one process; prints a table with the median over --steps after --warmup.\n"
@@ -603,7 +605,8 @@ int cmd_bench(int argc, char** argv) {
       .opt("threads", &threads, "threads")
       .opt("steps", &steps, "timed steps")
       .opt("warmup", &warmup, "untimed steps first")
-      .opt("device", &device, "cpu | cuda");
+      .opt("device", &device, "cpu | cuda")
+      .opt("precision", &precision, "fp32 | bf16 (convolutions)");
   if (!o.parse(argc, argv)) return 0;
   const Device dev = parse_device(device);
   require_device(dev);
@@ -613,9 +616,9 @@ int cmd_bench(int argc, char** argv) {
   if (!is_root()) return 0;
   bind_device(dev, 0);
   StepBenchResult r =
-      bench_step(arch, batch, size, channels, classes, threads, steps, warmup, dev);
-  std::printf("# firetrain bench step (fp32, %s, synthetic data, forward+loss+backward+SGD)\n",
-              device_name(dev));
+      bench_step(arch, batch, size, channels, classes, threads, steps, warmup, dev, precision);
+  std::printf("# firetrain bench step (%s, %s, synthetic data, forward+loss+backward+SGD)\n",
+              precision.c_str(), device_name(dev));
   std::printf("# %-16s %6s %5s %7s %10s %10s %10s %10s %9s %9s %9s\n", "arch", "batch", "size",
               "threads", "median_ms", "p90_ms", "img/s", "fwd_ms", "bwd_ms", "sgd_ms", "rss_MB");
   std::printf("  %-16s %6d %5d %7d %10.1f %10.1f %10.1f %10.1f %9.1f %9.2f %9.0f\n",

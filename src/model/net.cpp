@@ -53,11 +53,18 @@ class Layer {
 
 namespace {
 
+/// The device of a layer and the precision of its convolutions.
+struct LayerDev {
+  Device device;
+  bool bf16 = false;
+  operator Device() const { return device; }
+};
+
 class ConvLayer : public Layer {
  public:
-  ConvLayer(Device d, std::string key, Dims i, int O, int k, int stride, int pad, bool relu,
+  ConvLayer(LayerDev d, std::string key, Dims i, int O, int k, int stride, int pad, bool relu,
             bool final_conv)
-      : key_(std::move(key)), op_(ConvShape{i.C, O, i.H, i.W, k, stride, pad, relu}, d),
+      : key_(std::move(key)), op_(ConvShape{i.C, O, i.H, i.W, k, stride, pad, relu, d.bf16}, d),
         final_(final_conv) {
     in = i;
     out = Dims{op_.shape().OH(), op_.shape().OW(), O};
@@ -121,11 +128,11 @@ enum class Bypass { None, Identity, Conv1x1 };
 /// kernel (measured), so each expand writes a dense buffer and the concat is a per-pixel copy.
 class FireLayer : public Layer {
  public:
-  FireLayer(Device d, std::string key, Dims i, FireConfig f, Bypass bypass)
+  FireLayer(LayerDev d, std::string key, Dims i, FireConfig f, Bypass bypass)
       : key_(std::move(key)),
-        squeeze_(ConvShape{i.C, f.s1, i.H, i.W, 1, 1, 0, true}, d),
-        e1_(ConvShape{f.s1, f.e1, i.H, i.W, 1, 1, 0, true}, d),
-        e3_(ConvShape{f.s1, f.e3, i.H, i.W, 3, 1, 1, true}, d),
+        squeeze_(ConvShape{i.C, f.s1, i.H, i.W, 1, 1, 0, true, d.bf16}, d),
+        e1_(ConvShape{f.s1, f.e1, i.H, i.W, 1, 1, 0, true, d.bf16}, d),
+        e3_(ConvShape{f.s1, f.e3, i.H, i.W, 3, 1, 1, true, d.bf16}, d),
         bypass_(bypass),
         s_(d),
         cat_(d) {
@@ -134,7 +141,7 @@ class FireLayer : public Layer {
     FT_REQUIRE(bypass != Bypass::Identity || in.C == out.C,
                "an identity bypass needs equal in/out channels");
     if (bypass == Bypass::Conv1x1)
-      bp_ = std::make_unique<Conv2d>(ConvShape{i.C, out.C, i.H, i.W, 1, 1, 0, false}, d);
+      bp_ = std::make_unique<Conv2d>(ConvShape{i.C, out.C, i.H, i.W, 1, 1, 0, false, d.bf16}, d);
   }
   std::vector<ParamSpec> param_specs() const override {
     std::vector<ParamSpec> v;
@@ -410,6 +417,9 @@ Net::Net(const NetSpec& spec, Device device)
   const std::vector<FireConfig> fires = fire_configs(spec.fire);
   if (!(spec.dropout >= 0.f && spec.dropout < 1.f))
     throw InputError("--dropout must be in [0, 1), got " + std::to_string(spec.dropout));
+  if (spec.precision != "fp32" && spec.precision != "bf16")
+    throw InputError("unknown --precision '" + spec.precision + "' (fp32, bf16)");
+  const LayerDev ldev{dev_, spec.precision == "bf16"};
   Dims d{spec.height, spec.width, spec.in_channels};
   auto add = [&](Layer* l, const std::string& name) {
     l->name = name;
@@ -442,10 +452,10 @@ Net::Net(const NetSpec& spec, Device device)
     } else if (spec.bypass == "complex") {
       b = d.C == out_c ? Bypass::Identity : Bypass::Conv1x1;
     }
-    add(new FireLayer(dev_, "features." + std::to_string(idx), d, f, b), name);
+    add(new FireLayer(ldev, "features." + std::to_string(idx), d, f, b), name);
   };
   auto conv = [&](int idx, int O, int k, int stride, int pad) {
-    auto* l = new ConvLayer(dev_, "features." + std::to_string(idx), d, O, k, stride, pad, true,
+    auto* l = new ConvLayer(ldev, "features." + std::to_string(idx), d, O, k, stride, pad, true,
                             false);
     l->torch_default = true;
     add(l, "conv (features." + std::to_string(idx) + ")");
@@ -480,7 +490,7 @@ Net::Net(const NetSpec& spec, Device device)
     linear(4, 4096, true);
     linear(6, spec.num_classes, false);
   } else if (spec.arch == "squeezenet1_0") {
-    add(new ConvLayer(dev_, "features.0", d, 96, 7, 2, 0, true, false), "conv1 (features.0)");
+    add(new ConvLayer(ldev, "features.0", d, 96, 7, 2, 0, true, false), "conv1 (features.0)");
     pool(2);
     fire(3, 2);
     fire(4, 3);
@@ -494,7 +504,7 @@ Net::Net(const NetSpec& spec, Device device)
     fire(12, 9);
   } else {
     const bool small = spec.arch == "squeezenet_small";
-    add(new ConvLayer(dev_, "features.0", d, 64, 3, small ? 1 : 2, small ? 1 : 0, true, false),
+    add(new ConvLayer(ldev, "features.0", d, 64, 3, small ? 1 : 2, small ? 1 : 0, true, false),
         "conv1 (features.0)");
     pool(2);
     fire(3, 2);
@@ -514,7 +524,7 @@ Net::Net(const NetSpec& spec, Device device)
     // can push every conv10 output below zero for every input, after which no gradient flows
     // and the loss stays at ln(classes) (seen with lr >= 0.01 on Fashion-MNIST, in PyTorch too).
     const bool final_relu = spec.arch != "squeezenet_small";
-    add(new ConvLayer(dev_, "classifier.1", d, spec.num_classes, 1, 1, 0, final_relu, true),
+    add(new ConvLayer(ldev, "classifier.1", d, spec.num_classes, 1, 1, 0, final_relu, true),
         "conv10 (classifier.1)");
     add(new GlobalAvgPoolLayer(d), "avgpool (classifier.3)");
   }

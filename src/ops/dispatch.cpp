@@ -35,6 +35,9 @@ Conv2d::Conv2d(ConvShape s, Device d) : s_(s) {
   FT_REQUIRE(s.C > 0 && s.O > 0 && s.H > 0 && s.W > 0 && s.k > 0 && s.stride > 0,
              "bad convolution shape");
   FT_REQUIRE(s.OH() > 0 && s.OW() > 0, "convolution output would be empty");
+  if (s.bf16 && d != Device::CPU)
+    throw InputError("--precision bf16 is implemented on the CPU only so far (not on " +
+                     std::string(device_name(d)) + "); use --precision fp32");
   impl_ = ops_for(d).make_conv2d(s);
 }
 Conv2d::~Conv2d() = default;

@@ -32,7 +32,8 @@ static double median(std::vector<double> v) {
 }
 
 StepBenchResult bench_step(const std::string& arch, int batch, int size, int channels,
-                           int classes, int threads, int steps, int warmup, Device dev) {
+                           int classes, int threads, int steps, int warmup, Device dev,
+                           const std::string& precision) {
   require_device(dev);
   omp_set_num_threads(threads);
   NetSpec spec;
@@ -40,6 +41,7 @@ StepBenchResult bench_step(const std::string& arch, int batch, int size, int cha
   spec.in_channels = channels;
   spec.height = spec.width = size;
   spec.num_classes = classes;
+  spec.precision = precision;
   Net net(spec, dev);
   net.init_weights(0);
   const Ops& ops = net.ops();
@@ -89,6 +91,7 @@ StepBenchResult bench_step(const std::string& arch, int batch, int size, int cha
   StepBenchResult r;
   r.arch = arch;
   r.device = device_name(dev);
+  r.precision = precision;
   r.batch = batch;
   r.size = size;
   r.threads = threads;
@@ -133,13 +136,15 @@ SyntheticBatch synthetic_batch(Device dev, int batch, int size, int channels, in
 }  // namespace
 
 LayerBenchResult bench_layers(const std::string& arch, int batch, int size, int channels,
-                              int classes, int threads, int steps, int warmup) {
+                              int classes, int threads, int steps, int warmup,
+                              const std::string& precision) {
   omp_set_num_threads(threads);
   NetSpec spec;
   spec.arch = arch;
   spec.in_channels = channels;
   spec.height = spec.width = size;
   spec.num_classes = classes;
+  spec.precision = precision;
   Net net(spec, Device::CPU);
   net.init_weights(0);
   const Ops& ops = net.ops();

@@ -75,6 +75,7 @@ void add_train_options(Options& o, TrainConfig& c) {
            "auto | live | plain: live line on a terminal (auto: if stdout is a tty; mpirun "
            "gives ranks a pty even when its own output is a file, so batch jobs want plain)")
       .opt("device", &c.device, "cpu | cuda")
+      .opt("precision", &c.precision, "fp32 | bf16: convolutions on bf16 inputs/weights with fp32 accumulation, fp32 master weights (CPU, AVX512-BF16 kernels)")
       .opt("bucket-kb", &c.bucket_kb, "gradient all-reduce bucket size in KiB")
       .opt("eval-batch", &c.eval_batch, "batch size for evaluation")
       .negflag("eval-each-epoch", &c.eval_each_epoch, "evaluate --val only at the end");
@@ -418,6 +419,7 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
   spec.dropout = float(c.dropout);
   spec.bypass = c.bypass;
   spec.fire = c.fire;
+  spec.precision = c.precision;
   Net net(spec, dev);
 
   // Everyone must agree on what is about to happen, before the first collective on data.

@@ -75,6 +75,9 @@ struct NetSpec {
   std::string bypass = "none";
   /// The Fire modules (squeezenet archs only; alexnet takes only the defaults).
   FireMeta fire{};
+  /// "fp32", or "bf16": convolutions compute in bf16 (fp32 weights, activations, gradients and
+  /// accumulation; see ConvShape::bf16). CPU only so far.
+  std::string precision = "fp32";
 };
 
 /// Per-layer facts for `firetrain info` (the paper's Table 1).

@@ -21,6 +21,10 @@ struct ConvShape {
   int k = 1;           // square kernel
   int stride = 1, pad = 0;
   bool relu = true;    // ReLU fused after bias
+  /// bf16 math (CPU: oneDNN's AVX512-BF16 kernels) with fp32 storage: inputs, output
+  /// gradients and weights are rounded to bf16 inside the op, outputs, input gradients and
+  /// weight gradients are fp32 (accumulated in fp32). The arenas and activations stay fp32.
+  bool bf16 = false;
   int OH() const { return (H + 2 * pad - k) / stride + 1; }
   int OW() const { return (W + 2 * pad - k) / stride + 1; }
   int64_t weight_numel() const { return int64_t(O) * C * k * k; }

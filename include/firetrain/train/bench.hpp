@@ -10,7 +10,7 @@
 namespace ft {
 
 struct StepBenchResult {
-  std::string arch, device;
+  std::string arch, device, precision;
   int batch = 0, size = 0, threads = 0, steps = 0;
   double median_ms = 0, p90_ms = 0, images_per_s = 0;
   double fwd_ms = 0, bwd_ms = 0, sgd_ms = 0;  // medians of the parts
@@ -21,7 +21,7 @@ struct StepBenchResult {
 /// random NHWC inputs, one process, `threads` threads, on `dev`.
 StepBenchResult bench_step(const std::string& arch, int batch, int size, int channels,
                            int classes, int threads, int steps, int warmup,
-                           Device dev = Device::CPU);
+                           Device dev = Device::CPU, const std::string& precision = "fp32");
 
 /// One row of `bench layers`: medians over the timed steps.
 struct LayerBenchRow {
@@ -43,7 +43,8 @@ struct LayerBenchResult {
 /// first layer has no input gradient), on synthetic data. The profile synchronizes after every
 /// layer; step_ms is measured separately without it.
 LayerBenchResult bench_layers(const std::string& arch, int batch, int size, int channels,
-                              int classes, int threads, int steps, int warmup);
+                              int classes, int threads, int steps, int warmup,
+                              const std::string& precision = "fp32");
 
 /// This machine's measured fp32 multiply-add peak with `threads` OpenMP threads, in GFLOP/s:
 /// independent vector FMA chains held in registers (what the compiler's -march allows), the

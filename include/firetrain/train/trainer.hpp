@@ -43,6 +43,7 @@ struct TrainConfig {
   int64_t log_every = 50;
   std::string progress = "auto";     // auto | live | plain
   std::string device = "cpu";
+  std::string precision = "fp32";  // fp32 | bf16 (convolutions in bf16, fp32 master weights)
   int bucket_kb = 1024;              // all-reduce bucket size
   int64_t eval_batch = 500;
   bool eval_each_epoch = true;
