@@ -2,6 +2,8 @@
 #include "firetrain/io/h5.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,6 +12,9 @@
 #include <cstring>
 #include <filesystem>
 #include <sstream>
+#include <tuple>
+#include <set>
+#include <mutex>
 #include <vector>
 
 #include "firetrain/core/error.hpp"
@@ -379,45 +384,64 @@ void check_global_heaps(hid_t obj) {
   std::string path(size_t(n) + 1, '\0');
   H5Fget_name(obj, path.data(), path.size());
   path.resize(size_t(n));
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return;  // libhdf5 has it open; nothing better to check against
-  std::vector<unsigned char> d;
-  {
-    unsigned char buf[1 << 16];
-    size_t got;
-    while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) d.insert(d.end(), buf, buf + got);
-    std::fclose(f);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;  // libhdf5 has it open; nothing better to check against
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || st.st_size < 16) {
+    ::close(fd);
+    return;
   }
-  auto le = [&](size_t o, int bytes) {
-    uint64_t v = 0;
-    for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | d[o + size_t(i)];
-    return v;
-  };
-  const unsigned char sig[4] = {'G', 'C', 'O', 'L'};
-  for (auto it = std::search(d.begin(), d.end(), sig, sig + 4); it != d.end();
-       it = std::search(it + 1, d.end(), sig, sig + 4)) {
-    const size_t o = size_t(it - d.begin());
-    if (o + 16 > d.size() || d[o + 4] != 1 || d[o + 5] || d[o + 6] || d[o + 7]) continue;
-    const uint64_t size = le(o + 8, 8);
-    if (size < 16 || size > d.size() - o) continue;  // not a collection libhdf5 would load
-    const uint64_t end = o + size;
-    uint64_t p = o + 16;
-    while (p < end) {
-      if (p + 16 > end) break;  // a tail too small for an object header: free space
-      const uint64_t idx = le(p, 2), osize = le(p + 8, 8);
-      uint64_t need;
-      if (idx > 0) {
-        if (osize > end) throw Error("corrupt HDF5 global heap at byte " + std::to_string(o));
-        need = 16 + ((osize + 7) & ~uint64_t(7));
-      } else {
-        need = osize;
-      }
-      if (need == 0 || need > end - p)
-        throw Error("corrupt HDF5 global heap (variable-length string storage) at byte " +
-                    std::to_string(o) + " of " + path);
-      p += need;
+  // A file checked once (same inode, size and modification time) is not scanned again: eval
+  // and predict read a few string attributes of files that may be hundreds of MB.
+  static std::mutex mu;
+  static std::set<std::tuple<dev_t, ino_t, off_t, int64_t, int64_t>> checked;
+  const auto key = std::make_tuple(st.st_dev, st.st_ino, st.st_size, int64_t(st.st_mtim.tv_sec),
+                                   int64_t(st.st_mtim.tv_nsec));
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (checked.count(key)) {
+      ::close(fd);
+      return;
     }
   }
+  const size_t size = size_t(st.st_size);
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (map == MAP_FAILED) return;
+  const auto* d = static_cast<const unsigned char*>(map);
+  struct Unmap {
+    void* p;
+    size_t n;
+    ~Unmap() { ::munmap(p, n); }
+  } unmap{map, size};
+  auto le = [&](uint64_t o, int bytes) {
+    uint64_t v = 0;
+    for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | d[o + uint64_t(i)];
+    return v;
+  };
+  for (const void* hit = ::memmem(d, size, "GCOL", 4); hit;) {
+    const uint64_t o = uint64_t(static_cast<const unsigned char*>(hit) - d);
+    const void* next = o + 1 < size ? ::memmem(d + o + 1, size - o - 1, "GCOL", 4) : nullptr;
+    if (o + 16 <= size && d[o + 4] == 1 && !d[o + 5] && !d[o + 6] && !d[o + 7]) {
+      const uint64_t csize = le(o + 8, 8);
+      if (csize >= 16 && csize <= size - o) {  // a collection libhdf5 would load
+        const uint64_t end = o + csize;
+        for (uint64_t p = o + 16; p < end && p + 16 <= end;) {
+          const uint64_t idx = le(p, 2), osize = le(p + 8, 8);
+          if (idx > 0 && osize > end)
+            throw Error("corrupt HDF5 global heap at byte " + std::to_string(o) + " of " + path);
+          const uint64_t need = idx > 0 ? 16 + ((osize + 7) & ~uint64_t(7)) : osize;
+          if (need == 0 || need > end - p)
+            throw Error("corrupt HDF5 global heap (variable-length string storage) at byte " +
+                        std::to_string(o) + " of " + path);
+          p += need;
+        }
+      }
+    }
+    hit = next;
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  checked.insert(key);
 }
 
 /// Reads n strings (fixed or variable length) from an attribute (is_attr) or dataset.
