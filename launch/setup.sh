@@ -10,7 +10,8 @@ BUILD_TYPE="${BUILD_TYPE:-Release}"
 JOBS="${JOBS:-$(nproc)}"
 
 PKGS=(build-essential cmake ninja-build pkg-config libopenmpi-dev openmpi-bin libhdf5-dev
-      libdnnl-dev libgtest-dev zlib1g-dev libpng-dev libjpeg-dev dataset-fashion-mnist)
+      libdnnl-dev libgtest-dev zlib1g-dev libpng-dev libjpeg-dev dataset-fashion-mnist
+      python3-opencv)  # python3-opencv: test-only (ctest onnx_parity_opencv), never a runtime dependency
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

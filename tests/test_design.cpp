@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -15,8 +16,12 @@
 #include "common/naive.hpp"
 #include "firetrain/core/error.hpp"
 #include "firetrain/data/dataset.hpp"
+#include "firetrain/io/h5.hpp"
+#include "firetrain/io/weights.hpp"
 #include "firetrain/model/net.hpp"
 #include "firetrain/ops/loss.hpp"
+#include "firetrain/ops/sgd.hpp"
+#include "firetrain/train/svg_plot.hpp"
 #include "firetrain/train/sweep.hpp"
 
 namespace ft {
@@ -245,9 +250,14 @@ void compare_with_naive(const NetSpec& spec, int N, uint32_t seed) {
   SCOPED_TRACE(spec.arch + " " + spec.bypass + " " + spec.fire.label());
   Net net(spec);
   net.init_weights(seed);
-  for (auto& v : net.param_views())
+  for (auto& v : net.param_views()) {
     if (v.name == "classifier.1.weight")
       for (size_t j = 0; j < v.numel(); ++j) v.data[j] *= 30.f;
+    if (v.name.find(".bypass.") != std::string::npos) {  // they start at zero: test them non-zero
+      const fvec r = test::random_floats(v.numel(), uint32_t(seed + v.offset), -0.2f, 0.2f);
+      std::copy(r.begin(), r.end(), v.data);
+    }
+  }
   NaiveNet ref(spec.arch, spec.in_channels, spec.height, spec.width, spec.num_classes,
                spec.bypass, as_arrays(fire_configs(spec.fire)));
   ASSERT_EQ(ref.num_params(), net.num_params());
@@ -309,6 +319,11 @@ TEST(Design, ComplexBypassFiniteDifferences) {
   spec.fire.list = kTinyFire;
   Net net(spec);
   net.init_weights(5);
+  for (auto& v : net.param_views())
+    if (v.name.find(".bypass.") != std::string::npos) {  // they start at zero: test them non-zero
+      const fvec r = test::random_floats(v.numel(), uint32_t(v.offset), -0.2f, 0.2f);
+      std::copy(r.begin(), r.end(), v.data);
+    }
   NaiveNet ref(spec.arch, 1, 12, 12, 5, "complex", as_arrays(fire_configs(spec.fire)));
   ASSERT_EQ(ref.num_params(), net.num_params());
   for (size_t i = 0; i < net.num_params(); ++i) ref.params[i] = net.params()[i];
@@ -337,6 +352,52 @@ TEST(Design, ComplexBypassFiniteDifferences) {
     if (bypass) checked += r.checked;
   }
   EXPECT_GT(checked, 100u);
+}
+
+// The complex bypass trains with the default (torchvision) init: the bypass convs start at
+// zero and the identity-bypassed branches at 1/4 scale, so the first loss is near ln K (with
+// random bypass convs it was ~18 on Fashion-MNIST, and lr 0.01 diverged within 3 steps), and a
+// few SGD steps at lr 0.005 (momentum 0.9) lower the loss.
+TEST(Design, ComplexBypassTrainsWithTheDefaultInit) {
+  const int N = 16, S = 28, K = 10;
+  NetSpec spec{"squeezenet_small", 1, S, S, K, 0.f};
+  spec.bypass = "complex";
+  Net net(spec);
+  net.init_weights(11);  // InitScheme::Torchvision, the trainer's default
+  for (auto& v : net.param_views())
+    if (v.name.find(".bypass.weight") != std::string::npos) {
+      EXPECT_EQ(test::abs_max(v.data, v.numel()), 0.0) << v.name << " starts at zero";
+    }
+  // Normalized-image-like inputs (mean 0, unit variance) and fixed labels.
+  fvec x(size_t(N) * S * S);
+  std::mt19937 rng(4);
+  std::normal_distribution<float> nd;
+  for (auto& e : x) e = nd(rng);
+  std::vector<int32_t> labels;
+  for (int n = 0; n < N; ++n) labels.push_back(int32_t(n % K));
+  fvec dl(size_t(N) * K), mom(net.num_params(), 0.f);
+  std::vector<double> losses;
+  for (int step = 0; step < 8; ++step) {
+    PassContext ctx;
+    ctx.N = N;
+    ctx.train = false;  // dropout is 0 anyway
+    const float* z = net.forward(ctx, x.data());
+    LossStats st = cpu::softmax_xent(N, K, z, labels.data(), N, dl.data());
+    losses.push_back(st.loss_sum / N);
+    ASSERT_TRUE(std::isfinite(losses.back())) << ::testing::PrintToString(losses);
+    net.backward(ctx, dl.data());
+    cpu::sgd_update(net.num_params(), 0.005f, 0.9f, 5e-4f, step == 0, net.params(), net.grads(),
+                    mom.data());
+  }
+  // ln K = 2.30; the plain net starts at 2.37 here; with full-scale branches (even with zero
+  // bypass convs) 4.5, and with random bypass convs ~18 on Fashion-MNIST.
+  EXPECT_LT(losses.front(), 1.25 * std::log(double(K))) << ::testing::PrintToString(losses);
+  EXPECT_LT(losses.back(), losses.front() - 0.1) << "loss " << losses.front() << " -> "
+                                                 << losses.back();
+  for (auto& v : net.param_views())
+    if (v.name.find(".bypass.weight") != std::string::npos) {
+      EXPECT_GT(test::abs_max(v.data, v.numel()), 0.0) << v.name << " learns";
+    }
 }
 
 // =============================================================================================
@@ -385,17 +446,36 @@ TEST(Design, SweepVariants) {
 
 TEST(Design, SweepTableCsvAndSvg) {
   std::vector<SweepRow> rows(3);
-  rows[0] = {"SR=0.125", "16:64:64", "none", 1248424, 818924576, 4.993696, 0.5, 0.9, 1.2, 3};
-  rows[1] = {"SR=0.25", "32:64:64", "none", 1967080, 1383656480, 7.86832, 0.625, 0.95, 1.1, 4};
-  rows[2] = {"SR=0.125 <c>", "16:64:64", "complex", 1589672, 1165298720, 6.358688, 0.55, 0.9, 1, 5};
+  rows[0] = {"SR=0.125", "16:64:64", "none", 1248424, 818924576, 4.993696, 0.5, 0.9, 1.2, 3, "ok", ""};
+  rows[1] = {"SR=0.25", "32:64:64", "none", 1967080, 1383656480, 7.86832, 0.625, 0.95, 1.1, 4, "ok", ""};
+  rows[2] = {"SR=0.125 <c>", "16:64:64", "complex", 1589672, 1165298720, 6.358688, 0.55, 0.9, 1, 5, "ok", ""};
   const std::string t = sweep_table(rows);
   EXPECT_NE(t.find("(MB fp32)"), std::string::npos) << t;
   EXPECT_NE(t.find("1967080"), std::string::npos) << t;
   EXPECT_NE(t.find("0.6250"), std::string::npos) << t;
   const std::string csv = sweep_csv(rows);
-  EXPECT_EQ(csv.substr(0, csv.find('\n')), "variant,bypass,fire,params,macs,size_mb,top1,top5,loss,seconds");
+  EXPECT_EQ(csv.substr(0, csv.find('\n')),
+            "variant,bypass,fire,params,macs,size_mb,top1,top5,loss,seconds,status,series");
   EXPECT_NE(csv.find("\"SR=0.25\",none,\"32:64:64\",1967080,1383656480,7.868320,0.625000"),
             std::string::npos) << csv;
+  EXPECT_NE(csv.find(",\"ok\",\"bypass complex\"\n"), std::string::npos) << csv;
+  // The CSV reads back (for --plot-from), quotes and all.
+  const fs::path tmp = fs::path(::testing::TempDir()) / "ft_design_rows.csv";
+  std::ofstream(tmp) << csv;
+  const auto back = read_sweep_csv(tmp.string());
+  ASSERT_EQ(back.size(), rows.size());
+  EXPECT_EQ(back[2].name, "SR=0.125 <c>");
+  EXPECT_EQ(back[1].params, 1967080);
+  EXPECT_DOUBLE_EQ(back[1].top1, 0.625);
+  EXPECT_EQ(back[2].series, "bypass complex");
+  EXPECT_TRUE(back[0].ok());
+  std::ofstream(tmp) << "variant,bypass,fire,params,macs,size_mb,top1,top5,loss,seconds\n\"a\",none,\"x\",1,2,three,0,0,0,0\n";
+  EXPECT_THROW(read_sweep_csv(tmp.string()), InputError);
+  fs::remove(tmp);
+  EXPECT_THROW(read_sweep_csv(tmp.string()), InputError);
+  const std::string md = sweep_markdown(rows);
+  EXPECT_EQ(std::count(md.begin(), md.end(), '\n'), 5) << md;
+  EXPECT_NE(md.find("| SR=0.25 | none | `32:64:64` | 1967080 |"), std::string::npos) << md;
   const std::string svg = render_sweep_svg(rows, "a & b");
   EXPECT_EQ(svg.rfind("<svg ", 0), 0u);
   EXPECT_NE(svg.find("</svg>"), std::string::npos);
@@ -407,6 +487,44 @@ TEST(Design, SweepTableCsvAndSvg) {
   for (size_t p = 0; (p = svg.find("<circle", p)) != std::string::npos; ++p) ++circles;
   EXPECT_EQ(circles, 3u);
   EXPECT_THROW(render_sweep_svg({}, "x"), InputError);
+  // A failed variant is a row of the table but no point of the plot.
+  rows[1].status = "failed: train: the loss became non-finite (NaN or Inf) at step 2";
+  rows[1].series = "SR sweep";
+  EXPECT_NE(sweep_table(rows).find("failed: train: the loss"), std::string::npos);
+  const std::string svg2 = render_sweep_svg(rows, "t");
+  size_t circles2 = 0;
+  for (size_t p = 0; (p = svg2.find("<circle", p)) != std::string::npos; ++p) ++circles2;
+  EXPECT_EQ(circles2, 2u);
+  EXPECT_EQ(svg2.find(">SR=0.25<"), std::string::npos);
+  for (auto& r : rows) r.status = "failed: x";
+  EXPECT_THROW(render_sweep_svg(rows, "x"), InputError);
+}
+
+TEST(Design, SharedLinePlotAxesAndSeries) {
+  LinePlot p;
+  p.title = "t";
+  p.xlabel = "x & y";
+  p.series = {{"a", {{1, 0.5, "p1"}, {2, 0.7, ""}}, true}, {"b", {{3, 0.2, ""}}, false}};
+  std::string svg = render_line_plot(p);
+  EXPECT_EQ(svg.rfind("<svg ", 0), 0u);
+  EXPECT_NE(svg.find("x &amp; y"), std::string::npos);
+  EXPECT_EQ(std::count(svg.begin(), svg.end(), '<') - std::count(svg.begin(), svg.end(), '>'), 0);
+  size_t lines = 0, circles = 0;
+  for (size_t q = 0; (q = svg.find("<polyline", q)) != std::string::npos; ++q) ++lines;
+  for (size_t q = 0; (q = svg.find("<circle", q)) != std::string::npos; ++q) ++circles;
+  EXPECT_EQ(lines, 2u);
+  EXPECT_EQ(circles, 2u);  // markers on series a only
+  EXPECT_NE(svg.find(">p1<"), std::string::npos);
+  EXPECT_NE(svg.find(">0.2<"), std::string::npos);  // y ticks at multiples of 0.2 around 0.2..0.7
+  EXPECT_NE(svg.find(">0.8<"), std::string::npos);
+  EXPECT_NE(svg.find(">4<"), std::string::npos);    // x from 0 to a tick above 3
+  p.xlog2 = true;
+  p.series[1].points[0].x = 8;
+  svg = render_line_plot(p);
+  EXPECT_NE(svg.find(">8<"), std::string::npos);
+  p.series[1].points[0].x = 0;
+  EXPECT_THROW(render_line_plot(p), InputError);
+  EXPECT_THROW(render_line_plot(LinePlot{}), InputError);
 }
 
 struct CmdResult {
@@ -422,6 +540,115 @@ CmdResult run_cmd(const std::string& cmd) {
   const int st = pclose(p);
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
+}
+
+/// n random 28x28x1 images, labels i % 4, written to dir/name; returns the path.
+std::string tiny_dataset(const fs::path& dir, const std::string& name, int n, unsigned seed = 3) {
+  const int S = 28, K = 4;
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> img(size_t(n) * S * S);
+  std::vector<int32_t> lab(static_cast<size_t>(n));
+  for (auto& b : img) b = uint8_t(rng() & 255);
+  for (int i = 0; i < n; ++i) lab[size_t(i)] = i % K;
+  const std::string path = (dir / name).string();
+  write_dataset(path, img.data(), lab.data(), n, S, S, 1, K, {});
+  return path;
+}
+
+fvec read_logits(const std::string& path) {
+  std::lock_guard<std::mutex> lock(h5_mutex());
+  h5::Handle f = h5::open_file(path);
+  return h5::read_dataset<float>(f, "logits");
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// A non-default Fire configuration (SR, pct3x3) with the complex bypass survives the round
+// trip: train 2 steps -> checkpoint -> spec_from_file, eval, predict, export -> predict again,
+// all with the same logits as the net rebuilt in this process.
+TEST(Design, NonDefaultFireConfigRoundTripsThroughCheckpointAndExport) {
+  const fs::path dir = fs::path(::testing::TempDir()) / "ft_design_roundtrip";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string data = tiny_dataset(dir, "d.h5", 32);
+  const std::string ck = (dir / "ck").string(), bin = FT_BINARY;
+  CmdResult r = run_cmd(bin + " train --data " + data + " --steps 2 --batch 16 --lr 0.01 " +
+                        "--threads 1 --sr 0.25 --pct3x3 0.25 --bypass complex --progress plain " +
+                        "--checkpoint-dir " + ck);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string ckpt = ck + "/ckpt_2.h5";
+  FireMeta want;
+  want.sr = 0.25;
+  want.pct3x3 = 0.25;
+  const std::string want_list = fire_list_string(fire_configs(want));
+  NetSpec spec = spec_from_file(ckpt);
+  EXPECT_EQ(spec.arch, "squeezenet_small");
+  EXPECT_EQ(spec.bypass, "complex");
+  EXPECT_EQ(spec.num_classes, 4);
+  EXPECT_EQ(spec.in_channels, 1);
+  EXPECT_EQ(spec.height, 28);
+  EXPECT_EQ(fire_list_string(fire_configs(spec.fire)), want_list);
+
+  // The same logits: in process, from predict on the checkpoint, from predict on the export.
+  Net net(spec);
+  load_weights_h5(ckpt, net.param_views());
+  Dataset ds = Dataset::open(data);
+  fvec x(size_t(ds.size()) * 28 * 28);
+  std::vector<int64_t> idx(size_t(ds.size()));
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = int64_t(i);
+  ds.read_images(idx.data(), int(idx.size()), x.data());
+  PassContext ctx;
+  ctx.N = int(ds.size());
+  const float* y = net.forward(ctx, x.data());
+  const fvec mine(y, y + ds.size() * 4);
+
+  r = run_cmd(bin + " eval --weights " + ckpt + " --data " + data + " --threads 1");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("top-1"), std::string::npos) << r.out;
+  const std::string p1 = (dir / "p1.h5").string(), p2 = (dir / "p2.h5").string();
+  const std::string exported = (dir / "w.h5").string();
+  r = run_cmd(bin + " predict --weights " + ckpt + " --data " + data + " --out " + p1);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run_cmd(bin + " export --checkpoint " + ckpt + " --out " + exported);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run_cmd(bin + " predict --weights " + exported + " --data " + data + " --out " + p2);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const fvec l1 = read_logits(p1), l2 = read_logits(p2);
+  ASSERT_EQ(l1.size(), mine.size());
+  ASSERT_EQ(l2.size(), mine.size());
+  for (size_t i = 0; i < mine.size(); ++i) {
+    ASSERT_NEAR(l1[i], mine[i], 1e-5 * std::max(1.0f, std::fabs(mine[i]))) << i;
+    ASSERT_EQ(l2[i], l1[i]) << i;  // same weights, same program
+  }
+  NetSpec e = spec_from_file(exported);
+  EXPECT_EQ(e.bypass, "complex");
+  EXPECT_EQ(fire_list_string(fire_configs(e.fire)), want_list);
+
+  // A torch-h5 file without any attribute (as PyTorch would write it): the Fire modules and
+  // the complex bypass are inferred from the shapes.
+  const std::string bare = (dir / "bare.h5").string();
+  save_weights_h5(bare, net.param_views());
+  NetSpec b = spec_from_file(bare);
+  EXPECT_EQ(b.arch, "squeezenet_small");
+  EXPECT_EQ(b.bypass, "complex");
+  EXPECT_EQ(b.fire.list, want_list);
+  EXPECT_EQ(b.num_classes, 4);
+  // Defaults stay defaults (no explicit list), and squeezenet1_0 is told by its 7x7 conv1.
+  Net d(NetSpec{"squeezenet1_0", 3, 224, 224, 10, 0.5f});
+  save_weights_h5(bare, d.param_views());
+  b = spec_from_file(bare);
+  EXPECT_EQ(b.arch, "squeezenet1_0");
+  EXPECT_TRUE(b.fire.is_default());
+  EXPECT_EQ(b.bypass, "none");
+  EXPECT_EQ(b.num_classes, 10);
+  EXPECT_THROW(spec_from_file((dir / "missing.h5").string()), InputError);
+  EXPECT_THROW(spec_from_file(data), InputError);  // a dataset holds no weights
+  fs::remove_all(dir);
 }
 
 TEST(Design, InfoArchTakesTheFireOptions) {
@@ -440,7 +667,7 @@ TEST(Design, InfoArchTakesTheFireOptions) {
 
 // `firetrain sweep` as users run it, data-parallel on 2 ranks: 128 random 28x28x1 images, two
 // squeeze ratios x two bypass kinds, 3 steps each. Checks the table, CSV and SVG, not accuracy.
-// (--init xavier: with the default torchvision init the complex bypass diverges, see README.)
+// The default (torchvision) init: the complex bypass trains with it (its convs start at zero).
 TEST(Design, SweepRunsOnATinyDatasetWithTwoRanks) {
   const fs::path dir = fs::path(::testing::TempDir()) / "ft_design_sweep";
   fs::remove_all(dir);
@@ -458,7 +685,7 @@ TEST(Design, SweepRunsOnATinyDatasetWithTwoRanks) {
   const std::string cmd = std::string(FT_MPIEXEC) +
                           " --allow-run-as-root --oversubscribe --bind-to none -np 2 " +
                           FT_BINARY + " sweep --arch squeezenet_small --data " + train +
-                          " --val " + val + " --steps 3 --batch 16 --lr 0.01 --threads 1 --init xavier " +
+                          " --val " + val + " --steps 3 --batch 16 --lr 0.01 --threads 1 " +
                           "--sr 0.125,0.5 --bypass none,complex --progress plain --out " + csv +
                           " --plot " + svg;
   CmdResult r = run_cmd(cmd);
@@ -491,6 +718,42 @@ TEST(Design, SweepRunsOnATinyDatasetWithTwoRanks) {
   gs << g.rdbuf();
   EXPECT_NE(gs.str().find("</svg>"), std::string::npos);
   EXPECT_NE(gs.str().find("bypass complex"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+// A variant that fails (here: rank 0 alone gets NaN weights after step 1 of variant 0, through
+// the FT_TEST_SWEEP_NAN_VARIANT hook, so only rank 0's loss is NaN) becomes a "failed: ..."
+// row and the sweep goes on with the next variant; exit 0. When every variant fails: exit 1.
+TEST(Design, SweepRecordsAFailingVariantAndGoesOn) {
+  const fs::path dir = fs::path(::testing::TempDir()) / "ft_design_sweep_fail";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string data = tiny_dataset(dir, "d.h5", 64);
+  const std::string csv = (dir / "s.csv").string(), md = (dir / "s.md").string();
+  const std::string cmd = std::string(FT_MPIEXEC) +
+                          " --allow-run-as-root --oversubscribe --bind-to none -x "
+                          "FT_TEST_SWEEP_NAN_VARIANT -np 2 " + FT_BINARY +
+                          " sweep --arch squeezenet_small --data " + data + " --val " + data +
+                          " --steps 3 --batch 16 --lr 0.01 --threads 1 --progress plain --out " +
+                          csv + " --markdown " + md;
+  CmdResult r = run_cmd("FT_TEST_SWEEP_NAN_VARIANT=0 " + cmd + " --sr 0.125,0.25");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto rows = read_sweep_csv(csv);
+  ASSERT_EQ(rows.size(), 2u) << r.out;
+  EXPECT_EQ(rows[0].status.rfind("failed: train: the loss became non-finite", 0), 0u)
+      << rows[0].status;
+  EXPECT_NE(rows[0].status.find("on rank 0"), std::string::npos) << rows[0].status;
+  EXPECT_TRUE(rows[1].ok()) << rows[1].status;
+  EXPECT_GT(rows[1].top5, 0.0);
+  EXPECT_EQ(rows[0].series, "SR sweep");
+  EXPECT_NE(slurp(md).find("| failed: train: the loss became non-finite"), std::string::npos);
+  // Every variant fails: the table is still written, and the exit code says so.
+  r = run_cmd("FT_TEST_SWEEP_NAN_VARIANT=0 " + cmd + " --sr 0.5");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("all 1 variants failed"), std::string::npos) << r.out;
+  const auto one = read_sweep_csv(csv);
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_FALSE(one[0].ok());
   fs::remove_all(dir);
 }
 

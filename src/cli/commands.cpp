@@ -17,11 +17,13 @@
 #include <vector>
 
 #include "firetrain/comm/communicator.hpp"
+#include "firetrain/compress/compress.hpp"
 #include "firetrain/core/device.hpp"
 #include "firetrain/core/error.hpp"
 #include "firetrain/data/convert.hpp"
 #include "firetrain/data/dataset.hpp"
 #include "firetrain/io/inspect.hpp"
+#include "firetrain/io/onnx.hpp"
 #include "firetrain/io/weights.hpp"
 #include "firetrain/model/net.hpp"
 #include "firetrain/train/bench.hpp"
@@ -40,21 +42,20 @@ bool is_root() {
   return r == 0;
 }
 
-/// The architecture stored with a weights file or checkpoint ("" if none).
-std::string stored_arch(const std::string& path) { return read_root_attr(path, "arch"); }
-
 /// Builds the net for a dataset and loads weights; --arch (and the bypass variant) may be
 /// implied by the file.
 Net net_for(const std::string& weights, std::string arch, const Dataset& ds) {
-  std::string stored = stored_arch(weights);
-  if (arch.empty()) arch = stored.empty() ? "squeezenet_small" : stored;
-  NetSpec spec;
-  spec.arch = arch;
-  if (std::string b = read_root_attr(weights, "bypass"); !b.empty()) spec.bypass = b;
+  // A Deep Compression file (`firetrain compress`) carries its own arch/bypass/Fire header.
+  if (is_compressed_model(weights))
+    return load_compressed_net(weights, arch, ds.channels(), ds.height(), ds.width(),
+                               ds.num_classes());
+  // Arch, bypass and Fire modules as stored (spec_from_file); images and classes from the
+  // data (a file for other classes then fails to load, naming the key and both shapes).
+  NetSpec spec = spec_from_file(weights, arch);
   spec.in_channels = ds.channels();
+  spec.num_classes = ds.num_classes();
   spec.height = ds.height();
   spec.width = ds.width();
-  spec.num_classes = ds.num_classes();
   Net net(spec);
   load_weights_h5(weights, net.param_views());
   return net;
@@ -80,6 +81,7 @@ int cmd_train(int argc, char** argv) {
   add_train_options(o, c);
   if (!o.parse(argc, argv)) return 0;
   Communicator comm;
+  adopt_checkpoint_config(o, c, comm);  // --resume: unset settings from the checkpoint
   train(c, o.to_json(), comm);
   return 0;
 }
@@ -89,7 +91,7 @@ int cmd_eval(int argc, char** argv) {
   int64_t batch = 500;
   int threads = 0;
   Options o("eval", "Top-1/top-5 accuracy and mean loss of a weights file or checkpoint.");
-  o.opt("weights", &weights, "torch-h5 weights or checkpoint")
+  o.opt("weights", &weights, "torch-h5 weights, checkpoint or compressed model (firetrain compress)")
       .opt("data", &data, "dataset HDF5")
       .opt("arch", &arch, "architecture (default: stored in the file, else squeezenet_small)")
       .opt("batch", &batch, "batch size")
@@ -113,7 +115,7 @@ int cmd_predict(int argc, char** argv) {
   int64_t batch = 500;
   int threads = 0;
   Options o("predict", "Writes /logits float32 (N, classes), in the order of the dataset.");
-  o.opt("weights", &weights, "torch-h5 weights or checkpoint")
+  o.opt("weights", &weights, "torch-h5 weights, checkpoint or compressed model (firetrain compress)")
       .opt("data", &data, "dataset HDF5")
       .opt("out", &out, "output HDF5 file")
       .opt("arch", &arch, "architecture (default: stored in the file, else squeezenet_small)")
@@ -148,22 +150,32 @@ int cmd_predict(int argc, char** argv) {
 
 int cmd_export(int argc, char** argv) {
   std::string checkpoint, out, arch = "squeezenet1_0", init = "torchvision", bypass = "none";
+  std::string format = "torch-h5";
   int classes = 1000, channels = 3, size = 224;
-  int64_t seed = 42;
+  int64_t seed = 42, onnx_batch = 0;
   Options o("export",
-            "Writes a model in the torch-h5 layout (torchvision state_dict names and shapes): "
-            "from --checkpoint, or freshly initialized from --arch/--num-classes/--seed.");
+            "Writes a model in the torch-h5 layout (torchvision state_dict names and shapes) or "
+            "as ONNX (opset 13, input \"input\" (N, C, H, W), output \"logits\"): from "
+            "--checkpoint, or freshly initialized from --arch/--num-classes/--seed.");
   o.opt("checkpoint", &checkpoint, "checkpoint or weights to export")
-      .opt("out", &out, "output .h5")
+      .opt("out", &out, "output file (.h5, or .onnx with --format onnx)")
+      .opt("format", &format, "torch-h5 | onnx")
+      .opt("onnx-batch", &onnx_batch, "ONNX batch dimension: 0 symbolic (\"N\"), else fixed")
       .opt("arch", &arch, "architecture (fresh init, or to read a torch-h5 file)")
       .opt("num-classes", &classes, "classes (fresh init)")
       .opt("in-channels", &channels, "input channels (fresh init)")
-      .opt("size", &size, "input size (only checks that the net fits it)")
+      .opt("size", &size, "input size (torch-h5: only checks that the net fits it; onnx: "
+                          "the input's H and W)")
       .opt("seed", &seed, "initialization seed")
-      .opt("bypass", &bypass, "none | simple (fresh init; read from the file otherwise)")
+      .opt("bypass", &bypass, "none | simple | complex (fresh init; read from the file otherwise)")
       .opt("init", &init, "torchvision | xavier | kaiming");
+  FireMeta fire;
+  add_fire_options(o, fire);  // fresh init; read from the file otherwise
   if (!o.parse(argc, argv)) return 0;
   if (out.empty()) throw InputError("export: --out is required");
+  if (format != "torch-h5" && format != "onnx")
+    throw InputError("export: unknown --format '" + format + "' (torch-h5, onnx)");
+  if (onnx_batch < 0) throw InputError("export: --onnx-batch must be >= 0");
   if (!is_root()) return 0;
   NetSpec spec;
   spec.arch = arch;
@@ -171,28 +183,90 @@ int cmd_export(int argc, char** argv) {
   spec.in_channels = channels;
   spec.height = spec.width = size;
   spec.bypass = bypass;
+  spec.fire = fire;
   if (!checkpoint.empty()) {
-    std::string stored = stored_arch(checkpoint);
-    if (!stored.empty() && !o.was_set("arch")) spec.arch = stored;
-    if (std::string b = read_root_attr(checkpoint, "bypass"); !b.empty()) spec.bypass = b;
-    // Classes and channels come from the stored conv shapes.
-    auto shapes = read_weight_shapes(checkpoint);
-    if (auto it = shapes.find("classifier.1.weight"); it != shapes.end())
-      spec.num_classes = int(it->second[0]);
-    if (auto it = shapes.find("features.0.weight"); it != shapes.end())
-      spec.in_channels = int(it->second[1]);
+    // Arch, bypass, Fire modules, classes and channels as stored (spec_from_file).
+    spec = spec_from_file(checkpoint, o.was_set("arch") ? arch : "");
+    if (o.was_set("size") || spec.height <= 0 || spec.width <= 0) spec.height = spec.width = size;
   }
   Net net(spec);
   if (checkpoint.empty())
     net.init_weights(uint64_t(seed), parse_init(init));
   else
     load_weights_h5(checkpoint, net.param_views());
-  save_weights_h5(out, net.param_views(),
-                  {{"arch", spec.arch}, {"bypass", spec.bypass},
-                   {"num_classes", std::to_string(spec.num_classes)},
-                   {"in_channels", std::to_string(spec.in_channels)}});
+  if (format == "onnx") {
+    OnnxOptions oo;
+    oo.batch = onnx_batch;
+    save_onnx(out, net, oo);
+    std::printf("export: %s, %zu parameters in %zu tensors -> %s (ONNX opset %lld, input "
+                "(%s, %d, %d, %d))\n",
+                spec.arch.c_str(), net.num_params(), net.param_views().size(), out.c_str(),
+                (long long)kOnnxOpset,
+                onnx_batch > 0 ? std::to_string(onnx_batch).c_str() : "N", spec.in_channels,
+                spec.height, spec.width);
+    return 0;
+  }
+  save_weights_h5(out, net.param_views(), spec_attrs(spec));
   std::printf("export: %s, %zu parameters in %zu tensors -> %s\n", spec.arch.c_str(),
               net.num_params(), net.param_views().size(), out.c_str());
+  return 0;
+}
+
+int cmd_compress(int argc, char** argv) {
+  CompressConfig c;
+  TrainConfig& t = c.train;
+  t.lr = 0.005;  // fine-tuning: a fraction of the training rate
+  t.log_every = 50;
+  t.eval_each_epoch = false;
+  std::string layer_sparsity, layer_bits;
+  Options o("compress",
+            "Deep Compression (Han et al., ICLR 2016): magnitude pruning to --sparsity, fine-tuning\n"
+            "under the mask on --data (data-parallel under mpirun, as train), k-means weight\n"
+            "sharing per layer (2^--bits centroids, linear initialization), Huffman coding of the\n"
+            "codebook indices and of the relative sparse indices (--gap-bits, filler zeros), biases\n"
+            "in fp32 or fp16. Writes --out (read directly by eval and predict) and prints the size\n"
+            "table; with --val, the accuracy before and after.");
+  o.opt("weights", &c.weights, "torch-h5 weights or checkpoint (none: freshly initialized --arch)")
+      .opt("out", &c.out, "compressed model file to write")
+      .opt("arch", &c.arch, "architecture (default: stored in --weights; fresh: squeezenet1_0)")
+      .opt("num-classes", &c.num_classes, "classes (fresh init without --data)")
+      .opt("in-channels", &c.in_channels, "input channels (fresh init without --data)")
+      .opt("size", &c.size, "input size (fresh init without --data)")
+      .opt("bypass", &c.bypass, "none | simple | complex (fresh init)")
+      .opt("init", &c.init, "torchvision | xavier | kaiming (fresh init)")
+      .opt("sparsity", &c.prune.sparsity, "fraction of each weight tensor pruned (smallest |w|)")
+      .opt("sparsity-mode", &c.prune.mode, "layer (each tensor) | global (one threshold)")
+      .opt("layer-sparsity", &layer_sparsity, "per-layer overrides: features.0=0.3,classifier.1=0.5")
+      .opt("bits", &c.quant.bits, "codebook index bits per weight tensor (2^bits centroids)")
+      .opt("layer-bits", &layer_bits, "per-layer overrides: features.0=8,...")
+      .opt("gap-bits", &c.quant.gap_bits, "relative sparse-index gap width (filler zeros beyond)")
+      .opt("bias-bits", &c.quant.bias_bits, "32 | 16")
+      .opt("kmeans-iters", &c.quant.kmeans_iters, "k-means iterations at most")
+      .opt("data", &t.data, "dataset for fine-tuning under the mask")
+      .opt("val", &t.val, "dataset to measure accuracy before and after")
+      .opt("finetune-epochs", &t.epochs, "fine-tuning epochs under the mask")
+      .opt("finetune-steps", &t.steps, "fine-tuning steps (overrides --finetune-epochs)")
+      .opt("prune-stages", &c.prune_stages,
+           "iterative pruning: reach --sparsity in N equal steps, fine-tuning after each")
+      .opt("codebook-steps", &c.codebook_steps, "steps fine-tuning the shared centroids (0: none)")
+      .opt("batch", &t.batch, "global batch of fine-tuning")
+      .opt("lr", &t.lr, "fine-tuning learning rate")
+      .opt("lr-schedule", &t.lr_schedule, "poly | constant | step | cosine")
+      .opt("momentum", &t.momentum, "SGD momentum")
+      .opt("weight-decay", &t.weight_decay, "L2 weight decay")
+      .opt("dropout", &t.dropout, "dropout before conv10 while fine-tuning")
+      .opt("seed", &t.seed, "seed (fresh init, data order, dropout)")
+      .opt("threads", &t.threads, "threads per rank (0: cores / ranks)")
+      .opt("device", &t.device, "fine-tuning device: cpu | cuda")
+      .opt("log-every", &t.log_every, "steps between logged lines")
+      .opt("progress", &t.progress, "auto | live | plain")
+      .opt("eval-batch", &t.eval_batch, "evaluation batch")
+      .opt("decompressed", &c.decompressed, "also write the decoded weights as torch-h5");
+  if (!o.parse(argc, argv)) return 0;
+  c.prune.per_layer = parse_layer_values(layer_sparsity, "--layer-sparsity");
+  for (auto& [k, v] : parse_layer_values(layer_bits, "--layer-bits")) c.quant.per_layer[k] = int(v);
+  Communicator comm;
+  run_compress(c, comm);
   return 0;
 }
 
@@ -264,6 +338,10 @@ int cmd_info(int argc, char** argv) {
     return 0;
   }
   if (file.empty()) throw InputError("info: give a FILE or --arch");
+  if (is_compressed_model(file)) {
+    std::printf("%s", describe_compressed(file).c_str());
+    return 0;
+  }
   std::printf("%s", describe_h5(file).c_str());
   return 0;
 }

@@ -9,6 +9,7 @@ int cmd_eval(int argc, char** argv);
 int cmd_predict(int argc, char** argv);
 int cmd_export(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
+int cmd_compress(int argc, char** argv);
 int cmd_info(int argc, char** argv);
 int cmd_sweep(int argc, char** argv);
 int cmd_bench(int argc, char** argv);

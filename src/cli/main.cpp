@@ -43,6 +43,7 @@ void usage() {
       "  eval      top-1/top-5 accuracy and mean loss of weights or a checkpoint on a dataset\n"
       "  predict   write /logits (N, classes) of a dataset to an HDF5 file\n"
       "  export    write a model in the torch-h5 layout (from a checkpoint or freshly initialized)\n"
+      "  compress  Deep Compression: prune, fine-tune, k-means share, Huffman-code -> model file\n"
       "  convert   fashion-mnist | cifar10 | folder -> dataset HDF5\n"
       "  info      what a dataset, weights file or checkpoint holds; or an architecture's layers\n"
       "  sweep     train SqueezeNet variants (SR, pct3x3, bypass...): accuracy vs model size\n"
@@ -80,6 +81,9 @@ int main(int argc, char** argv) {
         code = ft::cli::cmd_predict(nsub, sub);
       } else if (cmd == "export") {
         code = ft::cli::cmd_export(nsub, sub);
+      } else if (cmd == "compress") {
+        install_stop_handlers();
+        code = ft::cli::cmd_compress(nsub, sub);
       } else if (cmd == "convert") {
         code = ft::cli::cmd_convert(nsub, sub);
       } else if (cmd == "info") {

@@ -3,9 +3,11 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <functional>
 #include <sstream>
 
+#include "firetrain/comm/watchdog.hpp"
 #include "firetrain/core/error.hpp"
 
 namespace ft {
@@ -37,12 +39,14 @@ static constexpr size_t kMaxCount = size_t(1) << 30;
 
 void Communicator::broadcast(float* data, size_t n, int root) {
   if (size_ == 1) return;
+  CollectiveScope scope(comm_, "MPI_Bcast", n * sizeof(float));
   for (size_t o = 0; o < n; o += kMaxCount)
     FT_MPI(MPI_Bcast(data + o, int(std::min(kMaxCount, n - o)), MPI_FLOAT, root, comm_));
 }
 
 void Communicator::broadcast(std::string& s, int root) {
   if (size_ == 1) return;
+  CollectiveScope scope(comm_, "MPI_Bcast", s.size());
   unsigned long long len = s.size();
   FT_MPI(MPI_Bcast(&len, 1, MPI_UNSIGNED_LONG_LONG, root, comm_));
   s.resize(len);
@@ -51,39 +55,67 @@ void Communicator::broadcast(std::string& s, int root) {
 
 void Communicator::allreduce_sum(double* data, size_t n) {
   if (size_ == 1) return;
+  CollectiveScope scope(comm_, "MPI_Allreduce", n * sizeof(double));
   FT_MPI(MPI_Allreduce(MPI_IN_PLACE, data, int(n), MPI_DOUBLE, MPI_SUM, comm_));
 }
 
 void Communicator::allreduce_sum(float* data, size_t n) {
   if (size_ == 1) return;
+  CollectiveScope scope(comm_, "MPI_Allreduce", n * sizeof(float));
   for (size_t o = 0; o < n; o += kMaxCount)
     FT_MPI(MPI_Allreduce(MPI_IN_PLACE, data + o, int(std::min(kMaxCount, n - o)), MPI_FLOAT,
                          MPI_SUM, comm_));
 }
 
-void Communicator::barrier() { FT_MPI(MPI_Barrier(comm_)); }
+void Communicator::allreduce_max(int* data, size_t n) {
+  if (size_ == 1) return;
+  CollectiveScope scope(comm_, "MPI_Allreduce(max)", n * sizeof(int));
+  FT_MPI(MPI_Allreduce(MPI_IN_PLACE, data, int(n), MPI_INT, MPI_MAX, comm_));
+}
+
+void Communicator::barrier() {
+  if (size_ == 1) return;
+  CollectiveScope scope(comm_, "MPI_Barrier", 0);
+  FT_MPI(MPI_Barrier(comm_));
+}
 
 void Communicator::check_consistent(const std::string& what, const std::string& desc) {
   if (size_ == 1) return;
-  // Compare hashes first (cheap); on a mismatch, gather the descriptions to name the lines.
+  // Compare hashes first (cheap); on a mismatch, the first rank that differs from rank 0
+  // broadcasts its description and every rank builds the same message from the first line
+  // that differs (so whichever rank's message the user sees names both values).
   unsigned long long h = std::hash<std::string>{}(desc);
   std::vector<unsigned long long> all(size_);
-  FT_MPI(MPI_Allgather(&h, 1, MPI_UNSIGNED_LONG_LONG, all.data(), 1, MPI_UNSIGNED_LONG_LONG, comm_));
-  if (std::all_of(all.begin(), all.end(), [&](auto x) { return x == all[0]; })) return;
-  std::string ref = desc;
+  CollectiveScope scope(comm_, "MPI_Allgather of the start-up consistency check",
+                        all.size() * sizeof h);
+  FT_MPI(MPI_Allgather(&h, 1, MPI_UNSIGNED_LONG_LONG, all.data(), 1, MPI_UNSIGNED_LONG_LONG,
+                       comm_));
+  int first = -1;
+  std::string others;
+  for (int r = 1; r < size_; ++r)
+    if (all[r] != all[0]) {
+      if (first < 0) first = r;
+      others += (others.empty() ? "" : ", ") + std::to_string(r);
+    }
+  if (first < 0) return;
+  std::string ref = desc, odd = desc;
   broadcast(ref, 0);
+  broadcast(odd, first);
   std::ostringstream os;
-  os << "ranks disagree on " << what << ": ranks";
-  for (int r = 0; r < size_; ++r)
-    if (all[r] != all[0]) os << " " << r;
-  os << " differ from rank 0";
-  if (desc != ref) {
-    std::istringstream a(ref), b(desc);
-    std::string la, lb;
-    while (std::getline(a, la) && std::getline(b, lb))
-      if (la != lb) break;
-    os << " (rank " << rank_ << " has '" << lb << "', rank 0 has '" << la << "')";
+  const bool several = others.find(',') != std::string::npos;
+  os << "ranks disagree on " << what << ": rank" << (several ? "s " : " ") << others << " differ"
+     << (several ? "" : "s") << " from rank 0";
+  std::istringstream a(ref), b(odd);
+  std::string la, lb;
+  bool more_a = false, more_b = false;
+  for (;;) {
+    more_a = bool(std::getline(a, la));
+    more_b = bool(std::getline(b, lb));
+    if (!more_a || !more_b || la != lb) break;
   }
+  if (more_a || more_b)
+    os << ": rank 0 has '" << (more_a ? la : "(nothing)") << "', rank " << first << " has '"
+       << (more_b ? lb : "(nothing)") << "'";
   throw InputError(os.str());
 }
 
@@ -100,9 +132,11 @@ GradReducer::GradReducer(Communicator& comm, float* grads, size_t n, size_t buck
 }
 
 GradReducer::~GradReducer() {
-  // A step abandoned by an exception: do not leave requests pointing at freed memory.
+  // A step abandoned by an exception: do not leave requests pointing at freed memory (the
+  // watchdog still guards these waits).
   for (auto& r : active_)
     if (r != MPI_REQUEST_NULL) MPI_Wait(&r, MPI_STATUS_IGNORE);
+  if (!active_.empty()) collective_end();
 }
 
 void GradReducer::begin() {
@@ -119,7 +153,16 @@ void GradReducer::start(Bucket& b) {
   MPI_Request req = MPI_REQUEST_NULL;
   FT_MPI(MPI_Iallreduce(MPI_IN_PLACE, grads_ + b.lo, int(b.hi - b.lo), MPI_FLOAT, MPI_SUM,
                         comm_.comm(), &req));
+  b.since = collective_clock();
+  if (active_.empty()) watch(size_t(&b - buckets_.data()));
   active_.push_back(req);
+  active_bucket_.push_back(size_t(&b - buckets_.data()));
+}
+
+void GradReducer::watch(size_t i) {
+  const Bucket& b = buckets_[i];
+  collective_begin(comm_.comm(), "MPI_Iallreduce of the gradients",
+                   (b.hi - b.lo) * sizeof(float), long(i), b.since);
 }
 
 void GradReducer::pump(bool block) {
@@ -139,8 +182,23 @@ void GradReducer::pump(bool block) {
       FT_MPI(MPI_Testsome(int(active_.size()), active_.data(), &done, idx_.data(),
                           MPI_STATUSES_IGNORE));
     if (done == MPI_UNDEFINED) done = 0;
-    // Completed requests are MPI_REQUEST_NULL now: drop them.
-    active_.erase(std::remove(active_.begin(), active_.end(), MPI_REQUEST_NULL), active_.end());
+    // Completed requests are MPI_REQUEST_NULL now: drop them (and their bucket numbers), and
+    // show the watchdog the oldest bucket still in flight.
+    if (done > 0) {
+      const size_t first = active_bucket_.front();
+      size_t k = 0;
+      for (size_t j = 0; j < active_.size(); ++j) {
+        if (active_[j] == MPI_REQUEST_NULL) continue;
+        active_[k] = active_[j];
+        active_bucket_[k++] = active_bucket_[j];
+      }
+      active_.resize(k);
+      active_bucket_.resize(k);
+      if (active_.empty())
+        collective_end();
+      else if (active_bucket_.front() != first)
+        watch(active_bucket_.front());
+    }
     if (!block && (done == 0 || next_ >= startable)) return;
   }
 }
@@ -162,13 +220,24 @@ double GradReducer::finish() {
     Bucket& b = buckets_[next_++];
     if (t_first_ == 0) t_first_ = MPI_Wtime();
     b.started = true;
-    if (comm_.size() > 1)
+    if (comm_.size() > 1) {
+      CollectiveScope scope(comm_.comm(), "MPI_Allreduce of the gradients",
+                            (b.hi - b.lo) * sizeof(float), long(buckets_.size() - 1));
       FT_MPI(MPI_Allreduce(MPI_IN_PLACE, grads_ + b.lo, int(b.hi - b.lo), MPI_FLOAT, MPI_SUM,
                            comm_.comm()));
+    }
   }
   const double t1 = MPI_Wtime();
   span_ = t1 - t_first_;
   return t1 - t0;
+}
+
+bool GradReducer::grads_finite() {
+  int bad = 0;
+  const float* g = grads_;
+#pragma omp parallel for reduction(| : bad) schedule(static)
+  for (int64_t i = 0; i < int64_t(n_); ++i) bad |= !std::isfinite(g[i]);
+  return bad == 0;
 }
 
 }  // namespace ft

@@ -22,18 +22,32 @@
 ///   done.
 /// * Errors: NCCL's asynchronous errors (a peer died, a network failure) are checked with
 ///   ncclCommGetAsyncError at finish() and after each wait for the end event.
+/// * Timeouts: the host never blocks inside NCCL, it blocks later, in a stream synchronization
+///   that waits for the all-reduce. So the reducer registers a poller with the collective
+///   watchdog (comm/watchdog.hpp), run on the watchdog's thread: it reads
+///   ncclCommGetAsyncError and queries the end event of the last finish(); an asynchronous
+///   error, or an all-reduce still running --collective-timeout seconds after finish(), makes
+///   the watchdog print the rank and the operation, call ncclCommAbort (its abort hook) and
+///   MPI_Abort the job. The start-up collectives (UUID all-gather, ncclUniqueId broadcast,
+///   ncclCommInitRank) run under the watchdog too.
+/// * grads_finite(): one grid-stride kernel ORs !isfinite over the arena into a device flag on
+///   the compute stream (which already waits for the all-reduce); the flag comes back in a
+///   4-byte copy to pinned memory and a stream synchronization.
 /// * One rank: the communicator is still made and the (trivial) all-reduces still run, so the
 ///   NCCL path is exercised on a single GPU. NCCL needs one GPU per rank: two ranks on the same
 ///   GPU (compared by UUID) are refused with a clear InputError before ncclCommInitRank.
 #include <mpi.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "firetrain/comm/communicator.hpp"
+#include "firetrain/comm/watchdog.hpp"
 #include "firetrain/core/error.hpp"
 #include "../ops/cuda/common.cuh"
 
@@ -50,6 +64,18 @@ double now_s() {
       .count();
 }
 
+// ---------------------------------------------------------------------------------------------
+// Kernels.
+
+/// *flag |= 1 if any of g[0, n) is NaN or Inf. Grid-stride; one atomic per block at most.
+__global__ void nonfinite_flag_kernel(const float* __restrict__ g, size_t n, int* flag) {
+  int bad = 0;
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    bad |= !isfinite(g[i]);
+  if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
+}
+
 class NcclReducer final : public Reducer {
  public:
   NcclReducer(Communicator& comm, float* grads, size_t n, size_t bucket_bytes);
@@ -63,6 +89,7 @@ class NcclReducer final : public Reducer {
   double finish() override;
   double comm_span() const override;
   const char* backend() const override { return "nccl"; }
+  bool grads_finite() override;
 
  private:
   struct Bucket {
@@ -74,8 +101,12 @@ class NcclReducer final : public Reducer {
   void settle() const;
   void check_async() const;
   void release() noexcept;
+  /// The watchdog's poll (its thread): "" or why the job must be aborted.
+  std::string poll(double timeout_s);
 
   float* grads_;
+  size_t n_ = 0;
+  int device_ = -1;
   std::vector<Bucket> buckets_;  // buckets_[0] is the LAST region of the arena
   size_t ready_ = 0;             // buckets [0, ready_) have final gradients
   size_t next_ = 0;              // next bucket to start
@@ -88,11 +119,20 @@ class NcclReducer final : public Reducer {
   bool started_any_ = false;        // ev_start_ recorded this step
   mutable bool span_pending_ = false;
   mutable double span_ = 0;
+
+  int* flag_dev_ = nullptr;   // grads_finite(): device flag
+  int* flag_host_ = nullptr;  // and its pinned host copy
+  int poller_ = -1;           // watchdog poller id
+  // finish() -> watchdog thread: generation and collective_clock() of the last end event.
+  std::atomic<uint64_t> gen_{0};
+  std::atomic<double> since_{0};
+  uint64_t done_gen_ = 0;  // watchdog thread only: the last generation seen complete
 };
 
 NcclReducer::NcclReducer(Communicator& comm, float* grads, size_t n, size_t bucket_bytes)
-    : grads_(grads) {
+    : grads_(grads), n_(n) {
   FT_REQUIRE(cuda::current_device() >= 0, "NCCL reducer made before cuda::set_device");
+  device_ = cuda::current_device();
   // The same buckets as GradReducer.
   const size_t per = std::max<size_t>(1, std::min(bucket_bytes / sizeof(float), kMaxBucketCount));
   for (size_t hi = n; hi > 0;) {
@@ -109,6 +149,7 @@ NcclReducer::NcclReducer(Communicator& comm, float* grads, size_t n, size_t buck
     cudaDeviceProp prop{};
     FT_CUDA(cudaGetDeviceProperties(&prop, cuda::current_device()));
     std::vector<char> all(size_t(comm.size()) * sizeof prop.uuid.bytes);
+    CollectiveScope scope(comm.comm(), "MPI_Allgather of the GPU UUIDs", all.size());
     FT_MPI(MPI_Allgather(prop.uuid.bytes, int(sizeof prop.uuid.bytes), MPI_BYTE, all.data(),
                          int(sizeof prop.uuid.bytes), MPI_BYTE, comm.comm()));
     const size_t u = sizeof prop.uuid.bytes;
@@ -134,8 +175,20 @@ NcclReducer::NcclReducer(Communicator& comm, float* grads, size_t n, size_t buck
     ncclUniqueId id;
     std::fill(id.internal, id.internal + NCCL_UNIQUE_ID_BYTES, char(0));
     if (comm.rank() == 0) FT_NCCL(ncclGetUniqueId(&id));
-    if (comm.size() > 1) FT_MPI(MPI_Bcast(&id, int(sizeof id), MPI_BYTE, 0, comm.comm()));
-    FT_NCCL(ncclCommInitRank(&nccl_, comm.size(), id, comm.rank()));
+    {
+      CollectiveScope scope(comm.comm(), "MPI_Bcast of the ncclUniqueId", sizeof id);
+      if (comm.size() > 1) FT_MPI(MPI_Bcast(&id, int(sizeof id), MPI_BYTE, 0, comm.comm()));
+    }
+    {
+      CollectiveScope scope(comm.comm(), "ncclCommInitRank", 0);
+      FT_NCCL(ncclCommInitRank(&nccl_, comm.size(), id, comm.rank()));
+    }
+    FT_CUDA(cudaMalloc(&flag_dev_, sizeof(int)));
+    FT_CUDA(cudaMallocHost(&flag_host_, sizeof(int)));
+    poller_ = add_watchdog_poller([this](double timeout_s) { return poll(timeout_s); },
+                                  [this] {
+                                    if (nccl_) ncclCommAbort(nccl_);
+                                  });
   } catch (...) {
     release();
     throw;
@@ -145,6 +198,9 @@ NcclReducer::NcclReducer(Communicator& comm, float* grads, size_t n, size_t buck
 NcclReducer::~NcclReducer() { release(); }
 
 void NcclReducer::release() noexcept {
+  // First: the watchdog must not poll what is being destroyed (waits for a poll in progress).
+  if (poller_ >= 0) remove_watchdog_poller(poller_);
+  poller_ = -1;
   // Nothing here throws. A step in flight: let it end (the buffers it uses belong to the
   // caller) unless NCCL reports an error, in which case waiting could hang: abort instead.
   if (nccl_) {
@@ -158,6 +214,9 @@ void NcclReducer::release() noexcept {
       ncclCommDestroy(nccl_);
     }
   }
+  if (flag_host_) cudaFreeHost(flag_host_);
+  if (flag_dev_) cudaFree(flag_dev_);
+  flag_host_ = nullptr, flag_dev_ = nullptr;
   if (ev_end_) cudaEventDestroy(ev_end_);
   if (ev_start_) cudaEventDestroy(ev_start_);
   if (ev_ready_) cudaEventDestroy(ev_ready_);
@@ -227,6 +286,8 @@ double NcclReducer::finish() {
     started_any_ = true;
   }
   FT_CUDA(cudaEventRecord(ev_end_, stream_));
+  since_.store(collective_clock(), std::memory_order_relaxed);
+  gen_.fetch_add(1, std::memory_order_release);  // the watchdog now waits for ev_end_
   FT_CUDA(cudaStreamWaitEvent(cuda::stream(), ev_end_, 0));
   check_async();
   span_pending_ = true;
@@ -237,6 +298,48 @@ double NcclReducer::finish() {
 double NcclReducer::comm_span() const {
   settle();
   return span_;
+}
+
+bool NcclReducer::grads_finite() {
+  // On the compute stream, which waits for the all-reduce (finish()).
+  cudaStream_t s = cuda::stream();
+  FT_CUDA(cudaMemsetAsync(flag_dev_, 0, sizeof(int), s));
+  if (n_ > 0) {
+    const unsigned blocks = std::min(cuda::grid_for(int64_t(n_), 256), 1024u);
+    nonfinite_flag_kernel<<<blocks, 256, 0, s>>>(grads_, n_, flag_dev_);
+    FT_CUDA_LAUNCH();
+  }
+  FT_CUDA(cudaMemcpyAsync(flag_host_, flag_dev_, sizeof(int), cudaMemcpyDeviceToHost, s));
+  FT_CUDA(cudaStreamSynchronize(s));  // a hung all-reduce blocks here: the watchdog's poll
+  return *flag_host_ == 0;
+}
+
+std::string NcclReducer::poll(double timeout_s) {
+  ncclResult_t async = ncclSuccess;
+  if (ncclCommGetAsyncError(nccl_, &async) == ncclSuccess && async != ncclSuccess &&
+      async != ncclInProgress)
+    return std::string("the NCCL all-reduce of the gradients failed: ") +
+           ncclGetErrorString(async) + " (ncclCommGetAsyncError)";
+  const uint64_t g = gen_.load(std::memory_order_acquire);
+  if (g == done_gen_) return "";  // nothing in flight since the last completion seen
+  const double since = since_.load(std::memory_order_relaxed);
+  cudaSetDevice(device_);  // this thread's current device (events belong to it)
+  const cudaError_t q = cudaEventQuery(ev_end_);
+  if (q == cudaSuccess) {
+    done_gen_ = g;  // a later record completing implies this one did
+    return "";
+  }
+  if (q != cudaErrorNotReady)
+    return std::string("CUDA error while waiting for the NCCL all-reduce of the gradients: ") +
+           cudaGetErrorString(q);
+  if (collective_clock() - since <= timeout_s) return "";
+  char b[256];
+  std::snprintf(b, sizeof b,
+                "collective ncclAllReduce of the gradients (%zu buckets, %zu bytes) did not "
+                "complete within %g s (--collective-timeout; a rank died, stalled or is far "
+                "slower)",
+                buckets_.size(), n_ * sizeof(float), timeout_s);
+  return b;
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 
 #include "firetrain/core/error.hpp"
 #include "firetrain/io/h5.hpp"
+#include "firetrain/io/inspect.hpp"
 
 namespace ft {
 
@@ -214,6 +215,8 @@ void save_checkpoint(const std::string& path, const std::vector<ParamView>& para
   h5::write_attr(f, "arch", st.arch);
   h5::write_attr(f, "bypass", st.bypass);
   h5::write_attr(f, "config", st.config_json);
+  for (auto& [k, v] : st.spec_attrs)
+    if (k != "arch" && k != "bypass") h5::write_attr(f, k, v);  // those two: from st
   h5::write_attr(f, "format", std::string(kCheckpointFormat));
   h5::write_attr(f, "complete", int64_t(1));  // last: its presence means the rest is there
   f.commit();
@@ -317,6 +320,90 @@ std::string checkpoint_problem(const std::string& path, const std::vector<ParamV
   } catch (const std::exception& e) {
     return e.what();
   }
+}
+
+std::map<std::string, std::string> spec_attrs(const NetSpec& spec) {
+  return {{"arch", spec.arch},
+          {"bypass", spec.bypass},
+          {"fire", fire_list_string(fire_configs(spec.fire))},
+          {"fire_meta", spec.fire.label()},
+          {"num_classes", std::to_string(spec.num_classes)},
+          {"in_channels", std::to_string(spec.in_channels)},
+          {"height", std::to_string(spec.height)},
+          {"width", std::to_string(spec.width)}};
+}
+
+NetSpec spec_from_file(const std::string& path, const std::string& arch) {
+  std::map<std::string, std::vector<int64_t>> shapes;
+  std::map<std::string, std::string> attrs;
+  as_input_error(path, [&] {
+    shapes = read_weight_shapes(path);
+    for (const char* a : {"arch", "bypass", "num_classes", "in_channels", "height", "width"})
+      attrs[a] = read_root_attr(path, a);
+  });
+  if (!shapes.count("features.0.weight"))
+    throw InputError(path + ": holds no model weights (no features.0.weight; not a torch-h5 "
+                            "weights file or checkpoint)");
+  auto shape = [&](const std::string& k) -> const std::vector<int64_t>* {
+    auto it = shapes.find(k);
+    return it == shapes.end() ? nullptr : &it->second;
+  };
+  auto int_attr = [&](const char* a, int fallback) {
+    const std::string& v = attrs[a];
+    if (v.empty()) return fallback;
+    try {
+      size_t used = 0;
+      const int x = std::stoi(v, &used);
+      if (used == v.size() && x > 0) return x;
+    } catch (const std::exception&) {
+    }
+    throw InputError(path + ": attribute '" + a + "' is '" + v + "', expected a positive integer");
+  };
+  NetSpec spec;
+  const auto* conv1 = shape("features.0.weight");
+  if (!arch.empty())
+    spec.arch = arch;
+  else if (!attrs["arch"].empty())
+    spec.arch = attrs["arch"];
+  else if (shape("classifier.6.weight"))
+    spec.arch = "alexnet";
+  else if (conv1 && conv1->size() == 4 && (*conv1)[2] == 7)
+    spec.arch = "squeezenet1_0";
+  else
+    spec.arch = "squeezenet_small";
+  const auto* cls = shape(spec.arch == "alexnet" ? "classifier.6.weight" : "classifier.1.weight");
+  spec.num_classes = cls && !cls->empty() ? int((*cls)[0]) : int_attr("num_classes", spec.num_classes);
+  spec.in_channels =
+      conv1 && conv1->size() >= 2 ? int((*conv1)[1]) : int_attr("in_channels", spec.in_channels);
+  spec.height = int_attr("height", spec.height);
+  spec.width = int_attr("width", spec.width);
+
+  // The Fire modules, in order of their features.N index.
+  static const std::regex squeeze_re("features\\.([0-9]+)\\.squeeze\\.weight");
+  std::vector<std::pair<int, std::string>> fires;
+  bool bypass_convs = false;
+  for (auto& [k, v] : shapes) {
+    std::smatch m;
+    if (std::regex_match(k, m, squeeze_re)) fires.emplace_back(std::stoi(m[1].str()), "features." + m[1].str());
+    if (k.find(".bypass.weight") != std::string::npos) bypass_convs = true;
+  }
+  std::sort(fires.begin(), fires.end());
+  if (!fires.empty()) {
+    std::vector<FireConfig> f;
+    for (auto& [idx, key] : fires) {
+      const auto *s = shape(key + ".squeeze.weight"), *e1 = shape(key + ".expand1x1.weight"),
+                 *e3 = shape(key + ".expand3x3.weight");
+      if (!s || !e1 || !e3 || s->empty() || e1->empty() || e3->empty())
+        throw InputError(path + ": Fire module " + key + " lacks its expand1x1/expand3x3 weights");
+      f.push_back({int((*s)[0]), int((*e1)[0]), int((*e3)[0])});
+    }
+    if (f.size() != 8)
+      throw InputError(path + ": " + std::to_string(f.size()) +
+                       " Fire modules stored, SqueezeNet has 8");
+    if (f != fire_configs(FireMeta{})) spec.fire.list = fire_list_string(f);
+  }
+  spec.bypass = !attrs["bypass"].empty() ? attrs["bypass"] : bypass_convs ? "complex" : "none";
+  return spec;
 }
 
 std::vector<std::string> prune_checkpoints(const std::string& dir, int keep) {

@@ -27,6 +27,10 @@ struct ParamSpec {
   bool is_bias = false;
   bool torch_default = false;  // AlexNet (torch's default init): U(±1/sqrt(fan_in))
   bool no_relu = false;        // complex bypass conv: variance-preserving U(±sqrt(3/fan_in))
+  /// Multiplies the Kaiming/torchvision init (not Xavier's): the expands of a Fire module with
+  /// an identity bypass get kBypassInitScale, so that x + F(x) starts near x.
+  double init_scale = 1.0;
+  bool zero_init = false;  // the complex bypass conv starts at 0 (see Net::init_weights)
 };
 
 class Layer {
@@ -118,6 +122,14 @@ class MaxPoolLayer : public Layer {
 
 /// The bypass around one Fire module (the paper's section 6).
 enum class Bypass { None, Identity, Conv1x1 };
+/// Init scale of the expands of a Fire module with an identity bypass (Kaiming/torchvision):
+/// the branch F starts at 1/4 of its usual scale, so x + F(x) starts near x, as Fixup
+/// (Zhang et al. 2019) starts residual branches: its L^(-1/(2m-2)) per layer for L = 4
+/// bypassed modules of m = 2 layers is 1/2 per layer, 1/4 on the branch's output (ReLU is
+/// positively homogeneous). Post-ReLU x and F(x) are both >= 0 and add coherently: at full
+/// scale the first loss of the simple bypass was 6.9 (ln 10 = 2.3 expected) and one SGD step
+/// at lr 0.002 took it to 46; at 1/4: 2.8 and 2.8 (tests/test_design.cpp, random data).
+constexpr double kBypassInitScale = 0.25;
 
 /// Fire (s1x1, e1x1, e3x3): squeeze 1×1 + ReLU -> [expand 1×1 + ReLU ‖ expand 3×3 + ReLU].
 /// With a bypass the module's input is added to its output, after the expand ReLUs and with no
@@ -151,6 +163,8 @@ class FireLayer : public Layer {
       const auto& s = op->shape();
       v.push_back({key_ + "." + part + ".weight", {s.O, s.C, s.k, s.k}});
       v.back().no_relu = op == bp_.get();
+      v.back().zero_init = op == bp_.get();
+      if (bypass_ == Bypass::Identity && op != &squeeze_) v.back().init_scale = kBypassInitScale;
       v.push_back({key_ + "." + part + ".bias", {s.O}, false, true});
     }
     return v;
@@ -323,76 +337,7 @@ class FlattenLayer : public Layer {
 };
 
 /// Round half up of a non-negative product, with a guard against 0.3 · 5 = 1.4999999999999998.
-int round_half_up(double v) { return int(std::floor(v + 0.5 + 1e-9)); }
-
 }  // namespace
-
-bool FireMeta::is_default() const {
-  const FireMeta d;
-  return list.empty() && base_e == d.base_e && incr_e == d.incr_e && freq == d.freq &&
-         pct3x3 == d.pct3x3 && sr == d.sr;
-}
-
-std::string FireMeta::label() const {
-  if (!list.empty()) return "fire=" + list;
-  const FireMeta d;
-  std::ostringstream s;
-  auto put = [&](const char* k, double v, double dv) {
-    if (v != dv) s << (s.tellp() > 0 ? " " : "") << k << "=" << v;
-  };
-  put("SR", sr, d.sr);
-  put("pct3x3", pct3x3, d.pct3x3);
-  put("base_e", base_e, d.base_e);
-  put("incr_e", incr_e, d.incr_e);
-  put("freq", freq, d.freq);
-  return s.tellp() > 0 ? s.str() : "default";
-}
-
-std::vector<FireConfig> fire_configs(const FireMeta& m) {
-  std::vector<FireConfig> f;
-  if (!m.list.empty()) {
-    std::istringstream is(m.list);
-    std::string item;
-    while (std::getline(is, item, ',')) {
-      FireConfig c;
-      char k1 = 0, k2 = 0, extra = 0;
-      if (std::sscanf(item.c_str(), " %d %c %d %c %d %c", &c.s1, &k1, &c.e1, &k2, &c.e3, &extra) !=
-              5 ||
-          k1 != ':' || k2 != ':' || c.s1 < 1 || c.e1 < 1 || c.e3 < 1)
-        throw InputError("--fire: bad entry '" + item +
-                         "' (want s1x1:e1x1:e3x3 with every count >= 1, e.g. 16:64:64)");
-      f.push_back(c);
-    }
-    if (f.size() != 8)
-      throw InputError("--fire: " + std::to_string(f.size()) +
-                       " entries given; SqueezeNet has 8 Fire modules (fire2..fire9)");
-    return f;
-  }
-  if (m.freq < 1) throw InputError("--freq must be >= 1, got " + std::to_string(m.freq));
-  if (m.base_e < 2) throw InputError("--base-e must be >= 2, got " + std::to_string(m.base_e));
-  if (m.incr_e < 0) throw InputError("--incr-e must be >= 0, got " + std::to_string(m.incr_e));
-  if (!(m.pct3x3 > 0 && m.pct3x3 < 1))
-    throw InputError("--pct3x3 must be in (0, 1), got " + std::to_string(m.pct3x3));
-  if (!(m.sr > 0 && m.sr <= 64))
-    throw InputError("--sr must be in (0, 64], got " + std::to_string(m.sr));
-  for (int i = 0; i < 8; ++i) {
-    const int e = m.base_e + m.incr_e * (i / m.freq);
-    FireConfig c;
-    c.e3 = std::clamp(round_half_up(m.pct3x3 * e), 1, e - 1);
-    c.e1 = e - c.e3;
-    c.s1 = std::max(1, round_half_up(m.sr * e));
-    f.push_back(c);
-  }
-  return f;
-}
-
-std::string fire_list_string(const std::vector<FireConfig>& f) {
-  std::string s;
-  for (auto& c : f)
-    s += (s.empty() ? "" : ",") + std::to_string(c.s1) + ":" + std::to_string(c.e1) + ":" +
-         std::to_string(c.e3);
-  return s;
-}
 
 const std::vector<std::string>& known_archs() {
   static const std::vector<std::string> a = {"squeezenet1_0", "squeezenet1_1", "squeezenet_small",
@@ -613,7 +558,13 @@ void Net::init_weights(uint64_t seed, InitScheme scheme) {
     for (auto& p : layer->param_specs()) {
       ParamView& v = views_[k];
       const size_t n = v.numel();
-      if (p.is_bias) {
+      if (p.is_bias || p.zero_init) {
+        // The complex bypass conv starts at zero under every scheme: each module then starts
+        // as its plain Fire module (or the identity bypass where channels match), and the
+        // conv learns from the first step (no ReLU follows it, so its weight gradient x·dy
+        // does not depend on its weights). With a random init, x + F(x) + conv(x) roughly
+        // doubled the second moment at every module: the first loss was ~18-35 (ln 10
+        // expected) and lr 0.01 diverged within 5 steps (torchvision and Kaiming, measured).
         std::fill(v.data, v.data + n, 0.f);
       } else if (p.torch_default) {
         // torch's default for Linear/Conv (kaiming_uniform_, a = sqrt(5)): U(±1/sqrt(fan_in)).
@@ -634,7 +585,8 @@ void Net::init_weights(uint64_t seed, InitScheme scheme) {
         // scheme; with Kaiming's gain 2 the sums x + F(x) grow ~4x in second moment per module
         // and training diverged at once (lr 0.01, Fashion-MNIST, measured).
         const double bound =
-            std::sqrt((scheme == InitScheme::Xavier || p.no_relu ? 3.0 : 6.0) / fan_in);
+            std::sqrt((scheme == InitScheme::Xavier || p.no_relu ? 3.0 : 6.0) / fan_in) *
+            (scheme == InitScheme::Xavier ? 1.0 : p.init_scale);
         for (size_t j = 0; j < n; ++j)
           v.data[j] = float((2 * uniform01(seed, k, j) - 1) * bound);
       }

@@ -64,6 +64,21 @@ static bool parse_bool(const std::string& v, bool* out) {
   return false;
 }
 
+bool Options::assign_default(const std::string& name, const std::string& value,
+                             const std::string& where) {
+  Opt* o = find(name);
+  if (!o || o->set) return false;
+  if (o->kind == "negbool") {
+    bool b;
+    if (!parse_bool(value, &b)) throw InputError(where + ": " + name + " expects true or false");
+    *static_cast<bool*>(o->target) = b;
+  } else {
+    assign(*o, value, where);
+    o->set = false;  // still not given by the user
+  }
+  return true;
+}
+
 void Options::assign(Opt& o, const std::string& v, const std::string& where) {
   auto bad = [&](const char* what) {
     throw InputError(where + ": --" + o.name + " expects " + what + ", got '" + v + "'");

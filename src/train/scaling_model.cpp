@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "firetrain/core/error.hpp"
+#include "firetrain/train/svg_plot.hpp"
 
 namespace ft {
 
@@ -21,29 +22,6 @@ std::string fmt(const char* f, double v) {
 }
 
 double ceil_log2(int n) { return n <= 1 ? 0.0 : std::ceil(std::log2(double(n)) - 1e-12); }
-
-std::string xml_escape(const std::string& s) {
-  std::string r;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        r += "&amp;";
-        break;
-      case '<':
-        r += "&lt;";
-        break;
-      case '>':
-        r += "&gt;";
-        break;
-      case '"':
-        r += "&quot;";
-        break;
-      default:
-        r += c;
-    }
-  }
-  return r;
-}
 
 }  // namespace
 
@@ -218,94 +196,30 @@ std::string format_scaling_table(const std::vector<ScalingRow>& rows) {
 
 std::string render_svg_plot(const std::vector<ScalingRow>& rows, const SvgPlotOptions& o) {
   if (rows.empty()) throw InputError("render_svg_plot: no rows to plot");
-  // Curves in first-seen order of (model, link, algo).
-  std::vector<std::string> labels;
-  std::vector<std::vector<const ScalingRow*>> curves;
-  int wmin = rows[0].workers, wmax = rows[0].workers;
+  // The shared line plot (train/svg_plot.hpp): workers on a log2 axis, efficiency 0..1, one
+  // curve per (model, link, algo) in first-seen order.
+  LinePlot p;
+  p.title = o.title;
+  p.xlabel = "workers (log2 scale)";
+  p.ylabel = "weak-scaling efficiency";
+  p.xlog2 = true;
+  p.ymin = 0, p.ymax = 1, p.ystep = 0.2;
+  p.width = o.width, p.height = o.height;
   for (const auto& r : rows) {
     if (r.workers < 1) throw InputError("render_svg_plot: workers must be >= 1");
-    wmin = std::min(wmin, r.workers), wmax = std::max(wmax, r.workers);
     const std::string label = r.model + " / " + r.link + " / " + algo_name(r.algo);
-    auto it = std::find(labels.begin(), labels.end(), label);
-    if (it == labels.end()) {
-      labels.push_back(label);
-      curves.emplace_back();
-      it = labels.end() - 1;
+    auto it = std::find_if(p.series.begin(), p.series.end(),
+                           [&](const PlotSeries& s) { return s.name == label; });
+    if (it == p.series.end()) {
+      p.series.push_back({label, {}, false});
+      it = p.series.end() - 1;
     }
-    curves[size_t(it - labels.begin())].push_back(&r);
+    it->points.push_back({double(r.workers), r.efficiency, ""});
   }
-  for (auto& c : curves)
-    std::stable_sort(c.begin(), c.end(), [](const ScalingRow* a, const ScalingRow* b) {
-      return a->workers < b->workers;
-    });
-
-  // The legend sits right of the plot; it is sized from the longest label (~7 px a character
-  // at 12 px sans-serif), and the picture grows when the requested size cannot hold it.
-  size_t longest = 0;
-  for (const auto& l : labels) longest = std::max(longest, l.size());
-  const double left = 70, right = 55 + 7.0 * double(longest), top = 50, bottom = 60;
-  const double pw = std::max(300.0, o.width - left - right);
-  const double ph = std::max({200.0, o.height - top - bottom, 20.0 + 18.0 * double(labels.size())});
-  const double W = left + pw + right, H = top + ph + bottom;
-  double xlo = std::floor(std::log2(double(wmin))), xhi = std::ceil(std::log2(double(wmax)));
-  if (xhi <= xlo) xhi = xlo + 1;
-  auto X = [&](double w) { return left + (std::log2(w) - xlo) / (xhi - xlo) * pw; };
-  auto Y = [&](double e) { return top + (1.0 - std::clamp(e, 0.0, 1.0)) * ph; };
-  static const char* colors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-                                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
-  static const char* dashes[] = {"", "6,3", "2,2", "8,3,2,3"};
-
-  std::ostringstream s;
-  auto f1 = [](double v) { return fmt("%.1f", v); };
-  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << f1(W) << "\" height=\"" << f1(H)
-    << "\" viewBox=\"0 0 " << f1(W) << ' ' << f1(H)
-    << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
-  s << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  s << "<text x=\"" << f1(left + pw / 2) << "\" y=\"25\" text-anchor=\"middle\" font-size=\"15\">"
-    << xml_escape(o.title) << "</text>\n";
-  // Grid, ticks and tick labels.
-  for (int i = 0; i <= 10; i += 2) {
-    const double e = i / 10.0, y = Y(e);
-    s << "<line x1=\"" << f1(left) << "\" y1=\"" << f1(y) << "\" x2=\"" << f1(left + pw)
-      << "\" y2=\"" << f1(y) << "\" stroke=\"#ddd\"/>\n";
-    s << "<text x=\"" << f1(left - 6) << "\" y=\"" << f1(y + 4) << "\" text-anchor=\"end\">"
-      << fmt("%.1f", e) << "</text>\n";
-  }
-  for (int k = int(xlo); k <= int(xhi); ++k) {
-    const double x = X(std::ldexp(1.0, k));
-    s << "<line x1=\"" << f1(x) << "\" y1=\"" << f1(top) << "\" x2=\"" << f1(x) << "\" y2=\""
-      << f1(top + ph) << "\" stroke=\"#ddd\"/>\n";
-    s << "<text x=\"" << f1(x) << "\" y=\"" << f1(top + ph + 16) << "\" text-anchor=\"middle\">"
-      << (1LL << k) << "</text>\n";
-  }
-  s << "<rect x=\"" << f1(left) << "\" y=\"" << f1(top) << "\" width=\"" << f1(pw) << "\" height=\""
-    << f1(ph) << "\" fill=\"none\" stroke=\"black\"/>\n";
-  s << "<text x=\"" << f1(left + pw / 2) << "\" y=\"" << f1(H - 15)
-    << "\" text-anchor=\"middle\">workers (log2 scale)</text>\n";
-  s << "<text x=\"18\" y=\"" << f1(top + ph / 2) << "\" text-anchor=\"middle\" transform=\"rotate("
-    << "-90 18 " << f1(top + ph / 2) << ")\">weak-scaling efficiency</text>\n";
-  // Curves, then the legend.
-  for (size_t c = 0; c < curves.size(); ++c) {
-    const char* dash = dashes[(c / 10) % 4];
-    s << "<polyline fill=\"none\" stroke=\"" << colors[c % 10] << "\" stroke-width=\"2\"";
-    if (*dash) s << " stroke-dasharray=\"" << dash << "\"";
-    s << " points=\"";
-    for (size_t i = 0; i < curves[c].size(); ++i)
-      s << (i ? " " : "") << f1(X(curves[c][i]->workers)) << ',' << f1(Y(curves[c][i]->efficiency));
-    s << "\"/>\n";
-  }
-  const double lx = left + pw + 15;
-  for (size_t c = 0; c < labels.size(); ++c) {
-    const double ly = top + 10 + 18.0 * double(c);
-    const char* dash = dashes[(c / 10) % 4];
-    s << "<line x1=\"" << f1(lx) << "\" y1=\"" << f1(ly) << "\" x2=\"" << f1(lx + 24) << "\" y2=\""
-      << f1(ly) << "\" stroke=\"" << colors[c % 10] << "\" stroke-width=\"2\"";
-    if (*dash) s << " stroke-dasharray=\"" << dash << "\"";
-    s << "/>\n<text x=\"" << f1(lx + 30) << "\" y=\"" << f1(ly + 4) << "\">"
-      << xml_escape(labels[c]) << "</text>\n";
-  }
-  s << "</svg>\n";
-  return s.str();
+  for (auto& s : p.series)
+    std::stable_sort(s.points.begin(), s.points.end(),
+                     [](const PlotPoint& a, const PlotPoint& b) { return a.x < b.x; });
+  return render_line_plot(p);
 }
 
 }  // namespace ft

@@ -14,6 +14,7 @@
 #include "firetrain/core/error.hpp"
 #include "firetrain/data/dataset.hpp"
 #include "firetrain/train/options.hpp"
+#include "firetrain/train/svg_plot.hpp"
 
 namespace ft {
 
@@ -42,7 +43,12 @@ void add_sweep_options(Options& o, SweepConfig& c) {
       .opt("fire", &c.fire, "explicit module lists to sweep, separated by ';' (each 8 x s:e1:e3)")
       .opt("bypass", &c.bypass, "bypass variants to sweep: none,simple,complex")
       .opt("out", &c.out, "CSV file of the table")
+      .opt("markdown", &c.markdown, "Markdown file of the table")
       .opt("plot", &c.plot, "SVG plot of top-1 against model size")
+      .opt("plot-from", &c.plot_from,
+           "no training: draw --plot from these sweep CSVs (comma-separated), one series each "
+           "sweep")
+      .opt("title", &c.title, "title of the plot")
       .opt("batch", &t.batch, "global batch size")
       .opt("lr", &t.lr, "peak learning rate")
       .opt("lr-schedule", &t.lr_schedule, "poly | constant | step | cosine")
@@ -99,28 +105,6 @@ std::string fmt(const char* f, double v) {
   return b;
 }
 
-std::string xml_escape(const std::string& s) {
-  std::string r;
-  for (char ch : s) {
-    switch (ch) {
-      case '&': r += "&amp;"; break;
-      case '<': r += "&lt;"; break;
-      case '>': r += "&gt;"; break;
-      case '"': r += "&quot;"; break;
-      default: r += ch;
-    }
-  }
-  return r;
-}
-
-/// Axis ticks: a 1, 2 or 5 · 10^k step giving about `n` intervals over [lo, hi].
-double nice_step(double span, int n) {
-  const double raw = span / n, p = std::pow(10.0, std::floor(std::log10(raw)));
-  for (double m : {1.0, 2.0, 5.0, 10.0})
-    if (m * p >= raw) return m * p;
-  return 10 * p;
-}
-
 }  // namespace
 
 std::vector<SweepVariant> sweep_variants(const SweepConfig& c) {
@@ -139,9 +123,20 @@ std::vector<SweepVariant> sweep_variants(const SweepConfig& c) {
   const char* keys[] = {"base-e", "incr-e", "freq", "sr", "pct3x3"};
   const char* labels[] = {"base_e", "incr_e", "freq", "SR", "pct3x3"};
   std::vector<SweepVariant> out;
+  std::string swept;  // "SR", "SR x pct3x3", "fire lists", "" (nothing but the bypass)
+  if (!split(c.fire, ';').empty()) {
+    swept = "fire lists";
+  } else {
+    for (size_t k = 0; k < dims.size(); ++k)
+      if (dims[k].size() > 1) swept += (swept.empty() ? "" : " x ") + std::string(labels[k]);
+  }
   auto add = [&](SweepVariant v, std::string name) {
     if (bypasses.size() > 1) name += (name.empty() ? "" : " ") + std::string("bypass=") + v.bypass;
     v.name = name.empty() ? "default" : name;
+    v.series = swept.empty() ? "" : swept + " sweep";
+    if (bypasses.size() > 1 || v.bypass != "none")
+      v.series += (v.series.empty() ? "" : ", ") + std::string("bypass ") + v.bypass;
+    if (v.series.empty()) v.series = "default";
     fire_configs(v.fire);  // validate now, before any training
     out.push_back(v);
   };
@@ -194,120 +189,175 @@ std::string sweep_table(const std::vector<SweepRow>& rows) {
   for (auto& r : rows) w = std::max(w, r.name.size());
   std::ostringstream s;
   char b[512];
-  std::snprintf(b, sizeof b, "# %-*s %-8s %10s %12s %9s %7s %7s %8s %8s\n", int(w), "variant",
-                "bypass", "params", "MACs", "size", "top-1", "top-5", "loss", "time");
+  std::snprintf(b, sizeof b, "# %-*s %-8s %10s %12s %9s %7s %7s %8s %8s  %s\n", int(w), "variant",
+                "bypass", "params", "MACs", "size", "top-1", "top-5", "loss", "time", "status");
   s << b;
   std::snprintf(b, sizeof b, "# %-*s %-8s %10s %12s %9s %7s %7s %8s %8s\n", int(w), "", "", "",
                 "(per image)", "(MB fp32)", "", "", "", "(s)");
   s << b;
   for (auto& r : rows) {
-    std::snprintf(b, sizeof b, "  %-*s %-8s %10lld %12lld %9.3f %7.4f %7.4f %8.4f %8.1f\n", int(w),
+    std::snprintf(b, sizeof b, "  %-*s %-8s %10lld %12lld %9.3f %7.4f %7.4f %8.4f %8.1f  ", int(w),
                   r.name.c_str(), r.bypass.c_str(), (long long)r.params, (long long)r.macs,
                   r.size_mb, r.top1, r.top5, r.loss, r.seconds);
-    s << b;
+    s << b << r.status << '\n';
   }
   return s.str();
 }
 
+namespace {
+std::string csv_quote(const std::string& v) {
+  std::string r = "\"";
+  for (char ch : v) r += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  return r + '"';
+}
+std::string series_of(const SweepRow& r) {
+  return r.series.empty() ? "bypass " + r.bypass : r.series;
+}
+}  // namespace
+
 std::string sweep_csv(const std::vector<SweepRow>& rows) {
   std::ostringstream s;
-  s << "variant,bypass,fire,params,macs,size_mb,top1,top5,loss,seconds\n";
+  s << "variant,bypass,fire,params,macs,size_mb,top1,top5,loss,seconds,status,series\n";
   for (auto& r : rows)
-    s << '"' << r.name << "\"," << r.bypass << ",\"" << r.fire << "\"," << r.params << ','
-      << r.macs << ',' << fmt("%.6f", r.size_mb) << ',' << fmt("%.6f", r.top1) << ','
+    s << csv_quote(r.name) << ',' << r.bypass << ',' << csv_quote(r.fire) << ',' << r.params
+      << ',' << r.macs << ',' << fmt("%.6f", r.size_mb) << ',' << fmt("%.6f", r.top1) << ','
       << fmt("%.6f", r.top5) << ',' << fmt("%.6f", r.loss) << ',' << fmt("%.3f", r.seconds)
-      << '\n';
+      << ',' << csv_quote(r.status) << ',' << csv_quote(series_of(r)) << '\n';
+  return s.str();
+}
+
+std::vector<SweepRow> read_sweep_csv(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw InputError(path + ": cannot open the sweep CSV");
+  // Fields of one line; quoted fields may hold commas and doubled quotes.
+  auto fields = [](const std::string& line) {
+    std::vector<std::string> v(1);
+    bool q = false;
+    for (size_t i = 0; i < line.size(); ++i) {
+      const char ch = line[i];
+      if (q && ch == '"' && i + 1 < line.size() && line[i + 1] == '"') v.back() += '"', ++i;
+      else if (ch == '"') q = !q;
+      else if (ch == ',' && !q) v.emplace_back();
+      else v.back() += ch;
+    }
+    return v;
+  };
+  std::string line;
+  if (!std::getline(f, line) || line.rfind("variant,bypass,fire,params,macs,size_mb,top1", 0) != 0)
+    throw InputError(path + ": not a sweep CSV (its header should start with "
+                            "variant,bypass,fire,params,macs,size_mb,top1)");
+  const size_t ncol = fields(line).size();
+  std::vector<SweepRow> rows;
+  for (int ln = 2; std::getline(f, line); ++ln) {
+    if (line.empty()) continue;
+    const auto v = fields(line);
+    if (v.size() != ncol || ncol < 10)
+      throw InputError(path + ": line " + std::to_string(ln) + ": " + std::to_string(v.size()) +
+                       " fields, the header has " + std::to_string(ncol));
+    SweepRow r;
+    r.name = v[0], r.bypass = v[1], r.fire = v[2];
+    auto num = [&](const char* col, const std::string& x) {
+      if (x == "nan" || x == "-nan") return double(NAN);  // a diverged variant's loss
+      char* end = nullptr;
+      const double d = std::strtod(x.c_str(), &end);
+      if (x.empty() || *end)
+        throw InputError(path + ": line " + std::to_string(ln) + ": " + col + " '" + x +
+                         "' is not a number");
+      return d;
+    };
+    r.params = int64_t(num("params", v[3]));
+    r.macs = int64_t(num("macs", v[4]));
+    r.size_mb = num("size_mb", v[5]);
+    r.top1 = num("top1", v[6]);
+    r.top5 = num("top5", v[7]);
+    r.loss = num("loss", v[8]);
+    r.seconds = num("seconds", v[9]);
+    if (ncol > 10) r.status = v[10];
+    if (ncol > 11) r.series = v[11];
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+std::string sweep_markdown(const std::vector<SweepRow>& rows) {
+  std::ostringstream s;
+  s << "| variant | bypass | Fire modules (s1x1:e1x1:e3x3, fire2..fire9) | parameters | MACs / "
+       "image | size (MB fp32) | top-1 | top-5 | loss | time (s) | status |\n"
+    << "|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|\n";
+  for (auto& r : rows)
+    s << "| " << r.name << " | " << r.bypass << " | `" << r.fire << "` | " << r.params << " | "
+      << r.macs << " | " << fmt("%.3f", r.size_mb) << " | " << fmt("%.4f", r.top1) << " | "
+      << fmt("%.4f", r.top5) << " | " << fmt("%.4f", r.loss) << " | " << fmt("%.0f", r.seconds)
+      << " | " << r.status << " |\n";
   return s.str();
 }
 
 std::string render_sweep_svg(const std::vector<SweepRow>& rows, const std::string& title) {
-  if (rows.empty()) throw InputError("render_sweep_svg: no rows to plot");
-  std::vector<std::string> series;  // one curve per bypass kind, in first-seen order
-  std::vector<std::vector<const SweepRow*>> curves;
-  double xmin = rows[0].size_mb, xmax = xmin, ymin = rows[0].top1, ymax = ymin;
+  LinePlot p;
+  p.title = title;
+  p.xlabel = "model size (MB, fp32 parameters)";
+  p.ylabel = "validation top-1";
+  p.width = 740, p.height = 470;
   for (const auto& r : rows) {
-    auto it = std::find(series.begin(), series.end(), r.bypass);
-    if (it == series.end()) {
-      series.push_back(r.bypass);
-      curves.emplace_back();
-      it = series.end() - 1;
+    if (!r.ok()) continue;
+    const std::string name = series_of(r);
+    auto it = std::find_if(p.series.begin(), p.series.end(),
+                           [&](const PlotSeries& ps) { return ps.name == name; });
+    if (it == p.series.end()) {
+      p.series.push_back({name, {}, true});
+      it = p.series.end() - 1;
     }
-    curves[size_t(it - series.begin())].push_back(&r);
-    xmin = std::min(xmin, r.size_mb), xmax = std::max(xmax, r.size_mb);
-    ymin = std::min(ymin, r.top1), ymax = std::max(ymax, r.top1);
+    it->points.push_back({r.size_mb, r.top1, r.name});
   }
-  for (auto& c : curves)
-    std::stable_sort(c.begin(), c.end(),
-                     [](const SweepRow* a, const SweepRow* b) { return a->size_mb < b->size_mb; });
-  // Axes: x from 0 (model size is a ratio scale) to a tick above the largest model; y from a
-  // tick below the lowest accuracy to one above the highest, at least 0.1 wide, within [0, 1].
-  const double xs = nice_step(std::max(xmax, 1e-6), 5);
-  const double xhi = (std::floor(xmax / xs) + 1) * xs;
-  double ylo = std::floor(ymin * 10 - 1e-9) / 10, yhi = std::ceil(ymax * 10 + 1e-9) / 10;
-  ylo = std::max(0.0, ylo), yhi = std::min(1.0, yhi);
-  if (yhi - ylo < 0.1) yhi = std::min(1.0, ylo + 0.1), ylo = yhi - 0.1;
-  const double ys = nice_step(yhi - ylo, 5);
-
-  const double left = 70, right = 150, top = 50, bottom = 60, pw = 520, ph = 360;
-  const double W = left + pw + right, H = top + ph + bottom;
-  auto X = [&](double v) { return left + v / xhi * pw; };
-  auto Y = [&](double v) { return top + (1.0 - (v - ylo) / (yhi - ylo)) * ph; };
-  static const char* colors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"};
-  auto f1 = [](double v) { return fmt("%.1f", v); };
-  std::ostringstream s;
-  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << f1(W) << "\" height=\"" << f1(H)
-    << "\" viewBox=\"0 0 " << f1(W) << ' ' << f1(H)
-    << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
-  s << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  s << "<text x=\"" << f1(left + pw / 2) << "\" y=\"25\" text-anchor=\"middle\" font-size=\"15\">"
-    << xml_escape(title) << "</text>\n";
-  for (double v = ylo; v <= yhi + 1e-9; v += ys) {
-    s << "<line x1=\"" << f1(left) << "\" y1=\"" << f1(Y(v)) << "\" x2=\"" << f1(left + pw)
-      << "\" y2=\"" << f1(Y(v)) << "\" stroke=\"#ddd\"/>\n";
-    s << "<text x=\"" << f1(left - 6) << "\" y=\"" << f1(Y(v) + 4) << "\" text-anchor=\"end\">"
-      << fmt(ys < 0.01 ? "%.3f" : "%.2f", v) << "</text>\n";
-  }
-  for (double v = 0; v <= xhi + 1e-9; v += xs) {
-    s << "<line x1=\"" << f1(X(v)) << "\" y1=\"" << f1(top) << "\" x2=\"" << f1(X(v))
-      << "\" y2=\"" << f1(top + ph) << "\" stroke=\"#ddd\"/>\n";
-    s << "<text x=\"" << f1(X(v)) << "\" y=\"" << f1(top + ph + 16) << "\" text-anchor=\"middle\">"
-      << fmt(xs < 0.1 ? "%.2f" : xs < 1 ? "%.1f" : "%.0f", v) << "</text>\n";
-  }
-  s << "<rect x=\"" << f1(left) << "\" y=\"" << f1(top) << "\" width=\"" << f1(pw)
-    << "\" height=\"" << f1(ph) << "\" fill=\"none\" stroke=\"black\"/>\n";
-  s << "<text x=\"" << f1(left + pw / 2) << "\" y=\"" << f1(H - 15)
-    << "\" text-anchor=\"middle\">model size (MB, fp32 parameters)</text>\n";
-  s << "<text x=\"18\" y=\"" << f1(top + ph / 2) << "\" text-anchor=\"middle\" transform=\"rotate("
-    << "-90 18 " << f1(top + ph / 2) << ")\">validation top-1</text>\n";
-  for (size_t c = 0; c < curves.size(); ++c) {
-    const char* col = colors[c % 5];
-    s << "<polyline fill=\"none\" stroke=\"" << col << "\" stroke-width=\"2\" points=\"";
-    for (size_t i = 0; i < curves[c].size(); ++i)
-      s << (i ? " " : "") << f1(X(curves[c][i]->size_mb)) << ',' << f1(Y(curves[c][i]->top1));
-    s << "\"/>\n";
-    for (auto* r : curves[c]) {
-      s << "<circle cx=\"" << f1(X(r->size_mb)) << "\" cy=\"" << f1(Y(r->top1))
-        << "\" r=\"4\" fill=\"" << col << "\"/>\n";
-      s << "<text x=\"" << f1(X(r->size_mb) + 6) << "\" y=\"" << f1(Y(r->top1) - 6)
-        << "\" font-size=\"10\">" << xml_escape(r->name) << "</text>\n";
-    }
-    const double ly = top + 10 + 18.0 * double(c), lx = left + pw + 15;
-    s << "<line x1=\"" << f1(lx) << "\" y1=\"" << f1(ly) << "\" x2=\"" << f1(lx + 24) << "\" y2=\""
-      << f1(ly) << "\" stroke=\"" << col << "\" stroke-width=\"2\"/>\n";
-    s << "<text x=\"" << f1(lx + 30) << "\" y=\"" << f1(ly + 4) << "\">bypass "
-      << xml_escape(series[c]) << "</text>\n";
-  }
-  s << "</svg>\n";
-  return s.str();
+  if (p.series.empty()) throw InputError("render_sweep_svg: no (successful) rows to plot");
+  for (auto& ps : p.series)
+    std::stable_sort(ps.points.begin(), ps.points.end(),
+                     [](const PlotPoint& a, const PlotPoint& b) { return a.x < b.x; });
+  return render_line_plot(p);
 }
 
+namespace {
+/// Rank 0 writes the table files and the plot of `rows`.
+void write_outputs(const SweepConfig& c, const std::vector<SweepRow>& rows,
+                   const std::string& title) {
+  auto write = [](const std::string& path, const std::string& text, const char* what) {
+    std::ofstream f(path);
+    f << text;
+    if (!f.good()) throw Error("sweep: cannot write " + path);
+    std::printf("# %s: %s\n", what, path.c_str());
+  };
+  if (!c.out.empty()) write(c.out, sweep_csv(rows), "table");
+  if (!c.markdown.empty()) write(c.markdown, sweep_markdown(rows), "markdown");
+  if (!c.plot.empty() && std::any_of(rows.begin(), rows.end(), [](auto& r) { return r.ok(); }))
+    write(c.plot, render_sweep_svg(rows, title), "plot");
+  std::fflush(stdout);
+}
+
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+}  // namespace
+
 std::vector<SweepRow> run_sweep(const SweepConfig& c, Communicator& comm) {
+  const bool root = comm.rank() == 0;
+  if (!c.plot_from.empty()) {  // redraw only
+    if (c.plot.empty() && c.out.empty() && c.markdown.empty())
+      throw InputError("sweep: --plot-from needs --plot (or --out / --markdown)");
+    std::vector<SweepRow> rows;
+    for (auto& path : split(c.plot_from, ',')) {
+      auto more = read_sweep_csv(path);
+      rows.insert(rows.end(), more.begin(), more.end());
+    }
+    if (root) {
+      std::printf("%s", sweep_table(rows).c_str());
+      write_outputs(c, rows,
+                    c.title.empty() ? "SqueezeNet design space: accuracy vs model size" : c.title);
+    }
+    return rows;
+  }
   if (c.train.val.empty()) throw InputError("sweep: --val is required (the accuracy of each variant)");
   if (c.train.data.empty()) throw InputError("sweep: --data is required");
   if (c.train.epochs <= 0 && c.train.steps <= 0)
     throw InputError("sweep: give a budget: --epochs or --steps");
   const auto variants = sweep_variants(c);
-  const bool root = comm.rank() == 0;
   Dataset ds = Dataset::open(c.train.data);
   std::vector<SweepRow> rows;
   for (size_t i = 0; i < variants.size(); ++i) {
@@ -329,6 +379,7 @@ std::vector<SweepRow> run_sweep(const SweepConfig& c, Communicator& comm) {
     SweepRow r;
     r.name = v.name;
     r.bypass = v.bypass;
+    r.series = v.series;
     r.fire = fire_list_string(fire_configs(v.fire));
     {
       Net net(spec);
@@ -341,9 +392,33 @@ std::vector<SweepRow> run_sweep(const SweepConfig& c, Communicator& comm) {
                   variants.size(), v.name.c_str(), v.bypass.c_str(), r.fire.c_str(),
                   (long long)r.params);
     std::fflush(stdout);
+    // Test hook (tests/test_design.cpp): rank 0 alone poisons its weights after the first
+    // step of variant FT_TEST_SWEEP_NAN_VARIANT, so its next loss is NaN and the others' not.
+    if (const char* e = std::getenv("FT_TEST_SWEEP_NAN_VARIANT");
+        e && std::atoll(e) == int64_t(i) && root)
+      t.step_hook = [](Net& net, int64_t step) {
+        // The last parameter is conv10's bias: its logit turns NaN (a NaN earlier in the net
+        // may vanish in a ReLU or max pool).
+        if (step == 1 && net.device() == Device::CPU) net.params()[net.num_params() - 1] = NAN;
+      };
     Options o("train", "");
     add_train_options(o, t);
-    TrainSummary sum = train(t, o.to_json(), comm);
+    TrainSummary sum;
+    try {
+      sum = train(t, o.to_json(), comm);
+    } catch (const InputError&) {
+      throw;  // bad input fails every variant alike
+    } catch (const Error& e) {
+      // A diverging variant (non-finite loss or gradient: train() throws on every rank alike).
+      r.status = "failed: " + first_line(e.what());
+      r.top1 = r.top5 = 0;
+      r.loss = NAN;
+      if (root) std::printf("sweep: variant %s %s; going on\n", v.name.c_str(), r.status.c_str());
+      std::fflush(stdout);
+      rows.push_back(r);
+      if (stop_requested()) break;
+      continue;
+    }
     if (sum.stopped) {
       if (root) std::printf("sweep: stopped during variant %s; not counted\n", v.name.c_str());
       break;
@@ -356,21 +431,14 @@ std::vector<SweepRow> run_sweep(const SweepConfig& c, Communicator& comm) {
   }
   if (root) {
     std::printf("%s", sweep_table(rows).c_str());
-    if (!c.out.empty()) {
-      std::ofstream f(c.out);
-      f << sweep_csv(rows);
-      if (!f.good()) throw Error("sweep: cannot write " + c.out);
-      std::printf("# table: %s\n", c.out.c_str());
-    }
-    if (!c.plot.empty() && !rows.empty()) {
-      std::ofstream f(c.plot);
-      f << render_sweep_svg(rows, "SqueezeNet design space: " + c.train.arch + " on " +
-                                      c.train.data.substr(c.train.data.find_last_of('/') + 1));
-      if (!f.good()) throw Error("sweep: cannot write " + c.plot);
-      std::printf("# plot: %s\n", c.plot.c_str());
-    }
-    std::fflush(stdout);
+    write_outputs(c, rows,
+                  !c.title.empty() ? c.title
+                                   : "SqueezeNet design space: " + c.train.arch + " on " +
+                                         c.train.data.substr(c.train.data.find_last_of('/') + 1));
   }
+  if (!rows.empty() && std::none_of(rows.begin(), rows.end(), [](auto& r) { return r.ok(); }))
+    throw Error("sweep: all " + std::to_string(rows.size()) + " variants failed (first: " +
+                rows.front().status + ")");
   return rows;
 }
 

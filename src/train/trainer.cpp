@@ -3,13 +3,18 @@
 #include "firetrain/train/trainer.hpp"
 
 #include <omp.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <atomic>
 #include <csignal>
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -77,6 +82,10 @@ void add_train_options(Options& o, TrainConfig& c) {
       .opt("device", &c.device, "cpu | cuda")
       .opt("precision", &c.precision, "fp32 | bf16: convolutions on bf16 inputs/weights with fp32 accumulation, fp32 master weights (CPU, AVX512-BF16 kernels)")
       .opt("bucket-kb", &c.bucket_kb, "gradient all-reduce bucket size in KiB")
+      .opt("collective-timeout", &c.collective_timeout,
+           "seconds a collective (all-reduce, broadcast...) may take before the job is aborted "
+           "with a message naming the rank and the operation (0: no limit; default "
+           "FT_COLLECTIVE_TIMEOUT or 300)")
       .opt("eval-batch", &c.eval_batch, "batch size for evaluation")
       .negflag("eval-each-epoch", &c.eval_each_epoch, "evaluate --val only at the end");
   add_fire_options(o, c.fire);
@@ -114,6 +123,8 @@ void validate(const TrainConfig& c, int world) {
     bad("train: --resume auto needs --checkpoint-dir (where to look for checkpoints)");
   if (c.bucket_kb <= 0) bad("train: --bucket-kb must be > 0");
   if (c.eval_batch <= 0) bad("train: --eval-batch must be > 0");
+  if (!(c.collective_timeout >= 0) || !std::isfinite(c.collective_timeout))
+    bad("train: --collective-timeout must be >= 0 seconds (0: no limit)");
   parse_init(c.init);
   if (c.device != "cpu" && c.device != "cuda")
     bad("train: --device must be cpu or cuda, got '" + c.device + "'");
@@ -180,6 +191,21 @@ struct DeviceBatch {
   const int64_t* ps = nullptr;
 };
 
+namespace {
+/// Rank of label y among the logits z[0, K) as torch.topk orders them (higher first, ties to
+/// the lower class index); K, i.e. in no top-k, when any logit of the row is NaN: NaN has no
+/// order (every comparison with it is false, which would otherwise put the label first).
+int label_rank(const float* z, int K, int y) {
+  if (y < 0 || y >= K) return K;
+  int above = 0;
+  for (int k = 0; k < K; ++k) {
+    if (std::isnan(z[k])) return K;
+    above += z[k] > z[y] || (z[k] == z[y] && k < y);
+  }
+  return above;
+}
+}  // namespace
+
 EvalResult evaluate(Net& net, const Dataset& ds, Communicator& comm, int64_t batch) {
   const Ops& ops = net.ops();
   DeviceBatch db(net.device());
@@ -191,6 +217,7 @@ EvalResult evaluate(Net& net, const Dataset& ds, Communicator& comm, int64_t bat
   std::vector<int64_t> idx(static_cast<size_t>(batch));
   std::vector<int32_t> labels(static_cast<size_t>(batch));
   double sums[4] = {0, 0, 0, 0};  // loss, top1, top5, n
+  std::vector<float> host_logits;  // (n, K)
   for (int64_t s = lo; s < hi; s += batch) {
     const int n = int(std::min(batch, hi - s));
     for (int i = 0; i < n; ++i) {
@@ -203,9 +230,17 @@ EvalResult evaluate(Net& net, const Dataset& ds, Communicator& comm, int64_t bat
     ctx.N = n;
     const float* logits = net.forward(ctx, db.px);
     LossStats st = ops.softmax_xent(n, K, logits, db.pl, 1.0, nullptr);
+    // Top-k on the host, where a row with a NaN logit counts as wrong (the loss op's counts
+    // would count it as correct).
+    host_logits.resize(size_t(n) * K);
+    detail::array_download(net.device(), host_logits.data(), logits,
+                           host_logits.size() * sizeof(float));
+    for (int i = 0; i < n; ++i) {
+      const int r = label_rank(host_logits.data() + int64_t(i) * K, K, labels[i]);
+      sums[1] += r == 0;
+      sums[2] += r < 5;
+    }
     sums[0] += st.loss_sum;
-    sums[1] += double(st.correct1);
-    sums[2] += double(st.correct5);
     sums[3] += n;
   }
   comm.allreduce_sum(sums, 4);
@@ -303,6 +338,32 @@ std::string ckpt_path(const TrainConfig& c, int64_t step) {
   return c.checkpoint_dir + "/ckpt_" + std::to_string(step) + ".h5";
 }
 
+/// Why `dir` cannot take a file of about `need` bytes now, in the system's words ("" when it
+/// can, as far as one can tell without writing): vanished, not writable, read-only, or less
+/// free than need + 1% + 1 MiB (HDF5's overhead and a margin, so that a nearly full disk is
+/// reported as such rather than as a failed H5Dwrite). *full: set for the last reason.
+std::string storage_problem(const std::string& dir, uint64_t need, bool* full = nullptr) {
+  if (full) *full = false;
+  struct stat sb;
+  if (::stat(dir.c_str(), &sb) != 0) return dir + ": " + std::strerror(errno);
+  if (!S_ISDIR(sb.st_mode)) return dir + ": not a directory";
+  if (::access(dir.c_str(), W_OK) != 0) return dir + ": " + std::strerror(errno);
+  struct statvfs vs;
+  if (::statvfs(dir.c_str(), &vs) == 0) {
+    if (vs.f_flag & ST_RDONLY) return dir + ": " + std::strerror(EROFS);
+    const uint64_t avail = uint64_t(vs.f_bavail) * vs.f_frsize;
+    if (avail < need + need / 100 + (uint64_t(1) << 20)) {
+      if (full) *full = true;
+      char b[200];
+      std::snprintf(b, sizeof b, "%s (the checkpoint needs %.1f MB, the file system of %s has %.1f "
+                    "MB free)", std::strerror(ENOSPC), double(need) / 1e6, dir.c_str(),
+                    double(avail) / 1e6);
+      return b;
+    }
+  }
+  return "";
+}
+
 /// Rank 0 writes dir/ckpt_<step>.h5 atomically (temporary file, fsync, rename), after checking
 /// that the weights and momentum are finite; then keeps only the newest --keep-checkpoints.
 /// Any failure is an ft::Error saying that the previous checkpoint is still valid.
@@ -327,12 +388,39 @@ std::string write_checkpoint(const TrainConfig& c, const std::string& json, Net&
   st.shuffle = c.shuffle;
   st.global_batch = c.batch;
   st.config_json = json;
+  st.spec_attrs = spec_attrs(net.spec());  // Fire config, classes, ...: spec_from_file
+  const std::string& dir = c.checkpoint_dir;
+  const uint64_t need = 2 * uint64_t(net.num_params()) * sizeof(float);  // weights + momentum
+  auto fail = [&](const std::string& why) {
+    throw Error("train: cannot write checkpoint " + path + " at step " + std::to_string(st.step) +
+                ": " + why + "; " + keep + " (stopping: a run that cannot checkpoint would lose "
+                "everything after it)");
+  };
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) {
+    // Deleted under a running job (a scratch purge, a user): re-create it and go on; the
+    // checkpoints that were in it are gone, but this one saves the run so far.
+    std::fprintf(stderr, "firetrain: warning: the checkpoint directory %s vanished during the run "
+                 "(its earlier checkpoints are gone); re-creating it\n", dir.c_str());
+    std::filesystem::create_directories(dir, ec);
+    if (ec) fail("the checkpoint directory " + dir + " vanished and cannot be re-created: " +
+                 ec.message());
+  }
+  bool full = false;
+  std::string why = storage_problem(dir, need, &full);
+  if (full && c.keep_checkpoints > 1) {
+    // Too little space: delete now what pruning would delete after this write, keeping the
+    // newest checkpoints (at least one), then look again.
+    prune_checkpoints(dir, c.keep_checkpoints - 1);
+    why = storage_problem(dir, need);
+  }
+  if (!why.empty()) fail(why);
   try {
-    std::filesystem::create_directories(c.checkpoint_dir);
     save_checkpoint(path, net.param_views(), momentum.data(), momentum.size(), st);
   } catch (const std::exception& e) {
-    throw Error("train: cannot write checkpoint " + path + " at step " + std::to_string(st.step) +
-                ": " + e.what() + "; " + keep);
+    // HDF5 reports "H5Dwrite returned -1"; say what the system would (ENOSPC, EROFS...).
+    const std::string why = storage_problem(dir, need);
+    fail(why.empty() ? std::string(e.what()) : why + " (" + e.what() + ")");
   }
   prune_checkpoints(c.checkpoint_dir, c.keep_checkpoints);
   prog.line("checkpoint " + path);
@@ -360,7 +448,8 @@ bool trajectory_key(const std::string& k) {
                                     "keep-checkpoints", "stop-at", "metrics",
                                     "log-every", "progress",       "threads",
                                     "device",    "bucket-kb",      "eval-batch",
-                                    "eval-each-epoch", "val",      "weights"};
+                                    "eval-each-epoch", "val",      "weights",
+                                    "collective-timeout"};
   for (const char* f : free_keys)
     if (k == f) return false;
   return true;
@@ -391,10 +480,84 @@ std::string choose_resume(const TrainConfig& c, const std::vector<ParamView>& pa
                    " (all unusable: " + tried + ")");
 }
 
+/// The config JSON stored in checkpoint `path` ("" when unreadable or absent).
+std::string stored_config(const std::string& path) {
+  std::lock_guard<std::mutex> lock(h5_mutex());
+  try {
+    h5::Handle f = h5::open_file(path);
+    return h5::has_attr(f, "config") ? h5::read_attr_string(f, "config") : "";
+  } catch (const std::exception&) {
+    return "";
+  }
+}
+
 }  // namespace
+
+std::vector<std::string> adopt_checkpoint_config(Options& o, TrainConfig& c,
+                                                 Communicator& comm) {
+  if (c.resume.empty()) return {};
+  std::string json, from;
+  if (comm.rank() == 0) {
+    std::vector<std::string> paths;
+    if (c.resume != "auto")
+      paths.push_back(c.resume);
+    else if (!c.checkpoint_dir.empty())
+      for (auto& [step, p] : list_checkpoints(c.checkpoint_dir)) paths.push_back(p);
+    for (auto& p : paths)
+      if (json = stored_config(p); !json.empty()) {
+        from = p;
+        break;
+      }
+  }
+  comm.broadcast(json, 0);
+  comm.broadcast(from, 0);
+  if (json.empty()) return {};
+  std::map<std::string, std::string> stored, now;
+  try {
+    stored = parse_flat_json(json);
+    now = parse_flat_json(o.to_json());
+  } catch (const InputError&) {
+    return {};
+  }
+  // Per-run or per-machine settings stay as given now; --steps and --epochs go together.
+  static const std::set<std::string> keep_now = {"resume", "stop-at", "weights", "metrics",
+                                                 "device", "threads", "progress",
+                                                 "collective-timeout", "config"};
+  const bool length_given = o.was_set("steps") || o.was_set("epochs");
+  std::vector<std::string> taken;
+  for (auto& [k, v] : stored) {
+    if (keep_now.count(k) || ((k == "steps" || k == "epochs") && length_given)) continue;
+    auto it = now.find(k);
+    if (it == now.end() || it->second == v) continue;
+    try {
+      if (o.assign_default(k, v, from + ": stored config")) {
+        // Numbers as short as they round-trip (0.3, not 0.29999999999999999).
+        std::string shown = v;
+        char* end = nullptr;
+        const double x = std::strtod(v.c_str(), &end);
+        char b15[40];
+        std::snprintf(b15, sizeof b15, "%.15g", x);
+        if (!v.empty() && *end == 0 && std::strtod(b15, nullptr) == x) shown = b15;
+        taken.push_back("--" + k + " " + shown);
+      }
+    } catch (const InputError& e) {
+      if (comm.rank() == 0)
+        std::fprintf(stderr, "firetrain: warning: %s; keeping --%s %s\n", e.what(), k.c_str(),
+                     it->second.c_str());
+    }
+  }
+  if (comm.rank() == 0 && !taken.empty()) {
+    std::string line = "resume: settings not given on the command line, from " + from + ":";
+    for (auto& t : taken) line += " " + t;
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+  }
+  return taken;
+}
 
 TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& comm) {
   validate(c, comm.size());
+  set_collective_timeout(c.collective_timeout);
   const bool root = comm.rank() == 0;
   Progress prog(root, c.progress);
   if (root && !c.checkpoint_dir.empty()) probe_checkpoint_dir(c.checkpoint_dir);
@@ -423,11 +586,26 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
   Net net(spec, dev);
 
   // Everyone must agree on what is about to happen, before the first collective on data.
+  // One line per item, so the error names the first one that differs (e.g. "--lr 0.02"). Not
+  // compared: paths that may differ per node (a dataset staged to local disks is checked by
+  // content above) or that only rank 0 uses, and per-process settings.
   std::ostringstream desc;
-  desc << "build " << FIRETRAIN_VERSION << "\nconfig " << json << "\narch " << c.arch
-       << "\nparams " << net.num_params() << "\ntrain set " << train_ds.size() << " x "
-       << train_ds.height() << "x" << train_ds.width() << "x" << train_ds.channels()
-       << "\nclasses " << train_ds.num_classes();
+  desc << "build firetrain " << FIRETRAIN_VERSION << ", compiler " << __VERSION__
+#ifdef FT_HAVE_CUDA
+       << ", CUDA"
+#endif
+       << "\narch " << c.arch << "\nparams " << net.num_params() << "\ntrain set "
+       << train_ds.size() << " x " << train_ds.height() << "x" << train_ds.width() << "x"
+       << train_ds.channels() << "\nclasses " << train_ds.num_classes() << "\nlabels fnv1a64 "
+       << fnv1a64(train_ds.labels().data(), train_ds.labels().size() * sizeof(int32_t));
+  try {
+    for (auto& [k, v] : parse_flat_json(json))
+      if (k != "threads" && k != "progress" && k != "data" && k != "val" && k != "weights" &&
+          k != "resume" && k != "checkpoint-dir" && k != "metrics")
+        desc << "\n--" << k << " " << v;
+  } catch (const InputError&) {
+    desc << "\nconfig " << json;
+  }
   comm.check_consistent("the model, config or dataset", desc.str());
 
   net.init_weights(uint64_t(c.seed), parse_init(c.init));
@@ -483,6 +661,7 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
   // Rank 0's weights are the truth (broadcast from host memory: MPI need not be CUDA-aware).
   comm.broadcast(net.param_views().front().data, net.num_params(), 0);
   net.params_from_host();
+  if (c.step_hook) c.step_hook(net, rs.step);
 
   LoaderOptions lo;
   lo.global_batch = c.batch;
@@ -574,6 +753,12 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
   // Test hook: poison the gradient after the all-reduce at this step (CPU).
   const char* nan_env = std::getenv("FT_TEST_NAN_GRAD_STEP");
   const int64_t nan_step = nan_env ? std::atoll(nan_env) : -1;
+  // Test hook (tests/faults/stall_rank.sh): rank FT_TEST_STALL_RANK (default 1) blocks forever
+  // before the all-reduce of step FT_TEST_STALL_AT_STEP, as a hung process would.
+  const char* stall_env = std::getenv("FT_TEST_STALL_AT_STEP");
+  const int64_t stall_step = stall_env ? std::atoll(stall_env) : -1;
+  const char* stall_rank_env = std::getenv("FT_TEST_STALL_RANK");
+  const int stall_rank = stall_rank_env ? std::atoi(stall_rank_env) : 1;
   int stop_sig = 0;
   bool stop = false;
   Batch batch;
@@ -593,29 +778,37 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
       if (dlogits.size() < size_t(batch.n) * K) dlogits.resize(size_t(batch.n) * K);
       LossStats st = ops.softmax_xent(batch.n, K, logits, db.pl, double(c.batch),
                                       dlogits.data());
-      if (!std::isfinite(st.loss_sum))
+      // Every rank learns whether any rank's loss is non-finite, so all of them throw alike
+      // (a caller such as `sweep` catches it and goes on with the same communicator).
+      int bad_rank[1] = {std::isfinite(st.loss_sum) ? 0 : comm.rank() + 1};
+      comm.allreduce_max(bad_rank, 1);
+      if (bad_rank[0] > 0)
         throw Error("train: the loss became non-finite (NaN or Inf) at step " +
-                    std::to_string(step) + " on rank " + std::to_string(comm.rank()) + " (lr " +
+                    std::to_string(step) + " on rank " + std::to_string(bad_rank[0] - 1) + " (lr " +
                     fmt_g(lr) + "); " + last_good() +
                     "; lower --lr or add --warmup-steps");
+      if (step == stall_step && comm.rank() == stall_rank) {
+        std::fprintf(stderr, "firetrain: test hook: rank %d stalls before the all-reduce of "
+                     "step %lld\n", comm.rank(), (long long)step);
+        for (;;) pause();
+      }
       reducer.begin();
       net.backward(ctx, dlogits.data(), [&](size_t lo_off) { reducer.ready(lo_off); });
       const double ar = reducer.finish();
-      if (dev == Device::CPU) {
-        // After the all-reduce every rank holds the same sum, so all ranks stop alike.
-        if (step == nan_step) net.grads()[net.num_params() / 2] = NAN;
-        if (first_non_finite(net.grads(), net.num_params()) >= 0)
-          throw Error("train: non-finite gradient (NaN or Inf) at step " + std::to_string(step) +
-                      " (lr " + fmt_g(lr) + "); " + last_good() +
-                      "; lower --lr or add --warmup-steps");
-      }
+      // After the all-reduce every rank holds the same sum, so all ranks stop alike (CPU: an
+      // OpenMP scan; CUDA: a flag kernel after the NCCL stream, one 4-byte copy).
+      if (step == nan_step && dev == Device::CPU) net.grads()[net.num_params() / 2] = NAN;
+      if (!reducer.grads_finite())
+        throw Error("train: non-finite gradient (NaN or Inf) at step " + std::to_string(step) +
+                    " (lr " + fmt_g(lr) + "); " + last_good() +
+                    "; lower --lr or add --warmup-steps");
       ops.sgd_update(net.num_params(), float(lr), float(c.momentum), float(c.weight_decay),
                      step == 0, net.params(), net.grads(), momentum.data());
       ++step;
+      if (c.step_hook) c.step_hook(net, step);
       // Every rank stops after the same step: combine the signal flags (cheap: one int).
       int flags[1] = {stop_requested()};
-      if (comm.size() > 1)
-        FT_MPI(MPI_Allreduce(MPI_IN_PLACE, flags, 1, MPI_INT, MPI_MAX, comm.comm()));
+      comm.allreduce_max(flags, 1);
       stop_sig = flags[0];
       stop = stop_sig != 0 || (c.stop_at > 0 && step >= c.stop_at && step < total);
       log_stats[0] += st.loss_sum;

@@ -1,5 +1,6 @@
 /// @brief Helper for the fault-injection scripts (tests/faults/*.sh), which have no h5py:
-///   ft_fault_tool dataset OUT.h5 N [H C K]   a small learnable uint8 dataset (firetrain layout)
+///   ft_fault_tool dataset OUT.h5 N [H C K S] a small learnable uint8 dataset (firetrain layout;
+///                                            label of image i: (i + S) % K)
 ///   ft_fault_tool check CKPT                 exit 0 if CKPT is a complete, checksum-valid
 ///                                            checkpoint (prints its step), else 1 and why
 ///   ft_fault_tool diff A B [TOL]             max |a - b| over /model of two checkpoints;
@@ -17,11 +18,11 @@
 
 namespace {
 
-int make_dataset(const std::string& out, int n, int s, int c, int k) {
+int make_dataset(const std::string& out, int n, int s, int c, int k, int shift) {
   std::vector<uint8_t> img(size_t(n) * s * s * c);
   std::vector<int32_t> lab(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) {
-    lab[size_t(i)] = i % k;
+    lab[size_t(i)] = (i + shift) % k;
     uint8_t* x = img.data() + size_t(i) * s * s * c;
     for (int j = 0; j < s * s * c; ++j) x[j] = uint8_t((j * 37 + i * 11) % 40);  // noise
     const int r0 = (lab[size_t(i)] * 3) % (s - 6), c0 = (lab[size_t(i)] * 7) % (s - 6);
@@ -60,7 +61,8 @@ int main(int argc, char** argv) {
     const std::string cmd = argc > 1 ? argv[1] : "";
     if (cmd == "dataset" && argc >= 4)
       return make_dataset(argv[2], std::atoi(argv[3]), argc > 4 ? std::atoi(argv[4]) : 28,
-                          argc > 5 ? std::atoi(argv[5]) : 1, argc > 6 ? std::atoi(argv[6]) : 10);
+                          argc > 5 ? std::atoi(argv[5]) : 1, argc > 6 ? std::atoi(argv[6]) : 10,
+                          argc > 7 ? std::atoi(argv[7]) : 0);
     if (cmd == "check" && argc == 3) {
       std::vector<float> arena;
       auto views = views_of(argv[2], arena);

@@ -22,7 +22,7 @@ set -e
 "$CXX" -std=c++17 -O1 -g -fsanitize=fuzzer,address -DFIRETRAIN_VERSION='"fuzz"' -I"$SRC/include" \
   $HDF5_CFLAGS $MPI_CFLAGS "$SRC/tests/fuzz/fuzz_readers.cpp" "$SRC/src/data/dataset.cpp" \
   "$SRC/src/io/h5.cpp" "$SRC/src/io/weights.cpp" "$SRC/src/core/error.cpp" \
-  "$SRC/src/core/params.cpp" $HDF5_LIBS $MPI_LIBS -o "$WORK/fuzz_readers"
+  "$SRC/src/core/params.cpp" "$SRC/src/model/fire.cpp" "$SRC/src/io/inspect.cpp" $HDF5_LIBS $MPI_LIBS -o "$WORK/fuzz_readers"
 set +e
 mkdir -p "$WORK/corpus"
 "$SEEDS_TOOL" "$WORK/corpus" || { echo "FAIL: seed corpus"; exit 1; }

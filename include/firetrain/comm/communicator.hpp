@@ -16,7 +16,9 @@
 namespace ft {
 
 /// Thin wrapper over an MPI communicator (MPI_COMM_WORLD by default). Does not own MPI's
-/// lifetime: main() calls MPI_Init/Finalize.
+/// lifetime: main() calls MPI_Init/Finalize. Every collective here runs under the watchdog
+/// (comm/watchdog.hpp): one that does not complete within the collective timeout aborts the
+/// job with a message naming the rank and the operation.
 class Communicator {
  public:
   explicit Communicator(MPI_Comm comm = MPI_COMM_WORLD);
@@ -29,6 +31,8 @@ class Communicator {
   /// In-place sum over ranks.
   void allreduce_sum(double* data, size_t n);
   void allreduce_sum(float* data, size_t n);
+  /// In-place max over ranks (small flags, e.g. "a rank received SIGTERM").
+  void allreduce_max(int* data, size_t n);
   void barrier();
 
   /// Every rank passes a description of what it is about to do (model, config, dataset,
@@ -65,6 +69,10 @@ class Reducer {
   virtual double comm_span() const = 0;
   /// Backend name for tables: "mpi" or "nccl".
   virtual const char* backend() const = 0;
+  /// After finish(): whether the reduced gradient is free of NaN and Inf (CPU: a scan of the
+  /// arena; CUDA: a flag kernel on the compute stream and a 4-byte copy, which waits for the
+  /// all-reduce). The same answer on every rank (they hold the same sum).
+  virtual bool grads_finite() = 0;
 };
 
 /// The reducer for gradients living on `d`: MPI (GradReducer) for CPU, NCCL for CUDA.
@@ -93,13 +101,17 @@ class GradReducer : public Reducer {
   double finish() override;
   double comm_span() const override { return span_; }
   const char* backend() const override { return "mpi"; }
+  bool grads_finite() override;
 
  private:
   struct Bucket {
     size_t lo, hi;
     bool started = false;
+    double since = 0;  // collective_clock() at its start
   };
   void start(Bucket& b);
+  /// Tells the watchdog that bucket i is the oldest in flight.
+  void watch(size_t i);
   /// Starts ready buckets while fewer than max_inflight_ are in flight, and progresses (or,
   /// with block, waits for) the active ones.
   void pump(bool block);
@@ -113,7 +125,8 @@ class GradReducer : public Reducer {
   /// hundreds are outstanding (AlexNet, 2 ranks: 234 x 1 MiB buckets all at once took 700 ms,
   /// 4 at a time 45-65 ms; 4, 8 and 16 measured alike). Env FT_MAX_INFLIGHT overrides.
   size_t max_inflight_ = 4;
-  std::vector<MPI_Request> active_;  // in-flight requests
+  std::vector<MPI_Request> active_;  // in-flight requests, in start order
+  std::vector<size_t> active_bucket_;  // their bucket numbers
   std::vector<int> idx_;
   double t_first_ = 0, span_ = 0;
 };

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "firetrain/core/params.hpp"
+#include "firetrain/model/net.hpp"
 
 namespace ft {
 
@@ -51,8 +52,12 @@ struct CheckpointState {
   uint64_t seed = 0;
   bool shuffle = true;
   std::string arch;
-  std::string bypass = "none";  // Fire bypass variant (none | simple)
+  std::string bypass = "none";  // Fire bypass variant (none | simple | complex)
   std::string config_json;
+  /// More string attributes describing the model (spec_attrs(net.spec()): fire, num_classes,
+  /// in_channels, height, width); written as root attributes, not read back into the state
+  /// (spec_from_file reads them).
+  std::map<std::string, std::string> spec_attrs;
 };
 
 /// FNV-1a 64 over `n` floats' bytes, continuing from `h` (start: kFnvOffset).
@@ -82,6 +87,24 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
 /// Fully checks a checkpoint against `params` (shapes, dtypes, complete marker, checksums,
 /// finite values) without keeping anything; "" if valid, else the reason (never throws).
 std::string checkpoint_problem(const std::string& path, const std::vector<ParamView>& params);
+
+/// The root attributes that describe `spec`, written with every checkpoint and exported
+/// weights file: arch, bypass, fire (the 8 modules actually built, "s1:e1:e3,..."), fire_meta
+/// (FireMeta::label(), for people), num_classes, in_channels, height, width.
+std::map<std::string, std::string> spec_attrs(const NetSpec& spec);
+
+/// Rebuilds the NetSpec a torch-h5 weights file or checkpoint was written for, so that any
+/// Fire configuration and bypass variant round-trips:
+///  - arch: `arch` when not empty, else the "arch" attribute, else inferred from the shapes
+///    (classifier.6 -> alexnet, a 7x7 conv1 -> squeezenet1_0, else squeezenet_small);
+///  - num_classes and in_channels: from the classifier and conv1 shapes (attributes if absent);
+///  - fire: from the squeeze/expand shapes of the 8 Fire modules (FireMeta defaults when they
+///    are SqueezeNet's own modules, else an explicit list), so files without attributes work;
+///  - bypass: the "bypass" attribute, else "complex" when bypass convs are stored, else "none";
+///  - height, width: the stored attributes, else the NetSpec defaults (callers with a dataset
+///    set them from it).
+/// ft::InputError naming the file when it cannot be read or holds no model weights.
+NetSpec spec_from_file(const std::string& path, const std::string& arch = "");
 
 /// Deletes all but the `keep` highest-step checkpoints of `dir` (keep <= 0: none deleted), and
 /// stale temporary files `ckpt_*.h5.tmp.*` left by killed writers. Returns the deleted paths.

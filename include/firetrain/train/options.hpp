@@ -34,6 +34,10 @@ class Options {
   std::string to_json() const;
   /// Whether the user set this option (flag or config file).
   bool was_set(const std::string& name) const;
+  /// Gives option `name` the value `value` (text as in a config file) unless the user set it;
+  /// returns whether it did. Unknown names: false. ft::InputError on a malformed value
+  /// (`where` names its origin in the message).
+  bool assign_default(const std::string& name, const std::string& value, const std::string& where);
 
  private:
   struct Opt {

@@ -3,9 +3,12 @@
 
 #include <csignal>
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "firetrain/comm/communicator.hpp"
+#include "firetrain/comm/watchdog.hpp"
 #include "firetrain/model/net.hpp"
 
 namespace ft {
@@ -47,6 +50,13 @@ struct TrainConfig {
   int bucket_kb = 1024;              // all-reduce bucket size
   int64_t eval_batch = 500;
   bool eval_each_epoch = true;
+  /// Seconds a collective may take before the job is aborted naming the rank and the
+  /// operation (0: no limit). Default: FT_COLLECTIVE_TIMEOUT or 300.
+  double collective_timeout = default_collective_timeout();
+  /// Not an option: when set, called on every rank once the initial weights are in place
+  /// (step = the start step) and after every SGD update (step = global steps done), with the net
+  /// (arena on its device). `firetrain compress` keeps pruned weights at zero with it.
+  std::function<void(Net& net, int64_t step)> step_hook;
 };
 
 /// Registers every TrainConfig field as an option of `firetrain train`.
@@ -73,6 +83,15 @@ struct TrainSummary {
   double last_loss = 0;
   EvalResult val;  // n == 0 when no validation set
 };
+/// With --resume: every setting of the run that the user did not give (flag or config file)
+/// is taken from the config stored in the checkpoint (arch, Fire, lr schedule, batch, epochs,
+/// data, ...; not the per-machine ones: device, threads, progress, metrics, stop-at,
+/// collective-timeout). Rank 0 reads the checkpoint (the newest one with --resume auto) and
+/// broadcasts. Returns the keys taken, as "key=value" (empty: nothing to do). Call before
+/// train(c, o.to_json(), comm).
+std::vector<std::string> adopt_checkpoint_config(Options& o, TrainConfig& c,
+                                                 Communicator& comm);
+
 /// Runs the whole training as configured. `config_json` is stored in checkpoints.
 TrainSummary train(const TrainConfig& c, const std::string& config_json, Communicator& comm);
 
