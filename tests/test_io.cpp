@@ -15,6 +15,7 @@
 
 #include "firetrain/core/error.hpp"
 #include "firetrain/core/params.hpp"
+#include "firetrain/data/dataset.hpp"
 #include "firetrain/io/h5.hpp"
 #include "firetrain/io/weights.hpp"
 
@@ -422,6 +423,24 @@ TEST(IoRegression, CorruptGlobalHeapIsRejectedNotAHang) {
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0)
       << "3: InputError without the path, 4: another exception, 5: accepted";
+}
+}  // namespace
+}  // namespace ft
+
+namespace ft {
+namespace {
+/// A fuzzer finding (tests/fuzz/regressions/huge_chunk_oom.h5): a dataset file whose /images
+/// declares 2.3 GiB chunks; libhdf5 allocates a whole chunk to read one sample. Rejected at open.
+TEST(IoRegression, HugeChunksAreRejectedBeforeAnyRead) {
+  const std::string p = std::string(FT_TEST_DATA_DIR) + "/../fuzz/regressions/huge_chunk_oom.h5";
+  ASSERT_TRUE(std::filesystem::exists(p)) << p;
+  try {
+    Dataset::open(p, 0);
+    FAIL() << "accepted a file with 2.3 GiB chunks";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("chunks of 2304 MiB"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+  }
 }
 }  // namespace
 }  // namespace ft

@@ -130,6 +130,27 @@ void normalize(const Dataset::State& s, const void* src, int64_t n, float* dst) 
 
 }  // namespace
 
+/// libhdf5 allocates a whole chunk to read any part of it, so a (corrupt or hostile) file that
+/// declares chunks of gigabytes makes a read allocate gigabytes (a fuzzer finding:
+/// tests/fuzz/regressions/huge_chunk_oom.h5). Chunks above 256 MiB are refused as bad input;
+/// firetrain writes 1-4 MiB chunks and h5py's default ones are smaller still.
+void check_chunk_size(const Dataset::State& s, hid_t dset, const char* name, size_t elem_bytes) {
+  h5::Handle dcpl = h5::plist_handle(FT_H5_ID(H5Dget_create_plist(dset)));
+  if (H5Pget_layout(dcpl) != H5D_CHUNKED) return;
+  hsize_t dims[32];
+  const int rank = H5Pget_chunk(dcpl, 32, dims);
+  if (rank < 0) s.fail(std::string(name) + ": unreadable chunk layout (corrupt file?)");
+  long double bytes = (long double)elem_bytes;
+  std::string shape;
+  for (int i = 0; i < rank; ++i) {
+    bytes *= (long double)dims[i];
+    shape += (i ? ", " : "") + std::to_string(dims[i]);
+  }
+  if (bytes > (long double)(256LL << 20))
+    s.fail(std::string(name) + ": chunks of " + std::to_string((unsigned long long)(bytes / (1 << 20))) +
+           " MiB (chunk shape (" + shape + ")); at most 256 MiB per chunk is accepted");
+}
+
 namespace {
 /// HDF5 failures while reading a dataset (corrupt or truncated file, a damaged compressed
 /// chunk) and allocation failures become ft::InputError naming the file: exit code 2.
@@ -191,6 +212,7 @@ Dataset Dataset::open_impl(const std::string& path, int64_t cache_bytes) {
   s->h = int(im.shape[1]);
   s->w = int(im.shape[2]);
   s->c = int(im.shape[3]);
+  check_chunk_size(*s, images, "/images", im.type_size);
 
   // num_classes.
   if (!h5::has_attr(f, "num_classes")) s->fail("num_classes attribute missing (root attribute)");
@@ -212,6 +234,7 @@ Dataset Dataset::open_impl(const std::string& path, int64_t cache_bytes) {
     h5::DatasetInfo li = h5::dataset_info(lab);
     if (li.cls != H5T_INTEGER)
       s->fail("/labels: wrong dtype " + li.dtype() + ", expected an integer type");
+    check_chunk_size(*s, lab, "/labels", li.type_size);
     if (li.shape.size() != 1)
       s->fail("/labels: wrong rank, shape " + shape_str(li.shape) + ", expected (N,)");
     if (li.shape[0] != s->n)

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <tuple>
 #include <set>
+#include <map>
 #include <mutex>
 #include <vector>
 
@@ -320,10 +321,34 @@ void write_attr_u64(hid_t obj, const std::string& name, uint64_t v) {
 void write_attr(hid_t obj, const std::string& name, double v) {
   write_attr_raw(obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, {}, &v);
 }
-void write_attr(hid_t obj, const std::string& name, const std::string& v) {
+/// Strings are written fixed-length (null-padded UTF-8) when they fit an attribute comfortably
+/// (<= 32 KiB in all): reading them then never goes through libhdf5's global heap, whose
+/// reader in 1.10.8 is not memory-safe on corrupt files (three fuzzer findings in
+/// tests/fuzz/regressions/). Longer lists (ImageNet's 1000 class names) stay variable-length.
+static void write_strings_attr(hid_t obj, const std::string& name,
+                               const std::vector<std::string>& v, bool scalar) {
+  size_t len = 1;
+  for (auto& x : v) len = std::max(len, x.size());
+  if (len * v.size() <= (32u << 10)) {
+    Handle t = type_handle(FT_H5_ID(H5Tcopy(H5T_C_S1)));
+    FT_H5(H5Tset_size(t, len));
+    FT_H5(H5Tset_strpad(t, H5T_STR_NULLPAD));
+    FT_H5(H5Tset_cset(t, H5T_CSET_UTF8));
+    std::vector<char> buf(len * v.size(), '\0');
+    for (size_t i = 0; i < v.size(); ++i) std::memcpy(buf.data() + i * len, v[i].data(), v[i].size());
+    write_attr_raw(obj, name, t, t, scalar ? std::vector<int64_t>{} : std::vector<int64_t>{int64_t(v.size())},
+                   buf.data());
+    return;
+  }
   Handle t = vlen_utf8_type();
-  const char* p = v.c_str();
-  write_attr_raw(obj, name, t, t, {}, &p);
+  std::vector<const char*> p;
+  for (auto& x : v) p.push_back(x.c_str());
+  write_attr_raw(obj, name, t, t, scalar ? std::vector<int64_t>{} : std::vector<int64_t>{int64_t(v.size())},
+                 p.data());
+}
+
+void write_attr(hid_t obj, const std::string& name, const std::string& v) {
+  write_strings_attr(obj, name, {v}, true);
 }
 void write_attr(hid_t obj, const std::string& name, const char* v) {
   write_attr(obj, name, std::string(v));
@@ -332,10 +357,7 @@ void write_attr(hid_t obj, const std::string& name, const std::vector<float>& v)
   write_attr_raw(obj, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {int64_t(v.size())}, v.data());
 }
 void write_attr(hid_t obj, const std::string& name, const std::vector<std::string>& v) {
-  Handle t = vlen_utf8_type();
-  std::vector<const char*> p;
-  for (auto& s : v) p.push_back(s.c_str());
-  write_attr_raw(obj, name, t, t, {int64_t(v.size())}, p.data());
+  write_strings_attr(obj, name, v, false);
 }
 
 DatasetInfo attr_info(hid_t obj, const std::string& name) {
@@ -419,6 +441,8 @@ void check_global_heaps(hid_t obj) {
     for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | d[o + uint64_t(i)];
     return v;
   };
+  // Collection offset -> object index -> object size, for the references check below.
+  std::map<uint64_t, std::map<uint64_t, uint64_t>> heaps;
   for (const void* hit = ::memmem(d, size, "GCOL", 4); hit;) {
     const uint64_t o = uint64_t(static_cast<const unsigned char*>(hit) - d);
     const void* next = o + 1 < size ? ::memmem(d + o + 1, size - o - 1, "GCOL", 4) : nullptr;
@@ -431,6 +455,7 @@ void check_global_heaps(hid_t obj) {
           if (idx > 0 && osize > end)
             throw Error("corrupt HDF5 global heap at byte " + std::to_string(o) + " of " + path);
           const uint64_t need = idx > 0 ? 16 + ((osize + 7) & ~uint64_t(7)) : osize;
+          if (idx > 0) heaps[o][idx] = osize;
           if (need == 0 || need > end - p)
             throw Error("corrupt HDF5 global heap (variable-length string storage) at byte " +
                         std::to_string(o) + " of " + path);
@@ -439,6 +464,42 @@ void check_global_heaps(hid_t obj) {
       }
     }
     hit = next;
+  }
+  // Variable-length data is referenced by (length 4 B, collection address 8 B, object index 4 B).
+  // libhdf5 1.10.8's H5HG_read neither bounds the index (only an assert) nor the copy by the
+  // length: an index past the collection's objects reads wild memory (another fuzzer finding,
+  // tests/fuzz/regressions/global_heap_bad_index.h5). Every place the file names a collection's
+  // address must therefore carry an index of one of its objects and a length that holds it.
+  for (const auto& heap : heaps) {
+    const uint64_t addr = heap.first;
+    const std::map<uint64_t, uint64_t>& objs = heap.second;
+    unsigned char pat[8];
+    for (int i = 0; i < 8; ++i) pat[i] = static_cast<unsigned char>(addr >> (8 * i));
+    for (const void* hit = ::memmem(d, size, pat, 8); hit;) {
+      const uint64_t q = uint64_t(static_cast<const unsigned char*>(hit) - d);
+      if (q >= 4 && q + 12 <= size) {
+        const uint64_t len = le(q - 4, 4), idx = le(q + 8, 4);
+        // Object indices are 16-bit in the collection; other values are not references (the
+        // same 8 bytes can be a size or offset elsewhere in the file).
+        auto it = objs.find(idx);
+        // An out-of-range index next to a valid reference 16 bytes away is an entry of an
+        // array of references (a list of strings), not a coincidence.
+        auto valid_at = [&](uint64_t r) {
+          if (r < 4 || r + 12 > size || le(r, 8) != addr) return false;
+          auto j = objs.find(le(r + 8, 4));
+          return j != objs.end() && j->second <= le(r - 4, 4);
+        };
+        const bool in_array = valid_at(q + 16) || (q >= 16 && valid_at(q - 16));
+        // Index 0 is the collection's free space: a reference to it with a string-like length
+        // makes libhdf5 copy the whole free space into a buffer of that length.
+        const bool zero_ref = idx == 0 && len > 0 && len < (1u << 20);
+        if ((idx > 0 && idx < 65536 && (it == objs.end() || it->second > len)) ||
+            (idx >= 65536 && in_array) || zero_ref)
+          throw Error("corrupt HDF5 variable-length reference (global heap at byte " +
+                      std::to_string(addr) + ", object " + std::to_string(idx) + ") in " + path);
+      }
+      hit = q + 1 < size ? ::memmem(d + q + 1, size - q - 1, pat, 8) : nullptr;
+    }
   }
   std::lock_guard<std::mutex> lock(mu);
   checked.insert(key);

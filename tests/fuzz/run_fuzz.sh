@@ -32,11 +32,43 @@ if compgen -G "$SRC/tests/fuzz/regressions/*" > /dev/null; then
   "$WORK/fuzz_readers" -runs=0 "$SRC"/tests/fuzz/regressions/* || { echo "FAIL: a regression input crashes"; exit 1; }
 fi
 cd "$WORK"
-"$WORK/fuzz_readers" -max_total_time="$SECONDS_TO_RUN" -max_len=16384 -rss_limit_mb=2048 \
-  -timeout=20 -print_final_stats=1 "$WORK/corpus" 2>&1 | tail -25
-rc=${PIPESTATUS[0]}
-for c in "$WORK"/crash-* "$WORK"/timeout-* "$WORK"/oom-*; do
-  [ -e "$c" ] && { mkdir -p /tmp/ft_fuzz_findings; cp "$c" /tmp/ft_fuzz_findings/; echo "finding: /tmp/ft_fuzz_findings/$(basename "$c")"; }
+# Fork mode: keep fuzzing after a finding, so that one run sees several; each finding is then
+# replayed and classified by where it crashes (below).
+"$WORK/fuzz_readers" -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 \
+  -max_total_time="$SECONDS_TO_RUN" -max_len=16384 -rss_limit_mb=2048 -timeout=20 \
+  "$WORK/corpus" > "$WORK/fuzz.log" 2>&1
+rc=$?
+grep -E "^#[0-9]+: cov|INFO: fuzzed for|DONE" "$WORK/fuzz.log" | tail -3
+# libhdf5 1.10.8 (Debian 12) has memory-safety bugs on corrupt files of its own (use-after-free
+# in its attribute iteration, unchecked global-heap reads, ...): a finding whose first frame
+# outside the sanitizer, libFuzzer and libc is inside libhdf5 is reported as an upstream bug (it
+# is kept, and firetrain adds a check in front of it where one is possible, see
+# tests/fuzz/regressions/); a finding that crashes in firetrain's own code fails the test.
+ours=0 upstream=0
+mkdir -p /tmp/ft_fuzz_findings
+for c in "$WORK"/crash-* "$WORK"/timeout-* "$WORK"/oom-* "$WORK"/leak-*; do
+  [ -e "$c" ] || continue
+  cp "$c" /tmp/ft_fuzz_findings/
+  "$WORK/fuzz_readers" -runs=1 -timeout=20 -rss_limit_mb=2048 "$c" > "$WORK/replay.log" 2>&1
+  frame=$(grep -E "^ +#[0-9]+ 0x" "$WORK/replay.log" |
+          grep -vE "__interceptor_|__asan|__sanitizer|__lsan|fuzzer::|libc\.so|in malloc|in calloc|in realloc|in operator new|PrintStack|AlarmCallback|MallocHook|HandleMalloc" |
+          head -1)
+  if [[ $frame == *libhdf5* ]]; then
+    upstream=$((upstream + 1))
+    echo "upstream libhdf5 finding: /tmp/ft_fuzz_findings/$(basename "$c") at:${frame#*in}"
+  elif [[ -z $frame ]] && ! grep -qE "ERROR|SUMMARY|ALARM" "$WORK/replay.log"; then
+    echo "finding did not reproduce: /tmp/ft_fuzz_findings/$(basename "$c")"
+  else
+    ours=$((ours + 1))
+    echo "FINDING IN FIRETRAIN: /tmp/ft_fuzz_findings/$(basename "$c") at:${frame#*in}"
+    grep -E "ERROR|SUMMARY|^ +#[0-9]+ 0x" "$WORK/replay.log" | head -20
+  fi
 done
-[ $rc -eq 0 ] && echo "PASS: no crash in ${SECONDS_TO_RUN} s" || echo "FAIL: fuzzer exit $rc"
-exit $rc
+echo "fuzzed ${SECONDS_TO_RUN} s: $ours finding(s) in firetrain, $upstream inside libhdf5 (upstream)"
+if [ $ours -eq 0 ] && { [ $rc -eq 0 ] || [ $((ours + upstream)) -gt 0 ]; }; then
+  echo "PASS: no crash in firetrain's code in ${SECONDS_TO_RUN} s"
+  exit 0
+fi
+echo "FAIL: fuzzer exit $rc, $ours finding(s) in firetrain"
+tail -20 "$WORK/fuzz.log"
+exit 1
