@@ -2,7 +2,7 @@
 # Data parallelism vs threads on one node: the README's main job (launch/fashion_mnist.cfg,
 # squeezenet_small on Fashion-MNIST, global batch 64) for STEPS steps as 2 ranks x 1 thread
 # (mpirun -np 2) and as 1 rank x 2 threads, alternating, REPEATS times each; prints the medians
-# of the training images/s that `firetrain train` reports and the ratio (goal: >= 0.95, i.e. the
+# of the training images/s that `firetrain train` reports on its last step line and the ratio (goal: >= 0.95, i.e. the
 # data-parallel run loses at most 5% to one process using both cores).
 # Usage: bench/dp_vs_threads.sh     env: FT (build/firetrain), STEPS (400), REPEATS (3), DATA
 set -euo pipefail
@@ -15,7 +15,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 common=(train --config "$ROOT/launch/fashion_mnist.cfg" --data "$DATA" --steps "$STEPS"
         --checkpoint-dir "$tmp/ck" --checkpoint-every 0 --log-every 100000)
-rate() { sed -n 's/.*trained [0-9]* steps in [0-9m]*s, \([0-9.]*\) img\/s.*/\1/p' | tail -1; }
+rate() { sed -n 's/.* \([0-9.]*\) img\/s.*/\1/p' | tail -1; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 for ((i = 0; i < REPEATS; i++)); do
   mpirun --allow-run-as-root --bind-to none -np 2 "$FT" "${common[@]}" --threads 1 2>&1 | rate >> "$tmp/dp"
