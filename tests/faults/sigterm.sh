@@ -4,7 +4,7 @@
 source "$(dirname "$0")/common.sh"
 LONG="$TRAIN --steps 100000 --log-every 2 --checkpoint-dir ck"
 run_and_signal() {  # $1 target (rank1 | mpirun), $2 signal; sets RC and STEP
-  rm -rf ck
+  rm -rf ck run.log  # (the background launch truncates run.log later: no stale "step 4")
   $MPI -np 2 $FT $LONG > run.log 2>&1 &
   local mp=$!
   local t=0
