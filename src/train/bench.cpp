@@ -31,20 +31,26 @@ static double median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
-StepBenchResult bench_step(const std::string& arch, int batch, int size, int channels,
-                           int classes, int threads, int steps, int warmup, Device dev,
-                           const std::string& precision) {
-  require_device(dev);
-  omp_set_num_threads(threads);
+namespace {
+/// The net of a synthetic benchmark.
+NetSpec synthetic_spec(const std::string& arch, int size, int channels, int classes,
+                       const std::string& precision) {
   NetSpec spec;
   spec.arch = arch;
   spec.in_channels = channels;
   spec.height = spec.width = size;
   spec.num_classes = classes;
   spec.precision = precision;
-  Net net(spec, dev);
-  net.init_weights(0);
-  const Ops& ops = net.ops();
+  return spec;
+}
+
+/// Random NHWC inputs, labels and sample indices for a synthetic step.
+struct SyntheticBatch {
+  Buffer x, dlogits;
+  Array<int32_t> labels;
+  Array<int64_t> samples;
+};
+SyntheticBatch synthetic_batch(Device dev, int batch, int size, int channels, int classes) {
   std::mt19937 rng(0);
   std::normal_distribution<float> nd;
   std::vector<float> x(size_t(batch) * size * size * channels);
@@ -52,15 +58,28 @@ StepBenchResult bench_step(const std::string& arch, int batch, int size, int cha
   std::vector<int32_t> labels(static_cast<size_t>(batch));
   std::vector<int64_t> samples(static_cast<size_t>(batch));
   for (int i = 0; i < batch; ++i) {
-    labels[i] = int32_t(rng() % uint32_t(classes));
-    samples[i] = i;
+    labels[size_t(i)] = int32_t(rng() % uint32_t(classes));
+    samples[size_t(i)] = i;
   }
-  Buffer dx(dev, x.size()), mom(dev, net.num_params()), dlogits(dev, size_t(batch) * classes);
-  Array<int32_t> dlabels(dev, labels.size());
-  Array<int64_t> dsamples(dev, samples.size());
-  dx.upload(x.data(), x.size());
-  dlabels.upload(labels.data(), labels.size());
-  dsamples.upload(samples.data(), samples.size());
+  SyntheticBatch b{Buffer(dev, x.size()), Buffer(dev, size_t(batch) * classes),
+                   Array<int32_t>(dev, labels.size()), Array<int64_t>(dev, samples.size())};
+  b.x.upload(x.data(), x.size());
+  b.labels.upload(labels.data(), labels.size());
+  b.samples.upload(samples.data(), samples.size());
+  return b;
+}
+}  // namespace
+
+StepBenchResult bench_step(const std::string& arch, int batch, int size, int channels,
+                           int classes, int threads, int steps, int warmup, Device dev,
+                           const std::string& precision) {
+  require_device(dev);
+  omp_set_num_threads(threads);
+  Net net(synthetic_spec(arch, size, channels, classes, precision), dev);
+  net.init_weights(0);
+  const Ops& ops = net.ops();
+  SyntheticBatch b = synthetic_batch(dev, batch, size, channels, classes);
+  Buffer mom(dev, net.num_params());
   using clock = std::chrono::steady_clock;
   std::vector<double> tot, fwd, bwd, upd;
   for (int s = 0; s < warmup + steps; ++s) {
@@ -69,12 +88,12 @@ StepBenchResult bench_step(const std::string& arch, int batch, int size, int cha
     ctx.train = true;
     ctx.seed = 1;
     ctx.step = uint64_t(s);
-    ctx.samples = dsamples.data();
+    ctx.samples = b.samples.data();
     auto t0 = clock::now();
-    const float* logits = net.forward(ctx, dx.data());
-    ops.softmax_xent(batch, classes, logits, dlabels.data(), batch, dlogits.data());  // syncs
+    const float* logits = net.forward(ctx, b.x.data());
+    ops.softmax_xent(batch, classes, logits, b.labels.data(), batch, b.dlogits.data());  // syncs
     auto t1 = clock::now();
-    net.backward(ctx, dlogits.data());
+    net.backward(ctx, b.dlogits.data());
     synchronize(dev);
     auto t2 = clock::now();
     ops.sgd_update(net.num_params(), 0.01f, 0.9f, 2e-4f, s == 0, net.params(), net.grads(),
@@ -108,44 +127,12 @@ StepBenchResult bench_step(const std::string& arch, int batch, int size, int cha
   return r;
 }
 
-namespace {
-/// Random NHWC inputs, labels and sample indices for a synthetic step.
-struct SyntheticBatch {
-  Buffer x, dlogits;
-  Array<int32_t> labels;
-  Array<int64_t> samples;
-};
-SyntheticBatch synthetic_batch(Device dev, int batch, int size, int channels, int classes) {
-  std::mt19937 rng(0);
-  std::normal_distribution<float> nd;
-  std::vector<float> x(size_t(batch) * size * size * channels);
-  for (auto& v : x) v = nd(rng);
-  std::vector<int32_t> labels(static_cast<size_t>(batch));
-  std::vector<int64_t> samples(static_cast<size_t>(batch));
-  for (int i = 0; i < batch; ++i) {
-    labels[size_t(i)] = int32_t(rng() % uint32_t(classes));
-    samples[size_t(i)] = i;
-  }
-  SyntheticBatch b{Buffer(dev, x.size()), Buffer(dev, size_t(batch) * classes),
-                   Array<int32_t>(dev, labels.size()), Array<int64_t>(dev, samples.size())};
-  b.x.upload(x.data(), x.size());
-  b.labels.upload(labels.data(), labels.size());
-  b.samples.upload(samples.data(), samples.size());
-  return b;
-}
-}  // namespace
 
 LayerBenchResult bench_layers(const std::string& arch, int batch, int size, int channels,
                               int classes, int threads, int steps, int warmup,
                               const std::string& precision) {
   omp_set_num_threads(threads);
-  NetSpec spec;
-  spec.arch = arch;
-  spec.in_channels = channels;
-  spec.height = spec.width = size;
-  spec.num_classes = classes;
-  spec.precision = precision;
-  Net net(spec, Device::CPU);
+  Net net(synthetic_spec(arch, size, channels, classes, precision), Device::CPU);
   net.init_weights(0);
   const Ops& ops = net.ops();
   SyntheticBatch b = synthetic_batch(Device::CPU, batch, size, channels, classes);
