@@ -138,7 +138,7 @@ ConvShape conv_shape(int C, int O, int H, int W, int k, int stride, int pad, boo
 
 std::string conv_str(const ConvShape& s, int N) {
   std::ostringstream os;
-  os << "conv N=" << N << " C=" << s.C << " O=" << s.O << " " << s.H << "x" << s.W
+  os << "conv N=" << N << " C=" << s.C << "+" << s.C2 << " O=" << s.O << " " << s.H << "x" << s.W
      << " k=" << s.k << " s=" << s.stride << " p=" << s.pad << (s.relu ? " relu" : "");
   return os.str();
 }
@@ -149,8 +149,8 @@ struct ConvData {
 
 ConvData conv_data(const ConvShape& s, int N, uint32_t seed) {
   ConvData d;
-  const float ws = 1.f / std::sqrt(float(s.C * s.k * s.k));
-  d.x = random_floats(size_t(N) * s.H * s.W * s.C, seed);
+  const float ws = 1.f / std::sqrt(float(s.Ct() * s.k * s.k));
+  d.x = random_floats(size_t(N) * s.H * s.W * s.Ct(), seed);  // two parts back to back if C2 > 0
   d.w = scaled(random_floats(size_t(s.weight_numel()), seed + 1), ws);
   d.b = random_floats(size_t(s.O), seed + 2, -0.2f, 0.2f);
   d.dy = random_floats(size_t(N) * s.OH() * s.OW() * s.O, seed + 3);
@@ -220,6 +220,22 @@ TEST(CudaOps, Conv1x1) {
   conv_parity(conv_shape(96, 16, 9, 11, 1, 1, 0, true), {2, 4}, 300);
   conv_parity(conv_shape(16, 64, 7, 7, 1, 1, 0, false), {3}, 310);
   conv_parity(conv_shape(64, 100, 5, 5, 1, 1, 0, true), {2}, 320);  // conv10-like
+}
+
+// Two-part input (C2 > 0, a Fire module's planar output: [x1 | x2] back to back): the CUDA
+// backend concatenates into scratch and runs the dense convolution; dx is split back.
+TEST(CudaOps, ConvTwoPartInput) {
+  FT_REQUIRE_GPU();
+  ConvShape sq = conv_shape(64, 16, 9, 11, 1, 1, 0, true);  // a squeeze after a Fire module
+  sq.C2 = 64;
+  conv_parity(sq, {2, 3, 2}, 600);
+  conv_parity(sq, {2}, 610, /*with_dx=*/false);
+  ConvShape k3 = conv_shape(5, 7, 10, 9, 3, 2, 1, false);  // uneven parts, 3x3 stride 2
+  k3.C2 = 11;
+  conv_parity(k3, {3}, 620);
+  ConvShape c10 = conv_shape(48, 10, 4, 4, 1, 1, 0, true);  // conv10-like
+  c10.C2 = 80;
+  conv_parity(c10, {2}, 630, true, /*mask_y=*/false);
 }
 
 // Odd sizes, stride 2 with padding, no ReLU; and ReLU with y = nullptr (dy already masked).
@@ -337,6 +353,18 @@ TEST(CudaOps, AddInplaceAndCopy) {
   expect_same(to_host(c_d), x, "copy");
 }
 
+TEST(CudaOps, StridedAdd) {
+  FT_REQUIRE_GPU();
+  const int64_t P = 1031;
+  const int ldx = 19, ldy = 40, n = 13;
+  fvec x = random_floats(size_t(P * ldx), 11), y = random_floats(size_t(P * ldy), 12);
+  fvec y_cpu = y;
+  ft::cpu::strided_add(P, n, x.data() + 3, ldx, y_cpu.data() + 20, ldy);
+  auto x_d = to_dev(x), y_d = to_dev(y);
+  ft::cuda::strided_add(P, n, x_d.data() + 3, ldx, y_d.data() + 20, ldy);
+  expect_same(to_host(y_d), y_cpu, "strided_add");
+}
+
 TEST(CudaOps, DropoutMasksIdentical) {
   FT_REQUIRE_GPU();
   const int N = 3, H = 5, W = 4, C = 7;
@@ -345,19 +373,19 @@ TEST(CudaOps, DropoutMasksIdentical) {
   const size_t n = size_t(N) * H * W * C;
   fvec x = random_floats(n, 9), dy = random_floats(n, 10);
   auto s_d = to_dev(samples);
-  for (float p : {0.f, 0.3f, 0.5f}) {
-    SCOPED_TRACE("p = " + std::to_string(p));
+  for (auto [p, c_off] : {std::pair{0.f, 0}, {0.3f, 0}, {0.5f, 0}, {0.5f, 9}}) {
+    SCOPED_TRACE("p = " + std::to_string(p) + " c_off = " + std::to_string(c_off));
     fvec y(n), dx(n);
-    ft::cpu::dropout_forward(N, H, W, C, p, seed, step, samples.data(), x.data(), y.data());
-    ft::cpu::dropout_backward(N, H, W, C, p, seed, step, samples.data(), dy.data(), dx.data());
+    ft::cpu::dropout_forward(N, H, W, C, c_off, p, seed, step, samples.data(), x.data(), y.data());
+    ft::cpu::dropout_backward(N, H, W, C, c_off, p, seed, step, samples.data(), dy.data(), dx.data());
     auto x_d = to_dev(x), y_d = to_dev(filled(n, 7.f)), dy_d = to_dev(dy);
     auto dx_d = to_dev(filled(n, 7.f));
-    ft::cuda::dropout_forward(N, H, W, C, p, seed, step, s_d.data(), x_d.data(), y_d.data());
-    ft::cuda::dropout_backward(N, H, W, C, p, seed, step, s_d.data(), dy_d.data(), dx_d.data());
+    ft::cuda::dropout_forward(N, H, W, C, c_off, p, seed, step, s_d.data(), x_d.data(), y_d.data());
+    ft::cuda::dropout_backward(N, H, W, C, c_off, p, seed, step, s_d.data(), dy_d.data(), dx_d.data());
     expect_same(to_host(y_d), y, "dropout_forward");
     expect_same(to_host(dx_d), dx, "dropout_backward");
     // In place.
-    ft::cuda::dropout_forward(N, H, W, C, p, seed, step, s_d.data(), x_d.data(), x_d.data());
+    ft::cuda::dropout_forward(N, H, W, C, c_off, p, seed, step, s_d.data(), x_d.data(), x_d.data());
     expect_same(to_host(x_d), y, "dropout_forward in place");
   }
 }

@@ -618,8 +618,8 @@ TEST(OpsTest, DropoutMatchesReference) {
     dropout_ref(mask, c.p, to_double(xf), y);
     dropout_ref(mask, c.p, to_double(dyf), dx);
     fvec yf(y.size()), dxf(dx.size());
-    ft::cpu::dropout_forward(c.N, c.H, c.W, c.C, c.p, sd, step, samples.data(), xf.data(), yf.data());
-    ft::cpu::dropout_backward(c.N, c.H, c.W, c.C, c.p, sd, step, samples.data(), dyf.data(), dxf.data());
+    ft::cpu::dropout_forward(c.N, c.H, c.W, c.C, 0, c.p, sd, step, samples.data(), xf.data(), yf.data());
+    ft::cpu::dropout_backward(c.N, c.H, c.W, c.C, 0, c.p, sd, step, samples.data(), dyf.data(), dxf.data());
     expect_close(yf, y, 1e-6, 0, "dropout y");
     expect_close(dxf, dx, 1e-6, 0, "dropout dx");
     size_t zero_mismatch = 0;  // dropped elements are exactly zero, kept ones non-zero
@@ -627,7 +627,7 @@ TEST(OpsTest, DropoutMatchesReference) {
       zero_mismatch += (yf[i] == 0.f) == bool(mask[i]) && xf[i] != 0.f;
     EXPECT_EQ(zero_mismatch, 0u);
     fvec z = xf;  // in place
-    ft::cpu::dropout_forward(c.N, c.H, c.W, c.C, c.p, sd, step, samples.data(), z.data(), z.data());
+    ft::cpu::dropout_forward(c.N, c.H, c.W, c.C, 0, c.p, sd, step, samples.data(), z.data(), z.data());
     EXPECT_EQ(z, yf);
   }
 }
@@ -638,10 +638,10 @@ TEST(OpsTest, DropoutMaskDependsOnSampleNotBatchPosition) {
   const size_t per = size_t(H) * W * C;
   fvec ones(3 * per, 1.f), ya(3 * per), yb(per);
   std::vector<int64_t> batch = {7, 123456789, 42};
-  ft::cpu::dropout_forward(3, H, W, C, p, 5, 11, batch.data(), ones.data(), ya.data());
+  ft::cpu::dropout_forward(3, H, W, C, 0, p, 5, 11, batch.data(), ones.data(), ya.data());
   for (int n = 0; n < 3; ++n) {
     // Sample batch[n] alone in a batch of one (another rank, another position).
-    ft::cpu::dropout_forward(1, H, W, C, p, 5, 11, &batch[size_t(n)], ones.data(), yb.data());
+    ft::cpu::dropout_forward(1, H, W, C, 0, p, 5, 11, &batch[size_t(n)], ones.data(), yb.data());
     EXPECT_TRUE(std::equal(yb.begin(), yb.end(), ya.begin() + n * per)) << "sample " << batch[n];
   }
   // Different samples get different masks.
@@ -655,7 +655,7 @@ TEST(OpsTest, DropoutKeepRateAndKeying) {
   fvec ones(n, 1.f), y1(n), y2(n), y3(n);
   for (float p : {0.1f, 0.5f, 0.8f}) {
     SCOPED_TRACE("p=" + std::to_string(p));
-    ft::cpu::dropout_forward(N, H, W, C, p, 3, 0, samples.data(), ones.data(), y1.data());
+    ft::cpu::dropout_forward(N, H, W, C, 0, p, 3, 0, samples.data(), ones.data(), y1.data());
     size_t kept = 0;
     for (float v : y1) {
       kept += v != 0.f;
@@ -667,9 +667,9 @@ TEST(OpsTest, DropoutKeepRateAndKeying) {
     const double sigma = std::sqrt(p * (1 - p) / double(n));
     EXPECT_NEAR(rate, 1.0 - p, 6 * sigma) << "keep rate";
     // Another step: a different mask, agreeing on about p^2 + (1-p)^2 of the elements.
-    ft::cpu::dropout_forward(N, H, W, C, p, 3, 1, samples.data(), ones.data(), y2.data());
+    ft::cpu::dropout_forward(N, H, W, C, 0, p, 3, 1, samples.data(), ones.data(), y2.data());
     // Another seed: different too.
-    ft::cpu::dropout_forward(N, H, W, C, p, 4, 0, samples.data(), ones.data(), y3.data());
+    ft::cpu::dropout_forward(N, H, W, C, 0, p, 4, 0, samples.data(), ones.data(), y3.data());
     size_t same_step = 0, same_seed = 0;
     for (size_t i = 0; i < n; ++i) {
       same_step += (y1[i] != 0.f) == (y2[i] != 0.f);
@@ -679,12 +679,12 @@ TEST(OpsTest, DropoutKeepRateAndKeying) {
     EXPECT_NEAR(double(same_step) / double(n), agree, 0.01) << "steps 0 and 1";
     EXPECT_NEAR(double(same_seed) / double(n), agree, 0.01) << "seeds 3 and 4";
     // Same key: the same mask again.
-    ft::cpu::dropout_forward(N, H, W, C, p, 3, 0, samples.data(), ones.data(), y2.data());
+    ft::cpu::dropout_forward(N, H, W, C, 0, p, 3, 0, samples.data(), ones.data(), y2.data());
     EXPECT_EQ(y1, y2);
   }
   // p = 0: the identity.
   fvec x = random_floats(n, 5), y(n);
-  ft::cpu::dropout_forward(N, H, W, C, 0.f, 3, 0, samples.data(), x.data(), y.data());
+  ft::cpu::dropout_forward(N, H, W, C, 0, 0.f, 3, 0, samples.data(), x.data(), y.data());
   EXPECT_EQ(x, y);
 }
 

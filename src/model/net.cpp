@@ -14,9 +14,15 @@
 
 namespace ft {
 
+/// A layer's input or output, NHWC. split > 0: a planar concat (a Fire module's output):
+/// channels [0, split) are stored first as a dense (N, H, W, split) tensor, then channels
+/// [split, C) as a dense (N, H, W, C - split) one. split == 0: one dense (N, H, W, C) tensor.
 struct Dims {
   int H = 0, W = 0, C = 0;
+  int split = 0;
   int64_t size() const { return int64_t(H) * W * C; }
+  int c1() const { return split ? split : C; }  // channels of the first (or only) part
+  int c2() const { return C - c1(); }           // channels of the second part (0: dense)
 };
 
 /// A parameter tensor registered by a layer while the net is built.
@@ -57,6 +63,23 @@ class Layer {
 
 namespace {
 
+/// y += x for two (P, C) tensors stored with planar splits sy and sx (0 = dense): one flat add
+/// when the layouts are the same, else a strided add per channel range that lies in one part
+/// of each.
+void add_resplit(const Ops& o, int64_t P, int C, int sx, const float* x, int sy, float* y) {
+  const int ax = sx ? sx : C, ay = sy ? sy : C;
+  if (ax == ay) return o.add_inplace(P * C, x, y);
+  const int cut[4] = {0, std::min(ax, ay), std::max(ax, ay), C};
+  for (int i = 0; i < 3; ++i) {
+    const int c0 = cut[i], n = cut[i + 1] - cut[i];
+    if (n <= 0) continue;
+    const bool xs = c0 >= ax, ys = c0 >= ay;  // in the second part of x / of y
+    const float* xp = xs ? x + P * ax + (c0 - ax) : x + c0;
+    float* yp = ys ? y + P * ay + (c0 - ay) : y + c0;
+    o.strided_add(P, n, xp, xs ? C - ax : ax, yp, ys ? C - ay : ay);
+  }
+}
+
 /// The device of a layer and the precision of its convolutions.
 struct LayerDev {
   Device device;
@@ -68,14 +91,15 @@ class ConvLayer : public Layer {
  public:
   ConvLayer(LayerDev d, std::string key, Dims i, int O, int k, int stride, int pad, bool relu,
             bool final_conv)
-      : key_(std::move(key)), op_(ConvShape{i.C, O, i.H, i.W, k, stride, pad, relu, d.bf16}, d),
+      : key_(std::move(key)),
+        op_(ConvShape{i.c1(), O, i.H, i.W, k, stride, pad, relu, d.bf16, i.c2()}, d),
         final_(final_conv) {
     in = i;
     out = Dims{op_.shape().OH(), op_.shape().OW(), O};
   }
   std::vector<ParamSpec> param_specs() const override {
     const auto& s = op_.shape();
-    return {{key_ + ".weight", {s.O, s.C, s.k, s.k}, final_, false, torch_default},
+    return {{key_ + ".weight", {s.O, s.Ct(), s.k, s.k}, final_, false, torch_default},
             {key_ + ".bias", {s.O}, final_, true, torch_default}};
   }
   void bind(const std::vector<size_t>& o) override {
@@ -101,23 +125,34 @@ class ConvLayer : public Layer {
   size_t w_ = 0, b_ = 0;
 };
 
+/// On a planar input (a Fire module's output) each part is pooled on its own: the output has
+/// the same split.
 class MaxPoolLayer : public Layer {
  public:
   MaxPoolLayer(Device d, Dims i, bool ceil_mode = true)
-      : op_(PoolShape{i.C, i.H, i.W, 3, 2, 0, ceil_mode}, d) {
+      : op_(PoolShape{i.c1(), i.H, i.W, 3, 2, 0, ceil_mode}, d) {
     in = i;
-    out = Dims{op_.shape().OH(), op_.shape().OW(), i.C};
+    out = Dims{op_.shape().OH(), op_.shape().OW(), i.C, i.split};
+    if (i.split) op2_ = std::make_unique<MaxPool2d>(PoolShape{i.c2(), i.H, i.W, 3, 2, 0, ceil_mode}, d);
   }
   void forward(const PassContext& c, const float*, const float* x, float* y) override {
     op_.forward(c.N, x, y);
+    if (op2_) op2_->forward(c.N, x + c.N * in_part1(), y + c.N * out_part1());
   }
   void backward(const PassContext& c, const float*, float*, const float* x, const float* y,
                 float* dy, float* dx) override {
-    if (dx) op_.backward(c.N, x, y, dy, dx);
+    if (!dx) return;
+    op_.backward(c.N, x, y, dy, dx);
+    if (op2_)
+      op2_->backward(c.N, x + c.N * in_part1(), y + c.N * out_part1(), dy + c.N * out_part1(),
+                     dx + c.N * in_part1());
   }
 
  private:
-  MaxPool2d op_;
+  int64_t in_part1() const { return int64_t(in.H) * in.W * in.c1(); }     // per image
+  int64_t out_part1() const { return int64_t(out.H) * out.W * out.c1(); }  // per image
+  MaxPool2d op_;                    // the first (or only) part
+  std::unique_ptr<MaxPool2d> op2_;  // the second part of a planar input
 };
 
 /// The bypass around one Fire module (the paper's section 6).
@@ -136,36 +171,51 @@ constexpr double kBypassInitScale = 0.25;
 /// ReLU after the sum (the paper's Figure 2): y = concat + x (Identity: the simple bypass, needs
 /// in channels == out channels), or y = concat + conv1x1(x) + b (Conv1x1: the complex bypass,
 /// no ReLU on the bypass path).
-/// oneDNN 2.6 runs convolutions with a channel-strided destination only on its reference
-/// kernel (measured), so each expand writes a dense buffer and the concat is a per-pixel copy.
+///
+/// Layout ("planar concat", zero-copy): the output (N, H, W, e1 + e3) is stored as the expand
+/// 1×1 output (N, H, W, e1) followed by the expand 3×3 output (N, H, W, e3), each dense, so both
+/// expands write straight into it (oneDNN 2.6 runs a convolution whose NHWC destination is
+/// channel-strided only on its reference kernel, so the interleaved concat needed a copy). out
+/// records split = e1. Every consumer handles the two parts: the next module's squeeze, the
+/// bypass conv and conv10 are two-part convolutions (ConvShape::C2), max pooling and dropout work
+/// per part, the identity bypass adds part by part (add_resplit when the splits differ). The
+/// bypass conv is run as two convolutions over its output channels [0, e1) and [e1, e1 + e3)
+/// (contiguous rows of its OIHW weights) so that its output has the same split.
 class FireLayer : public Layer {
  public:
   FireLayer(LayerDev d, std::string key, Dims i, FireConfig f, Bypass bypass)
       : key_(std::move(key)),
-        squeeze_(ConvShape{i.C, f.s1, i.H, i.W, 1, 1, 0, true, d.bf16}, d),
+        squeeze_(ConvShape{i.c1(), f.s1, i.H, i.W, 1, 1, 0, true, d.bf16, i.c2()}, d),
         e1_(ConvShape{f.s1, f.e1, i.H, i.W, 1, 1, 0, true, d.bf16}, d),
         e3_(ConvShape{f.s1, f.e3, i.H, i.W, 3, 1, 1, true, d.bf16}, d),
         bypass_(bypass),
         s_(d),
         cat_(d) {
     in = i;
-    out = Dims{i.H, i.W, f.e1 + f.e3};
+    out = Dims{i.H, i.W, f.e1 + f.e3, f.e1};
     FT_REQUIRE(bypass != Bypass::Identity || in.C == out.C,
                "an identity bypass needs equal in/out channels");
-    if (bypass == Bypass::Conv1x1)
-      bp_ = std::make_unique<Conv2d>(ConvShape{i.C, out.C, i.H, i.W, 1, 1, 0, false, d.bf16}, d);
+    if (bypass == Bypass::Conv1x1) {  // its output rows [0, e1) and [e1, e1 + e3)
+      bpa_ = std::make_unique<Conv2d>(
+          ConvShape{i.c1(), f.e1, i.H, i.W, 1, 1, 0, false, d.bf16, i.c2()}, d);
+      bpb_ = std::make_unique<Conv2d>(
+          ConvShape{i.c1(), f.e3, i.H, i.W, 1, 1, 0, false, d.bf16, i.c2()}, d);
+    }
   }
   std::vector<ParamSpec> param_specs() const override {
     std::vector<ParamSpec> v;
     for (auto [part, op] : {std::pair{"squeeze", &squeeze_}, {"expand1x1", &e1_},
-                            {"expand3x3", &e3_}, {"bypass", bp_.get()}}) {
-      if (!op) continue;
+                            {"expand3x3", &e3_}}) {
       const auto& s = op->shape();
-      v.push_back({key_ + "." + part + ".weight", {s.O, s.C, s.k, s.k}});
-      v.back().no_relu = op == bp_.get();
-      v.back().zero_init = op == bp_.get();
+      v.push_back({key_ + "." + part + ".weight", {s.O, s.Ct(), s.k, s.k}});
       if (bypass_ == Bypass::Identity && op != &squeeze_) v.back().init_scale = kBypassInitScale;
       v.push_back({key_ + "." + part + ".bias", {s.O}, false, true});
+    }
+    if (bpa_) {  // one (out.C, in.C, 1, 1) tensor, as in torch
+      v.push_back({key_ + ".bypass.weight", {out.C, in.C, 1, 1}});
+      v.back().no_relu = true;
+      v.back().zero_init = true;
+      v.push_back({key_ + ".bypass.bias", {out.C}, false, true});
     }
     return v;
   }
@@ -175,64 +225,71 @@ class FireLayer : public Layer {
   }
   int64_t macs() const override {
     return pix() * (squeeze_.shape().weight_numel() + e1_.shape().weight_numel() +
-                    e3_.shape().weight_numel() + (bp_ ? bp_->shape().weight_numel() : 0));
+                    e3_.shape().weight_numel() + (bpa_ ? int64_t(in.C) * out.C : 0));
   }
-  // Transient scratch per image: two expand outputs (or their gradients) + two squeeze grads
-  // (+ the bypass conv's input gradient).
+  // Transient scratch per image: two squeeze gradients; with a bypass the masked concat
+  // gradient (dy stays intact for the bypass path); with the bypass conv its two input gradients.
   int64_t scratch_per_image() const override {
-    return pix() * (e1() + e3() + 2 * s1() + (bp_ ? in.C : 0));
+    return pix() * (2 * s1() + (bypass_ != Bypass::None ? out.C : 0) + (bpa_ ? 2 * in.C : 0));
   }
   void describe(LayerInfo& i) const override {
     i.s1 = s1();
     i.e1 = e1();
     i.e3 = e3();
-    i.bypass = bypass_ == Bypass::Identity ? "identity" : bp_ ? "conv1x1" : "";
+    i.bypass = bypass_ == Bypass::Identity ? "identity" : bpa_ ? "conv1x1" : "";
   }
 
   void forward(const PassContext& c, const float* P, const float* x, float* y) override {
     const int64_t px = c.N * pix();
     if (s_.size() < size_t(px * s1())) s_.resize(size_t(px * s1()));  // squeeze output, kept for backward: (N, H, W, s1)
-    float* a = scratch->data();    // (N, H, W, e1)
-    float* b = a + px * e1();      // (N, H, W, e3)
     squeeze_.forward(c.N, x, P + off_[0], P + off_[1], s_.data());
-    e1_.forward(c.N, s_.data(), P + off_[2], P + off_[3], a);
-    e3_.forward(c.N, s_.data(), P + off_[4], P + off_[5], b);
-    float* cat = y;
+    float* cat = y;  // planar: (N, H, W, e1) then (N, H, W, e3)
     if (bypass_ != Bypass::None) {  // keep the concat (for the ReLU masks); y = concat + bypass
       if (cat_.size() < size_t(px * out.C)) cat_.resize(size_t(px * out.C));
       cat = cat_.data();
     }
-    ops->channel_copy_in(px, e1(), 0, out.C, a, cat);
-    ops->channel_copy_in(px, e3(), e1(), out.C, b, cat);
+    e1_.forward(c.N, s_.data(), P + off_[2], P + off_[3], cat);
+    e3_.forward(c.N, s_.data(), P + off_[4], P + off_[5], cat + px * e1());
     if (bypass_ == Bypass::Identity) {
       ops->copy(px * out.C, cat, y);
-      ops->add_inplace(px * out.C, x, y);
-    } else if (bp_) {
-      bp_->forward(c.N, x, P + off_[6], P + off_[7], y);  // (N, H, W, out.C)
+      add_resplit(*ops, px, out.C, in.split, x, out.split, y);
+    } else if (bpa_) {
+      bpa_->forward(c.N, x, P + off_[6], P + off_[7], y);
+      bpb_->forward(c.N, x, P + off_[6] + bp_rows_b(), P + off_[7] + e1(), y + px * e1());
       ops->add_inplace(px * out.C, cat, y);
     }
   }
   void backward(const PassContext& c, const float* P, float* G, const float* x, const float* y,
                 float* dy, float* dx) override {
     const int64_t px = c.N * pix();
-    float* da = scratch->data();  // (N, H, W, e1)
-    float* db = da + px * e1();   // (N, H, W, e3)
-    float* dsa = db + px * e3();  // (N, H, W, s1)
-    float* dsb = dsa + px * s1(); // (N, H, W, s1)
-    // Both expand ReLU masks at once, taken from the concat, split into the two halves; dy is
-    // left intact (the bypass passes it straight to dx, or to the bypass conv).
-    ops->concat_relu_backward(px, e1(), e3(), bypass_ != Bypass::None ? cat_.data() : y, dy, da,
-                              db);
-    e1_.backward(c.N, s_.data(), P + off_[2], nullptr, da, dsa, G + off_[2], G + off_[3]);
-    e3_.backward(c.N, s_.data(), P + off_[4], nullptr, db, dsb, G + off_[4], G + off_[5]);
+    float* dsa = scratch->data();  // (N, H, W, s1)
+    float* dsb = dsa + px * s1();  // (N, H, W, s1)
+    // Both expand ReLU masks at once (the concat is planar like dy): in place without a
+    // bypass; with one, into scratch, leaving dy intact for the bypass path.
+    float* dcat = dy;
+    if (bypass_ == Bypass::None) {
+      ops->relu_backward(px * out.C, y, dy, dy);
+    } else {
+      dcat = dsb + px * s1();  // (N, H, W, C) planar
+      ops->relu_backward(px * out.C, cat_.data(), dy, dcat);
+    }
+    e1_.backward(c.N, s_.data(), P + off_[2], nullptr, dcat, dsa, G + off_[2], G + off_[3]);
+    e3_.backward(c.N, s_.data(), P + off_[4], nullptr, dcat + px * e1(), dsb, G + off_[4],
+                 G + off_[5]);
     ops->add_inplace(px * s1(), dsb, dsa);
     squeeze_.backward(c.N, x, P + off_[0], s_.data(), dsa, dx, G + off_[0], G + off_[1]);
-    if (bypass_ == Bypass::Identity && dx) ops->add_inplace(px * out.C, dy, dx);
-    if (bp_) {  // no ReLU on the bypass path: dy goes to the conv unmasked
-      float* dxb = dsb + px * s1();  // (N, H, W, in.C)
-      bp_->backward(c.N, x, P + off_[6], nullptr, dy, dx ? dxb : nullptr, G + off_[6],
-                    G + off_[7]);
-      if (dx) ops->add_inplace(px * in.C, dxb, dx);
+    if (bypass_ == Bypass::Identity && dx) add_resplit(*ops, px, out.C, out.split, dy, in.split, dx);
+    if (bpa_) {  // no ReLU on the bypass path: dy goes to the convs unmasked
+      float* dxa = dcat + px * out.C;  // (N, H, W, in.C), in's layout
+      float* dxb = dxa + px * in.C;
+      bpa_->backward(c.N, x, P + off_[6], nullptr, dy, dx ? dxa : nullptr, G + off_[6],
+                     G + off_[7]);
+      bpb_->backward(c.N, x, P + off_[6] + bp_rows_b(), nullptr, dy + px * e1(),
+                     dx ? dxb : nullptr, G + off_[6] + bp_rows_b(), G + off_[7] + e1());
+      if (dx) {
+        ops->add_inplace(px * in.C, dxa, dx);
+        ops->add_inplace(px * in.C, dxb, dx);
+      }
     }
   }
 
@@ -241,32 +298,39 @@ class FireLayer : public Layer {
   int s1() const { return squeeze_.shape().O; }
   int e1() const { return e1_.shape().O; }
   int e3() const { return e3_.shape().O; }
+  int64_t bp_rows_b() const { return int64_t(e1()) * in.C; }  // offset of bypass rows [e1, ...)
   std::string key_;
   Conv2d squeeze_, e1_, e3_;
   Bypass bypass_;
-  std::unique_ptr<Conv2d> bp_;  // complex bypass where channels differ
+  std::unique_ptr<Conv2d> bpa_, bpb_;  // complex bypass where channels differ (two row blocks)
   std::vector<size_t> off_;
   Buffer s_;    // squeeze output (N, H, W, s1)
-  Buffer cat_;  // with bypass: the concat before the addition (N, H, W, C)
+  Buffer cat_;  // with bypass: the planar concat before the addition
 };
 
 class DropoutLayer : public Layer {
  public:
   DropoutLayer(Dims i, float p) : p_(p) { in = out = i; }
+  // A planar input keeps its split; each part's mask is keyed by the global channel index, so
+  // the mask is the same as on the dense layout.
   void forward(const PassContext& c, const float*, const float* x, float* y) override {
     const int64_t n = int64_t(c.N) * in.size();
-    if (c.train && p_ > 0.f)
-      ops->dropout_forward(c.N, in.H, in.W, in.C, p_, c.seed, c.step, c.samples, x, y);
-    else
-      ops->copy(n, x, y);
+    if (!(c.train && p_ > 0.f)) return ops->copy(n, x, y);
+    const int64_t n1 = int64_t(c.N) * in.H * in.W * in.c1();
+    ops->dropout_forward(c.N, in.H, in.W, in.c1(), 0, p_, c.seed, c.step, c.samples, x, y);
+    if (in.c2())
+      ops->dropout_forward(c.N, in.H, in.W, in.c2(), in.c1(), p_, c.seed, c.step, c.samples,
+                           x + n1, y + n1);
   }
   void backward(const PassContext& c, const float*, float*, const float*, const float*, float* dy,
                 float* dx) override {
     const int64_t n = int64_t(c.N) * in.size();
-    if (c.train && p_ > 0.f)
-      ops->dropout_backward(c.N, in.H, in.W, in.C, p_, c.seed, c.step, c.samples, dy, dx);
-    else
-      ops->copy(n, dy, dx);
+    if (!(c.train && p_ > 0.f)) return ops->copy(n, dy, dx);
+    const int64_t n1 = int64_t(c.N) * in.H * in.W * in.c1();
+    ops->dropout_backward(c.N, in.H, in.W, in.c1(), 0, p_, c.seed, c.step, c.samples, dy, dx);
+    if (in.c2())
+      ops->dropout_backward(c.N, in.H, in.W, in.c2(), in.c1(), p_, c.seed, c.step, c.samples,
+                            dy + n1, dx + n1);
   }
 
  private:
@@ -276,6 +340,7 @@ class DropoutLayer : public Layer {
 class GlobalAvgPoolLayer : public Layer {
  public:
   explicit GlobalAvgPoolLayer(Dims i) {
+    FT_REQUIRE(i.split == 0, "global average pooling takes a dense input");
     in = i;
     out = Dims{1, 1, i.C};
   }
@@ -292,6 +357,7 @@ class GlobalAvgPoolLayer : public Layer {
 class LinearLayer : public Layer {
  public:
   LinearLayer(std::string key, Dims i, int O, bool relu) : key_(std::move(key)), relu_(relu) {
+    FT_REQUIRE(i.split == 0, "a linear layer takes a dense input");
     in = i;
     out = Dims{1, 1, O};
   }
@@ -324,6 +390,7 @@ class LinearLayer : public Layer {
 class FlattenLayer : public Layer {
  public:
   explicit FlattenLayer(Dims i) {
+    FT_REQUIRE(i.split == 0, "flatten takes a dense input");
     in = i;
     out = Dims{1, 1, i.H * i.W * i.C};
   }

@@ -7,8 +7,8 @@ namespace ft {
 #define FT_OPS_TABLE(ns)                                                                    \
   Ops {                                                                                     \
     Device::CPU, ns::relu_forward, ns::relu_backward, ns::channel_copy_in,                  \
-        ns::channel_copy_out, ns::concat_relu_backward, ns::add_inplace, ns::copy,          \
-        ns::dropout_forward, ns::dropout_backward, ns::global_avgpool_forward,              \
+        ns::channel_copy_out, ns::concat_relu_backward, ns::add_inplace, ns::strided_add,   \
+        ns::copy, ns::dropout_forward, ns::dropout_backward, ns::global_avgpool_forward,    \
         ns::global_avgpool_backward, ns::softmax_xent, ns::sgd_update, ns::make_conv2d,     \
         ns::make_maxpool2d, ns::linear_forward, ns::linear_backward, ns::nhwc_to_nchw,      \
         ns::nchw_to_nhwc                                                                    \
@@ -32,7 +32,7 @@ const Ops& ops_for(Device d) {
 }
 
 Conv2d::Conv2d(ConvShape s, Device d) : s_(s) {
-  FT_REQUIRE(s.C > 0 && s.O > 0 && s.H > 0 && s.W > 0 && s.k > 0 && s.stride > 0,
+  FT_REQUIRE(s.C > 0 && s.C2 >= 0 && s.O > 0 && s.H > 0 && s.W > 0 && s.k > 0 && s.stride > 0,
              "bad convolution shape");
   FT_REQUIRE(s.OH() > 0 && s.OW() > 0, "convolution output would be empty");
   if (s.bf16 && d != Device::CPU)

@@ -51,14 +51,19 @@ void concat_relu_backward(int64_t P, int Ca, int Cb, const float* y, const float
 
 /// y += x.
 void add_inplace(int64_t n, const float* x, float* y);
+/// y[p * ldy + c] += x[p * ldx + c] for P rows and c < n: adds a channel range of one NHWC
+/// tensor into one of another (the simple bypass between two different planar splits).
+void strided_add(int64_t P, int n, const float* x, int ldx, float* y, int ldy);
 /// y = x (non-overlapping).
 void copy(int64_t n, const float* x, float* y);
 
 /// Inverted dropout on x (N, H, W, C): y = x * keep / (1 - p). samples[n] (on the device) is
 /// the dataset index of row n. In place allowed. backward applies the same mask to dy.
-void dropout_forward(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+/// c_off: the global channel index of x's channel 0, when x is one part of a planar concat
+/// (the mask is keyed by the global channel, so it does not depend on the layout); else 0.
+void dropout_forward(int N, int H, int W, int C, int c_off, float p, uint64_t seed, uint64_t step,
                      const int64_t* samples, const float* x, float* y);
-void dropout_backward(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+void dropout_backward(int N, int H, int W, int C, int c_off, float p, uint64_t seed, uint64_t step,
                       const int64_t* samples, const float* dy, float* dx);
 
 }  // namespace cpu
@@ -75,11 +80,12 @@ void concat_relu_backward(int64_t P, int Ca, int Cb, const float* y, const float
                           float* db);
 
 void add_inplace(int64_t n, const float* x, float* y);
+void strided_add(int64_t P, int n, const float* x, int ldx, float* y, int ldy);
 void copy(int64_t n, const float* x, float* y);
 
-void dropout_forward(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+void dropout_forward(int N, int H, int W, int C, int c_off, float p, uint64_t seed, uint64_t step,
                      const int64_t* samples, const float* x, float* y);
-void dropout_backward(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+void dropout_backward(int N, int H, int W, int C, int c_off, float p, uint64_t seed, uint64_t step,
                       const int64_t* samples, const float* dy, float* dx);
 
 }  // namespace cuda

@@ -24,6 +24,7 @@ struct Ops {
   decltype(&cpu::channel_copy_out) channel_copy_out;
   decltype(&cpu::concat_relu_backward) concat_relu_backward;
   decltype(&cpu::add_inplace) add_inplace;
+  decltype(&cpu::strided_add) strided_add;
   decltype(&cpu::copy) copy;
   decltype(&cpu::dropout_forward) dropout_forward;
   decltype(&cpu::dropout_backward) dropout_backward;

@@ -58,10 +58,20 @@ void add_inplace(int64_t n, const float* x, float* y) {
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
+void strided_add(int64_t P, int n, const float* x, int ldx, float* y, int ldy) {
+#pragma omp parallel for
+  for (int64_t p = 0; p < P; ++p) {
+    const float* xp = x + p * ldx;
+    float* yp = y + p * ldy;
+#pragma omp simd
+    for (int c = 0; c < n; ++c) yp[c] += xp[c];
+  }
+}
+
 void copy(int64_t n, const float* x, float* y) { std::memcpy(y, x, size_t(n) * sizeof(float)); }
 
 // Shared by forward and backward: out = in * keep / (1 - p).
-static void dropout_apply(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+static void dropout_apply(int N, int H, int W, int C, int c_off, float p, uint64_t seed, uint64_t step,
                           const int64_t* samples, const float* in, float* out) {
   const float scale = p < 1.f ? 1.f / (1.f - p) : 0.f;
   const int64_t per = int64_t(H) * W * C;
@@ -72,20 +82,20 @@ static void dropout_apply(int N, int H, int W, int C, float p, uint64_t seed, ui
       for (int w = 0; w < W; ++w)
         for (int c = 0; c < C; ++c) {
           const int64_t i = n * per + (int64_t(h) * W + w) * C + c;
-          const uint64_t elem = (uint64_t(c) * H + h) * W + w;  // NCHW-logical
+          const uint64_t elem = (uint64_t(c + c_off) * H + h) * W + w;  // NCHW-logical
           out[i] = dropout_keep(seed, step, s, elem, p) ? in[i] * scale : 0.f;
         }
   }
 }
 
-void dropout_forward(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+void dropout_forward(int N, int H, int W, int C, int c_off, float p, uint64_t seed, uint64_t step,
                      const int64_t* samples, const float* x, float* y) {
-  dropout_apply(N, H, W, C, p, seed, step, samples, x, y);
+  dropout_apply(N, H, W, C, c_off, p, seed, step, samples, x, y);
 }
 
-void dropout_backward(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+void dropout_backward(int N, int H, int W, int C, int c_off, float p, uint64_t seed, uint64_t step,
                       const int64_t* samples, const float* dy, float* dx) {
-  dropout_apply(N, H, W, C, p, seed, step, samples, dy, dx);
+  dropout_apply(N, H, W, C, c_off, p, seed, step, samples, dy, dx);
 }
 
 }  // namespace ft::cpu

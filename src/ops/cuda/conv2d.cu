@@ -460,10 +460,57 @@ void CudaConv::backward(int N, const float* x, const float* w, const float* y, f
   }
 }
 
+/// Two-part input (ConvShape::C2 > 0: x = [x1 (N, H, W, C) | x2 (N, H, W, C2)], a Fire
+/// module's planar output): the parts are copied into one dense (N, H, W, C + C2) scratch
+/// tensor and the dense convolution (C + C2 input channels, the same OIHW weights) runs on it;
+/// backward recopies x, lets the dense convolution write the dense input gradient to scratch
+/// and splits it into dx's two parts. Simple and obviously equal to the dense convolution, but
+/// not zero-copy (the CPU backend runs one oneDNN convolution per part instead).
+struct CudaConvTwoPart final : Conv2d::Impl {
+  explicit CudaConvTwoPart(const ConvShape& s) : s_(s), dense_(dense_shape(s)) {}
+  void forward(int N, const float* x, const float* w, const float* b, float* y) override {
+    dense_.forward(N, concat(N, x), w, b, y);
+  }
+  void backward(int N, const float* x, const float* w, const float* y, float* dy, float* dx,
+                float* dw, float* db) override {
+    const float* xc = concat(N, x);
+    const int64_t P = int64_t(N) * s_.H * s_.W;
+    float* dxc = nullptr;
+    if (dx) {
+      if (dxcat_.size() < size_t(P * s_.Ct())) dxcat_.resize(size_t(P * s_.Ct()));
+      dxc = dxcat_.data();
+    }
+    dense_.backward(N, xc, w, y, dy, dxc, dw, db);
+    if (dx) {
+      cuda::channel_copy_out(P, s_.C, 0, s_.Ct(), dxc, dx);
+      cuda::channel_copy_out(P, s_.C2, s_.C, s_.Ct(), dxc, dx + P * s_.C);
+    }
+  }
+
+ private:
+  static ConvShape dense_shape(ConvShape s) {
+    s.C += s.C2;
+    s.C2 = 0;
+    return s;
+  }
+  // [x1 | x2] -> the dense concat in xcat_ (N, H, W, C + C2).
+  const float* concat(int N, const float* x) {
+    const int64_t P = int64_t(N) * s_.H * s_.W;
+    if (xcat_.size() < size_t(P * s_.Ct())) xcat_.resize(size_t(P * s_.Ct()));
+    cuda::channel_copy_in(P, s_.C, 0, s_.Ct(), x, xcat_.data());
+    cuda::channel_copy_in(P, s_.C2, s_.C, s_.Ct(), x + P * s_.C, xcat_.data());
+    return xcat_.data();
+  }
+  ConvShape s_;
+  CudaConv dense_;
+  Buffer xcat_{Device::CUDA}, dxcat_{Device::CUDA};
+};
+
 }  // namespace
 
 namespace cuda {
 std::unique_ptr<Conv2d::Impl> make_conv2d(const ConvShape& s) {
+  if (s.C2 > 0) return std::make_unique<CudaConvTwoPart>(s);
   return std::make_unique<CudaConv>(s);
 }
 }  // namespace cuda

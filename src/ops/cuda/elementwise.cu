@@ -8,7 +8,8 @@
 /// and writes only index i), so there are no races and no order dependence.
 ///
 /// Dropout: the keep decision is dropout_keep(seed, step, samples[n], elem) with elem the
-/// NCHW-logical index (c*H + h)*W + w, exactly as cpu::dropout_apply; the scale is
+/// NCHW-logical index ((c_off + c)*H + h)*W + w (c_off: the part's first global channel of a
+/// planar concat), exactly as cpu::dropout_apply; the scale is
 /// 1/(1-p) (0 when p >= 1) computed once on the host in float, as on the CPU.
 #include "common.cuh"
 #include "firetrain/ops/elementwise.hpp"
@@ -73,9 +74,18 @@ __global__ void add_inplace_kernel(int64_t n, const float* x, float* y) {
   for (int64_t i = thread_index(); i < n; i += grid_stride()) y[i] += x[i];
 }
 
+__global__ void strided_add_kernel(int64_t P, int n, const float* x, int ldx, float* y, int ldy) {
+  const int64_t total = P * n;
+  for (int64_t i = thread_index(); i < total; i += grid_stride()) {
+    const int64_t p = i / n;
+    const int c = int(i % n);
+    y[p * ldy + c] += x[p * ldx + c];
+  }
+}
+
 // out[i] = keep ? in[i] * scale : 0 over (N, H, W, C); i = ((n*H + h)*W + w)*C + c.
 // __host__ __device__ so that a host-only check can compare it with cpu:: without a GPU.
-__host__ __device__ inline float dropout_at(int H, int W, int C, float p, float scale,
+__host__ __device__ inline float dropout_at(int H, int W, int C, int c_off, float p, float scale,
                                             uint64_t seed, uint64_t step,
                                             const int64_t* samples, const float* in, int64_t i) {
   int64_t r = i;
@@ -86,24 +96,24 @@ __host__ __device__ inline float dropout_at(int H, int W, int C, float p, float 
   const int h = int(r % H);
   const int64_t n = r / H;
   const uint64_t s = uint64_t(samples[n]);
-  const uint64_t elem = (uint64_t(c) * H + h) * W + w;  // NCHW-logical, as on the CPU
+  const uint64_t elem = (uint64_t(c + c_off) * H + h) * W + w;  // NCHW-logical, as on the CPU
   return dropout_keep(seed, step, s, elem, p) ? in[i] * scale : 0.f;
 }
 
-__global__ void dropout_kernel(int N, int H, int W, int C, float p, float scale, uint64_t seed,
+__global__ void dropout_kernel(int N, int H, int W, int C, int c_off, float p, float scale, uint64_t seed,
                                uint64_t step, const int64_t* samples, const float* in,
                                float* out) {
   const int64_t total = int64_t(N) * H * W * C;
   for (int64_t i = thread_index(); i < total; i += grid_stride())
-    out[i] = dropout_at(H, W, C, p, scale, seed, step, samples, in, i);
+    out[i] = dropout_at(H, W, C, c_off, p, scale, seed, step, samples, in, i);
 }
 
-void dropout_apply(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+void dropout_apply(int N, int H, int W, int C, int c_off, float p, uint64_t seed, uint64_t step,
                    const int64_t* samples, const float* in, float* out) {
   const int64_t total = int64_t(N) * H * W * C;
   if (total <= 0) return;
   const float scale = p < 1.f ? 1.f / (1.f - p) : 0.f;  // same float expression as the CPU
-  dropout_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(N, H, W, C, p, scale,
+  dropout_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(N, H, W, C, c_off, p, scale,
                                                                        seed, step, samples, in,
                                                                        out);
   FT_CUDA_LAUNCH();
@@ -152,19 +162,25 @@ void add_inplace(int64_t n, const float* x, float* y) {
   FT_CUDA_LAUNCH();
 }
 
+void strided_add(int64_t P, int n, const float* x, int ldx, float* y, int ldy) {
+  if (P <= 0 || n <= 0) return;
+  strided_add_kernel<<<grid_for(P * n, kThreads), kThreads, 0, stream()>>>(P, n, x, ldx, y, ldy);
+  FT_CUDA_LAUNCH();
+}
+
 void copy(int64_t n, const float* x, float* y) {
   if (n <= 0 || x == y) return;
   FT_CUDA(cudaMemcpyAsync(y, x, size_t(n) * sizeof(float), cudaMemcpyDeviceToDevice, stream()));
 }
 
-void dropout_forward(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+void dropout_forward(int N, int H, int W, int C, int c_off, float p, uint64_t seed, uint64_t step,
                      const int64_t* samples, const float* x, float* y) {
-  dropout_apply(N, H, W, C, p, seed, step, samples, x, y);
+  dropout_apply(N, H, W, C, c_off, p, seed, step, samples, x, y);
 }
 
-void dropout_backward(int N, int H, int W, int C, float p, uint64_t seed, uint64_t step,
+void dropout_backward(int N, int H, int W, int C, int c_off, float p, uint64_t seed, uint64_t step,
                       const int64_t* samples, const float* dy, float* dx) {
-  dropout_apply(N, H, W, C, p, seed, step, samples, dy, dx);
+  dropout_apply(N, H, W, C, c_off, p, seed, step, samples, dy, dx);
 }
 
 }  // namespace ft::cuda
