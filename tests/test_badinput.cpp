@@ -374,6 +374,23 @@ std::vector<Case> cases() {
                },
                "ckpt_not_a_checkpoint.h5",
                {"not a checkpoint"}});
+  // --- files that crash libhdf5 1.10.8 itself (fuzzer findings): the validation child dies,
+  // the trainer reports it (src/io/sandbox.cpp) ---
+  auto libhdf5_crash = [](std::string name, std::string role) {
+    return Case{name,
+                [name, role](const fs::path& d) {
+                  const fs::path f = d / (name + ".h5");
+                  fs::copy_file(fs::path(FT_TEST_DATA_DIR) / ".." / "fuzz" / "regressions" /
+                                    "h5aexists_heap_overflow_segv.h5",
+                                f);
+                  if (role == "info") return "info " + f.string();
+                  return train_on(dataset(d / "good.h5")) + " " + role + " " + f.string();
+                },
+                name + ".h5",
+                {"not a valid HDF5 file: libhdf5 crashed while reading it (SIGSEGV)"}};
+  };
+  c.push_back(libhdf5_crash("libhdf5_crash_info", "info"));
+  c.push_back(libhdf5_crash("libhdf5_crash_resume", "--resume"));
   // --- config and flags: rejected before any work ---
   auto flags = [](std::string name, std::string args, std::vector<std::string> words,
                   std::string file = "") {

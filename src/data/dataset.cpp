@@ -10,6 +10,7 @@
 #include "firetrain/core/error.hpp"
 #include "firetrain/core/params.hpp"
 #include "firetrain/io/h5.hpp"
+#include "firetrain/io/sandbox.hpp"
 
 namespace ft {
 
@@ -171,6 +172,24 @@ auto input_errors(const std::string& path, const char* what, F body) -> decltype
 }  // namespace
 
 Dataset Dataset::open(const std::string& path, int64_t cache_bytes) {
+  // First in a child process (sandbox.hpp): the same validating open (on demand, so that the
+  // pixels are not read twice), then 4 samples spread over /images (first, last), so that
+  // libhdf5 has decoded the chunk index (the child's generic walk visits all of it), the filter
+  // pipeline and chunks at both ends before this process touches the file. Its errors come back
+  // as the very InputError this open would throw.
+  sandbox::check(path, "dataset", [&] {
+    input_errors(path, "cannot read the dataset", [&] {
+      Dataset d = open_impl(path, 0);
+      const int64_t n = d.size();
+      std::vector<float> out(size_t(d.sample_size()));
+      for (int64_t k = 0; k < 4; ++k) {
+        const int64_t i = k == 3 ? n - 1 : n * k / 3;
+        d.read_images(&i, 1, out.data());
+        if (n == 1) break;
+      }
+      return 0;
+    });
+  });
   return input_errors(path, "cannot read the dataset", [&] { return open_impl(path, cache_bytes); });
 }
 

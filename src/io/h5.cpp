@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "firetrain/core/error.hpp"
+#include "firetrain/io/sandbox.hpp"
 
 namespace ft {
 
@@ -60,6 +61,9 @@ Handle open_file(const std::string& path) {
     throw InputError(path + ": is a directory, not an HDF5 file");
   // H5Fis_hdf5 is a deliberate probe: a negative or zero answer becomes an InputError.
   if (H5Fis_hdf5(path.c_str()) <= 0) throw InputError(path + ": not an HDF5 file");
+  // libhdf5 parses the file first in a child process (sandbox.hpp): its crashes and hangs on
+  // corrupt files become an InputError here. Cached per file: once per process.
+  sandbox::check_locked(path);
   hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
   if (f < 0) throw InputError(path + ": cannot open (truncated or corrupt HDF5 file?)");
   return file_handle(f);
@@ -400,12 +404,9 @@ T scalar_attr(hid_t obj, const std::string& name, hid_t mem_type) {
 /// whose walk would not advance or would leave the collection. Read-only scan of the file's
 /// bytes; only done for variable-length strings, which our datasets and checkpoints hold in a
 /// few small attributes.
-void check_global_heaps(hid_t obj) {
-  ssize_t n = H5Fget_name(obj, nullptr, 0);
-  if (n <= 0) return;
-  std::string path(size_t(n) + 1, '\0');
-  H5Fget_name(obj, path.data(), path.size());
-  path.resize(size_t(n));
+}  // namespace
+
+void check_global_heaps(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;  // libhdf5 has it open; nothing better to check against
   struct stat st {};
@@ -453,12 +454,12 @@ void check_global_heaps(hid_t obj) {
         for (uint64_t p = o + 16; p < end && p + 16 <= end;) {
           const uint64_t idx = le(p, 2), osize = le(p + 8, 8);
           if (idx > 0 && osize > end)
-            throw Error("corrupt HDF5 global heap at byte " + std::to_string(o) + " of " + path);
+            throw InputError(path + ": corrupt HDF5 global heap at byte " + std::to_string(o));
           const uint64_t need = idx > 0 ? 16 + ((osize + 7) & ~uint64_t(7)) : osize;
           if (idx > 0) heaps[o][idx] = osize;
           if (need == 0 || need > end - p)
-            throw Error("corrupt HDF5 global heap (variable-length string storage) at byte " +
-                        std::to_string(o) + " of " + path);
+            throw InputError(path + ": corrupt HDF5 global heap (variable-length string storage) "
+                             "at byte " + std::to_string(o));
           p += need;
         }
       }
@@ -495,14 +496,24 @@ void check_global_heaps(hid_t obj) {
         const bool zero_ref = idx == 0 && len > 0 && len < (1u << 20);
         if ((idx > 0 && idx < 65536 && (it == objs.end() || it->second > len)) ||
             (idx >= 65536 && in_array) || zero_ref)
-          throw Error("corrupt HDF5 variable-length reference (global heap at byte " +
-                      std::to_string(addr) + ", object " + std::to_string(idx) + ") in " + path);
+          throw InputError(path + ": corrupt HDF5 variable-length reference (global heap at byte " +
+                           std::to_string(addr) + ", object " + std::to_string(idx) + ")");
       }
       hit = q + 1 < size ? ::memmem(d + q + 1, size - q - 1, pat, 8) : nullptr;
     }
   }
   std::lock_guard<std::mutex> lock(mu);
   checked.insert(key);
+}
+
+namespace {
+void check_global_heaps(hid_t obj) {
+  ssize_t n = H5Fget_name(obj, nullptr, 0);
+  if (n <= 0) return;
+  std::string path(size_t(n) + 1, '\0');
+  H5Fget_name(obj, path.data(), path.size());
+  path.resize(size_t(n));
+  ::ft::h5::check_global_heaps(path);
 }
 
 /// Reads n strings (fixed or variable length) from an attribute (is_attr) or dataset.

@@ -12,6 +12,7 @@
 #include "firetrain/core/error.hpp"
 #include "firetrain/io/h5.hpp"
 #include "firetrain/io/inspect.hpp"
+#include "firetrain/io/sandbox.hpp"
 
 namespace ft {
 
@@ -168,7 +169,15 @@ uint64_t fnv1a64(const void* data, size_t bytes, uint64_t h) {
   return h;
 }
 
-void load_weights_h5(const std::string& path, const std::vector<ParamView>& params) {
+namespace {
+/// What the probe of a weights/checkpoint load reads depends on the model's names and shapes.
+std::string params_kind(const char* what, const std::vector<ParamView>& params) {
+  std::string sig;
+  for (auto& p : params) sig += p.name + shape_str(p.shape) + ";";
+  return std::string(what) + ":" + hex64(fnv1a64(sig.data(), sig.size(), kFnvOffset));
+}
+
+void load_weights_unchecked(const std::string& path, const std::vector<ParamView>& params) {
   std::lock_guard<std::mutex> lock(h5_mutex());
   as_input_error(path, [&] {
     h5::Handle f = h5::open_file(path);
@@ -181,6 +190,25 @@ void load_weights_h5(const std::string& path, const std::vector<ParamView>& para
       read_params(f, "/", path, params, dst);
     }
   });
+}
+
+CheckpointState load_checkpoint_unchecked(const std::string& path,
+                                          const std::vector<ParamView>& params, float* momentum);
+}  // namespace
+
+// The loads run first in a child process (sandbox.hpp), writing into the child's copy of the
+// model: whatever libhdf5 does wrong on a hostile file happens there; errors come back as the
+// same InputError.
+void load_weights_h5(const std::string& path, const std::vector<ParamView>& params) {
+  sandbox::check(path, params_kind("weights", params), [&] { load_weights_unchecked(path, params); });
+  load_weights_unchecked(path, params);
+}
+
+CheckpointState load_checkpoint(const std::string& path, const std::vector<ParamView>& params,
+                                float* momentum) {
+  sandbox::check(path, params_kind(momentum ? "checkpoint+momentum" : "checkpoint", params),
+                 [&] { load_checkpoint_unchecked(path, params, momentum); });
+  return load_checkpoint_unchecked(path, params, momentum);
 }
 
 void save_checkpoint(const std::string& path, const std::vector<ParamView>& params,
@@ -222,8 +250,9 @@ void save_checkpoint(const std::string& path, const std::vector<ParamView>& para
   f.commit();
 }
 
-CheckpointState load_checkpoint(const std::string& path, const std::vector<ParamView>& params,
-                                float* momentum) {
+namespace {
+CheckpointState load_checkpoint_unchecked(const std::string& path,
+                                          const std::vector<ParamView>& params, float* momentum) {
   std::lock_guard<std::mutex> lock(h5_mutex());
   return as_input_error(path, [&] {
     h5::Handle f = h5::open_file(path);
@@ -276,10 +305,16 @@ CheckpointState load_checkpoint(const std::string& path, const std::vector<Param
     return st;
   });
 }
+}  // namespace
 
 bool is_checkpoint(const std::string& path) {
   std::lock_guard<std::mutex> lock(h5_mutex());
   if (!h5::is_hdf5(path)) return false;
+  try {
+    sandbox::check_locked(path);  // a file that crashes libhdf5 is not a checkpoint
+  } catch (const InputError&) {
+    return false;
+  }
   hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);  // probe: failure -> false
   if (id < 0) return false;
   h5::Handle f = h5::file_handle(id);

@@ -73,7 +73,9 @@ inline Handle plist_handle(hid_t id) { return Handle(id, H5Pclose); }
 // Files.
 
 /// Opens an existing file read-only. ft::InputError "PATH: no such file", "PATH: not an HDF5
-/// file", "PATH: cannot open (truncated or corrupt HDF5 file?)".
+/// file", "PATH: cannot open (truncated or corrupt HDF5 file?)". The file is first validated in
+/// a child process (ft::sandbox::check_locked, once per file and process): a file that crashes
+/// or hangs libhdf5 there is an ft::InputError "PATH: not a valid HDF5 file: ...".
 Handle open_file(const std::string& path);
 /// Whether `path` exists and is an HDF5 file (never throws).
 bool is_hdf5(const std::string& path);
@@ -233,6 +235,12 @@ std::string read_attr_string(hid_t obj, const std::string& name);
 /// An array of strings (fixed or variable length) from an attribute or a dataset.
 std::vector<std::string> read_attr_strings(hid_t obj, const std::string& name);
 std::vector<std::string> read_dataset_strings(hid_t loc, const std::string& name);
+
+/// The check the string readers above run before libhdf5 reads variable-length strings: a scan
+/// of the file's bytes (no libhdf5) for global heap collections and references that libhdf5
+/// 1.10.8 mishandles (an endless loop, wild reads). ft::InputError "PATH: corrupt HDF5 ...".
+/// Remembered per file (device, inode, size, modification time): scanned once per process.
+void check_global_heaps(const std::string& path);
 
 }  // namespace h5
 }  // namespace ft
