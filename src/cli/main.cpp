@@ -48,7 +48,7 @@ void usage() {
       "  info      what a dataset, weights file or checkpoint holds; or an architecture's layers\n"
       "  sweep     train SqueezeNet variants (SR, pct3x3, bypass...): accuracy vs model size\n"
       "  bench     step: training throughput on synthetic data\n"
-      "  --version build information\n");
+      "  --version build information: version, git commit, compiler, build type, backends\n");
 }
 
 }  // namespace

@@ -33,6 +33,14 @@
 /// * grads_finite(): one grid-stride kernel ORs !isfinite over the arena into a device flag on
 ///   the compute stream (which already waits for the all-reduce); the flag comes back in a
 ///   4-byte copy to pinned memory and a stream synchronization.
+/// * --grad-comm-dtype bf16 | fp16: the started buckets (always a contiguous range of the arena)
+///   are rounded by one kernel on the NCCL stream into a 16-bit comm buffer (the same
+///   cvt:: functions as the MPI reducer; fp16 pre-scaled by 2^-ceil(log2 N)), all-reduced
+///   in place as ncclBfloat16 / ncclFloat16 with ncclSum (NCCL adds 16-bit values; bf16 needs
+///   NCCL >= 2.10), and widened back into the arena (fp16: times 2^k) by a kernel launched after
+///   ncclGroupEnd (inside a group the NCCL calls are only enqueued at ncclGroupEnd, so a kernel
+///   launched within it would run before them). Unlike the MPI reducer, one rank still rounds
+///   (the trivial all-reduce runs).
 /// * One rank: the communicator is still made and the (trivial) all-reduces still run, so the
 ///   NCCL path is exercised on a single GPU. NCCL needs one GPU per rank: two ranks on the same
 ///   GPU (compared by UUID) are refused with a clear InputError before ncclCommInitRank.
@@ -41,6 +49,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -76,9 +85,43 @@ __global__ void nonfinite_flag_kernel(const float* __restrict__ g, size_t n, int
   if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
 }
 
+/// out[i] = 16-bit(scale * in[i]); bf16 when `bf16`, else fp16. Grid-stride.
+__global__ void narrow_kernel(const float* __restrict__ in, uint16_t* __restrict__ out, size_t n,
+                              float scale, bool bf16) {
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    out[i] = bf16 ? cvt::fp32_to_bf16(in[i] * scale) : cvt::fp32_to_fp16(in[i] * scale);
+}
+
+/// out[i] = scale * fp32(in[i]).
+__global__ void widen_kernel(const uint16_t* __restrict__ in, float* __restrict__ out, size_t n,
+                             float scale, bool bf16) {
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    out[i] = (bf16 ? cvt::bf16_to_fp32(in[i]) : cvt::fp16_to_fp32(in[i])) * scale;
+}
+
+ncclDataType_t nccl_type(CommDtype d) {
+  switch (d) {
+    case CommDtype::FP32:
+      return ncclFloat;
+    case CommDtype::FP16:
+      return ncclFloat16;
+    case CommDtype::BF16:
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 10, 0)
+      return ncclBfloat16;
+#else
+      throw InputError("--grad-comm-dtype bf16 needs NCCL >= 2.10 (built with " +
+                       std::to_string(NCCL_MAJOR) + "." + std::to_string(NCCL_MINOR) +
+                       "); use fp16 or fp32");
+#endif
+  }
+  return ncclFloat;
+}
+
 class NcclReducer final : public Reducer {
  public:
-  NcclReducer(Communicator& comm, float* grads, size_t n, size_t bucket_bytes);
+  NcclReducer(Communicator& comm, float* grads, size_t n, size_t bucket_bytes, CommDtype dtype);
   ~NcclReducer() override;
   NcclReducer(const NcclReducer&) = delete;
   NcclReducer& operator=(const NcclReducer&) = delete;
@@ -90,6 +133,7 @@ class NcclReducer final : public Reducer {
   double comm_span() const override;
   const char* backend() const override { return "nccl"; }
   bool grads_finite() override;
+  CommDtype dtype() const override { return dtype_; }
 
  private:
   struct Bucket {
@@ -107,6 +151,10 @@ class NcclReducer final : public Reducer {
   float* grads_;
   size_t n_ = 0;
   int device_ = -1;
+  CommDtype dtype_ = CommDtype::FP32;
+  ncclDataType_t nccl_type_ = ncclFloat;
+  uint16_t* buf16_ = nullptr;  // 16-bit comm buffer (device), indexed as the arena
+  float pre_ = 1, post_ = 1;   // fp16 pre-scale 2^-k and its inverse
   std::vector<Bucket> buckets_;  // buckets_[0] is the LAST region of the arena
   size_t ready_ = 0;             // buckets [0, ready_) have final gradients
   size_t next_ = 0;              // next bucket to start
@@ -129,8 +177,14 @@ class NcclReducer final : public Reducer {
   uint64_t done_gen_ = 0;  // watchdog thread only: the last generation seen complete
 };
 
-NcclReducer::NcclReducer(Communicator& comm, float* grads, size_t n, size_t bucket_bytes)
-    : grads_(grads), n_(n) {
+NcclReducer::NcclReducer(Communicator& comm, float* grads, size_t n, size_t bucket_bytes,
+                         CommDtype dtype)
+    : grads_(grads), n_(n), dtype_(dtype), nccl_type_(nccl_type(dtype)) {
+  {
+    const int k = comm_prescale_log2(dtype_, comm.size());
+    pre_ = std::ldexp(1.f, -k);
+    post_ = std::ldexp(1.f, k);
+  }
   FT_REQUIRE(cuda::current_device() >= 0, "NCCL reducer made before cuda::set_device");
   device_ = cuda::current_device();
   // The same buckets as GradReducer.
@@ -184,6 +238,7 @@ NcclReducer::NcclReducer(Communicator& comm, float* grads, size_t n, size_t buck
       FT_NCCL(ncclCommInitRank(&nccl_, comm.size(), id, comm.rank()));
     }
     FT_CUDA(cudaMalloc(&flag_dev_, sizeof(int)));
+    if (dtype_ != CommDtype::FP32 && n_ > 0) FT_CUDA(cudaMalloc(&buf16_, n_ * sizeof(uint16_t)));
     FT_CUDA(cudaMallocHost(&flag_host_, sizeof(int)));
     poller_ = add_watchdog_poller([this](double timeout_s) { return poll(timeout_s); },
                                   [this] {
@@ -216,7 +271,8 @@ void NcclReducer::release() noexcept {
   }
   if (flag_host_) cudaFreeHost(flag_host_);
   if (flag_dev_) cudaFree(flag_dev_);
-  flag_host_ = nullptr, flag_dev_ = nullptr;
+  if (buf16_) cudaFree(buf16_);
+  flag_host_ = nullptr, flag_dev_ = nullptr, buf16_ = nullptr;
   if (ev_end_) cudaEventDestroy(ev_end_);
   if (ev_start_) cudaEventDestroy(ev_start_);
   if (ev_ready_) cudaEventDestroy(ev_ready_);
@@ -258,11 +314,19 @@ void NcclReducer::start_ready() {
     FT_CUDA(cudaEventRecord(ev_start_, stream_));
     started_any_ = true;
   }
+  // Buckets [next_, ready_) cover the arena range [lo, hi): buckets_[0] is the last region.
+  const size_t lo = buckets_[ready_ - 1].lo, hi = buckets_[next_].hi;
+  const bool bf16 = dtype_ == CommDtype::BF16;
+  const unsigned blocks = std::min(cuda::grid_for(int64_t(hi - lo), 256), 4096u);
+  if (buf16_) {
+    narrow_kernel<<<blocks, 256, 0, stream_>>>(grads_ + lo, buf16_ + lo, hi - lo, pre_, bf16);
+    FT_CUDA_LAUNCH();
+  }
   FT_NCCL(ncclGroupStart());
   for (; next_ < ready_; ++next_) {
     const Bucket& b = buckets_[next_];
-    float* p = grads_ + b.lo;
-    const ncclResult_t r = ncclAllReduce(p, p, b.hi - b.lo, ncclFloat, ncclSum, nccl_, stream_);
+    void* p = buf16_ ? static_cast<void*>(buf16_ + b.lo) : static_cast<void*>(grads_ + b.lo);
+    const ncclResult_t r = ncclAllReduce(p, p, b.hi - b.lo, nccl_type_, ncclSum, nccl_, stream_);
     if (r != ncclSuccess) {
       ncclGroupEnd();  // close the group before reporting
       detail::throw_call_failed("NCCL", "ncclAllReduce(bucket)", ncclGetErrorString(r), __FILE__,
@@ -270,6 +334,10 @@ void NcclReducer::start_ready() {
     }
   }
   FT_NCCL(ncclGroupEnd());
+  if (buf16_) {  // after ncclGroupEnd: the all-reduces are enqueued on stream_ by now
+    widen_kernel<<<blocks, 256, 0, stream_>>>(buf16_ + lo, grads_ + lo, hi - lo, post_, bf16);
+    FT_CUDA_LAUNCH();
+  }
 }
 
 void NcclReducer::ready(size_t lo) {
@@ -338,7 +406,7 @@ std::string NcclReducer::poll(double timeout_s) {
                 "collective ncclAllReduce of the gradients (%zu buckets, %zu bytes) did not "
                 "complete within %g s (--collective-timeout; a rank died, stalled or is far "
                 "slower)",
-                buckets_.size(), n_ * sizeof(float), timeout_s);
+                buckets_.size(), n_ * comm_dtype_bytes(dtype_), timeout_s);
   return b;
 }
 
@@ -346,8 +414,8 @@ std::string NcclReducer::poll(double timeout_s) {
 
 namespace cuda {
 std::unique_ptr<Reducer> make_nccl_reducer(Communicator& comm, float* grads, size_t n,
-                                           size_t bucket_bytes) {
-  return std::make_unique<NcclReducer>(comm, grads, n, bucket_bytes);
+                                           size_t bucket_bytes, CommDtype dtype) {
+  return std::make_unique<NcclReducer>(comm, grads, n, bucket_bytes, dtype);
 }
 }  // namespace cuda
 

@@ -92,59 +92,87 @@ std::vector<CommBenchRow> bench_comm(Communicator& comm, const CommBenchOptions&
     Buffer grads(o.device, host.size());
     // reducer: as in training (buckets, overlap machinery); 1-bucket: the same reducer with one
     // bucket spanning the arena (its overhead over the floor); allreduce: the floor, one plain
-    // blocking MPI_Allreduce of all the bytes (for NCCL, the 1-bucket row is one ncclAllReduce).
+    // blocking MPI_Allreduce of all the bytes (for NCCL, the 1-bucket row is one ncclAllReduce;
+    // 16-bit: the conversions, one MPI_Allreduce with the 16-bit op, and back).
     for (std::string variant : {"reducer", "1-bucket", "allreduce"}) {
       if (variant == "allreduce" && o.device == Device::CUDA) continue;
-      std::unique_ptr<Reducer> red;
-      if (variant != "allreduce")
-        red = make_reducer(o.device, comm, grads.data(), host.size(),
-                           variant == "reducer" ? o.bucket_bytes : host.size() * 4 + 64);
-      std::vector<double> times;
-      int64_t wrong = 0;
-      for (int rep = 0; rep < o.warmup + o.repeats; ++rep) {
-        fill(host, comm.rank());
-        grads.upload(host.data(), host.size());
-        comm.barrier();
-        const auto t0 = std::chrono::steady_clock::now();
-        if (red) {
-          red->begin();
-          for (size_t p : pts) red->ready(p);
-          red->finish();
-          synchronize(o.device);
-        } else {
-          float* g = grads.data();
-          for (size_t off = 0; off < host.size();) {  // MPI counts are int
-            const size_t cnt = std::min(host.size() - off, size_t(1) << 30);
-            FT_MPI(MPI_Allreduce(MPI_IN_PLACE, g + off, int(cnt), MPI_FLOAT, MPI_SUM,
-                                 comm.comm()));
-            off += cnt;
+      for (CommDtype dt : o.dtypes) {
+        std::unique_ptr<Reducer> red;
+        std::unique_ptr<Mpi16Sum> op16;
+        std::vector<uint16_t> buf16;
+        const float pre = std::ldexp(1.f, -comm_prescale_log2(dt, n));
+        if (variant != "allreduce") {
+          red = make_reducer(o.device, comm, grads.data(), host.size(),
+                             variant == "reducer" ? o.bucket_bytes : host.size() * 4 + 64, dt);
+        } else if (dt != CommDtype::FP32) {
+          op16 = std::make_unique<Mpi16Sum>(dt);
+          buf16.resize(host.size());
+        }
+        std::vector<double> times, conv;
+        int64_t wrong = 0;
+        for (int rep = 0; rep < o.warmup + o.repeats; ++rep) {
+          fill(host, comm.rank());
+          grads.upload(host.data(), host.size());
+          comm.barrier();
+          const auto t0 = std::chrono::steady_clock::now();
+          double cs = 0;
+          if (red) {
+            red->begin();
+            for (size_t p : pts) red->ready(p);
+            red->finish();
+            synchronize(o.device);
+            cs = red->convert_s();
+          } else if (op16) {
+            float* g = grads.data();
+            const auto c0 = std::chrono::steady_clock::now();
+            to_comm_dtype(dt, g, buf16.data(), host.size(), pre);
+            const auto c1 = std::chrono::steady_clock::now();
+            FT_MPI(MPI_Allreduce(MPI_IN_PLACE, buf16.data(), int(host.size()), op16->type(),
+                                 op16->op(), comm.comm()));
+            const auto c2 = std::chrono::steady_clock::now();
+            from_comm_dtype(dt, buf16.data(), g, host.size(), 1.f / pre);
+            cs = std::chrono::duration<double>(c1 - c0).count() +
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - c2).count();
+          } else {
+            float* g = grads.data();
+            for (size_t off = 0; off < host.size();) {  // MPI counts are int
+              const size_t cnt = std::min(host.size() - off, size_t(1) << 30);
+              FT_MPI(MPI_Allreduce(MPI_IN_PLACE, g + off, int(cnt), MPI_FLOAT, MPI_SUM,
+                                   comm.comm()));
+              off += cnt;
+            }
+          }
+          double dt_s =
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          FT_MPI(MPI_Allreduce(MPI_IN_PLACE, &dt_s, 1, MPI_DOUBLE, MPI_MAX, comm.comm()));
+          grads.download(host.data(), host.size());
+          const int64_t w = count_wrong(host, n);
+          if (rep >= o.warmup) {
+            times.push_back(dt_s);
+            conv.push_back(cs);
+            wrong += w;
           }
         }
-        double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        FT_MPI(MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, comm.comm()));
-        grads.download(host.data(), host.size());
-        const int64_t w = count_wrong(host, n);
-        if (rep >= o.warmup) {
-          times.push_back(dt);
-          wrong += w;
-        }
+        FT_MPI(MPI_Allreduce(MPI_IN_PLACE, &wrong, 1, MPI_INT64_T, MPI_SUM, comm.comm()));
+        CommBenchRow r;
+        r.model = m.name;
+        r.variant = variant;
+        r.backend = o.device == Device::CUDA ? "nccl" : "mpi";
+        r.dtype = comm_dtype_name(dt);
+        r.params = m.params;
+        r.bytes = m.params * int64_t(comm_dtype_bytes(dt));
+        r.ranks = n;
+        r.buckets = red ? int(red->num_buckets()) : 1;
+        r.repeats = o.repeats;
+        r.median_s = median(times);
+        r.p95_s = p95(times);
+        r.algbw_gbs = r.median_s > 0 ? double(r.bytes) / r.median_s / 1e9 : 0;
+        r.busbw_gbs = r.algbw_gbs * 2.0 * (n - 1) / n;
+        r.wrong = wrong;
+        r.convert_s = median(conv);
+        FT_MPI(MPI_Bcast(&r.convert_s, 1, MPI_DOUBLE, 0, comm.comm()));
+        rows.push_back(r);
       }
-      FT_MPI(MPI_Allreduce(MPI_IN_PLACE, &wrong, 1, MPI_INT64_T, MPI_SUM, comm.comm()));
-      CommBenchRow r;
-      r.model = m.name;
-      r.variant = variant;
-      r.backend = o.device == Device::CUDA ? "nccl" : "mpi";
-      r.params = m.params;
-      r.bytes = m.params * int64_t(sizeof(float));
-      r.ranks = n;
-      r.buckets = red ? int(red->num_buckets()) : 1;
-      r.repeats = o.repeats;
-      r.median_s = median(times);
-      r.p95_s = p95(times);
-      r.algbw_gbs = r.median_s > 0 ? double(r.bytes) / r.median_s / 1e9 : 0;
-      r.busbw_gbs = r.algbw_gbs * 2.0 * (n - 1) / n;
-      r.wrong = wrong;
-      rows.push_back(r);
     }
   }
   return rows;
@@ -152,21 +180,26 @@ std::vector<CommBenchRow> bench_comm(Communicator& comm, const CommBenchOptions&
 
 std::string format_comm_table(const std::vector<CommBenchRow>& rows) {
   std::ostringstream os;
-  char b[256];
-  std::snprintf(b, sizeof b, "# %-14s %11s %12s %5s %7s %-9s %7s %11s %11s %9s %9s %7s\n", "model",
-                "params", "bytes", "ranks", "backend", "variant", "buckets", "median_ms",
-                "p95_ms", "algbw", "busbw", "#wrong");
+  char b[320];
+  std::snprintf(b, sizeof b,
+                "# %-14s %11s %5s %12s %5s %7s %-9s %7s %11s %11s %9s %9s %7s %7s\n", "model",
+                "params", "dtype", "bytes", "ranks", "backend", "variant", "buckets",
+                "median_ms", "p95_ms", "algbw", "busbw", "conv_ms", "#wrong");
   os << b;
-  std::snprintf(b, sizeof b, "# %-14s %11s %12s %5s %7s %-9s %7s %11s %11s %9s %9s %7s\n", "", "",
-                "", "", "", "", "", "", "", "(GB/s)", "(GB/s)", "");
+  std::snprintf(b, sizeof b,
+                "# %-14s %11s %5s %12s %5s %7s %-9s %7s %11s %11s %9s %9s %7s %7s\n", "", "",
+                "", "", "", "", "", "", "", "", "(GB/s)", "(GB/s)", "", "");
   os << b;
   double bus = 0;
   int64_t wrong = 0;
   for (auto& r : rows) {
-    std::snprintf(b, sizeof b, "  %-14s %11lld %12lld %5d %7s %-9s %7d %11.3f %11.3f %9.3f %9.3f %7lld\n",
-                  r.model.c_str(), (long long)r.params, (long long)r.bytes, r.ranks,
-                  r.backend.c_str(), r.variant.c_str(), r.buckets, r.median_s * 1e3,
-                  r.p95_s * 1e3, r.algbw_gbs, r.busbw_gbs, (long long)r.wrong);
+    std::snprintf(b, sizeof b,
+                  "  %-14s %11lld %5s %12lld %5d %7s %-9s %7d %11.3f %11.3f %9.3f %9.3f %7.3f "
+                  "%7lld\n",
+                  r.model.c_str(), (long long)r.params, r.dtype.c_str(), (long long)r.bytes,
+                  r.ranks, r.backend.c_str(), r.variant.c_str(), r.buckets, r.median_s * 1e3,
+                  r.p95_s * 1e3, r.algbw_gbs, r.busbw_gbs, r.convert_s * 1e3,
+                  (long long)r.wrong);
     os << b;
     bus += r.busbw_gbs;
     wrong += r.wrong;
@@ -178,10 +211,15 @@ std::string format_comm_table(const std::vector<CommBenchRow>& rows) {
     std::snprintf(b, sizeof b, "# Avg bus bandwidth    : %.3f GB/s\n", bus / double(rows.size()));
     os << b;
   }
+  // The fp32 rows where present (else the first dtype run), for the ratios below.
   auto find = [&](const std::string& m, const std::string& v) -> const CommBenchRow* {
+    const CommBenchRow* any = nullptr;
     for (auto& r : rows)
-      if (r.model == m && r.variant == v) return &r;
-    return nullptr;
+      if (r.model == m && r.variant == v) {
+        if (r.dtype == "fp32") return &r;
+        if (!any) any = &r;
+      }
+    return any;
   };
   for (const char* v : {"reducer", "1-bucket", "allreduce"}) {
     auto* a = find("alexnet", v);
@@ -194,7 +232,18 @@ std::string format_comm_table(const std::vector<CommBenchRow>& rows) {
     }
   }
   for (auto& r : rows)
-    if (r.variant == "reducer")
+    if (r.dtype != "fp32")
+      if (auto* f = find(r.model, r.variant); f && f->dtype == "fp32" && f->median_s > 0) {
+        std::snprintf(b, sizeof b,
+                      "# %s %s: %s / fp32: %.2fx the bytes, %.2fx the time (conversions %.3f "
+                      "ms of %.3f)\n",
+                      r.model.c_str(), r.variant.c_str(), r.dtype.c_str(),
+                      double(r.bytes) / double(f->bytes), r.median_s / f->median_s,
+                      r.convert_s * 1e3, r.median_s * 1e3);
+        os << b;
+      }
+  for (auto& r : rows)
+    if (r.variant == "reducer" && r.dtype == "fp32")
       if (auto* f = find(r.model, "allreduce"); f && f->median_s > 0) {
         auto* one = find(r.model, "1-bucket");
         std::snprintf(b, sizeof b,
@@ -214,24 +263,27 @@ void write_comm_rows(const std::string& path, const std::vector<CommBenchRow>& r
   std::ofstream f(path);
   if (!f) throw InputError("bench comm: cannot write " + path);
   if (ext == ".csv")
-    f << "model,variant,backend,params,bytes,ranks,buckets,repeats,median_s,p95_s,algbw_gbs,"
-         "busbw_gbs,wrong\n";
+    f << "model,variant,backend,dtype,params,bytes,ranks,buckets,repeats,median_s,p95_s,"
+         "algbw_gbs,busbw_gbs,convert_s,wrong\n";
   for (auto& r : rows) {
     char b[512];
     if (ext == ".csv")
-      std::snprintf(b, sizeof b, "%s,%s,%s,%lld,%lld,%d,%d,%d,%.9g,%.9g,%.6g,%.6g,%lld\n",
-                    r.model.c_str(), r.variant.c_str(), r.backend.c_str(), (long long)r.params,
-                    (long long)r.bytes, r.ranks, r.buckets, r.repeats, r.median_s, r.p95_s,
-                    r.algbw_gbs, r.busbw_gbs, (long long)r.wrong);
+      std::snprintf(b, sizeof b, "%s,%s,%s,%s,%lld,%lld,%d,%d,%d,%.9g,%.9g,%.6g,%.6g,%.9g,%lld\n",
+                    r.model.c_str(), r.variant.c_str(), r.backend.c_str(), r.dtype.c_str(),
+                    (long long)r.params, (long long)r.bytes, r.ranks, r.buckets, r.repeats,
+                    r.median_s, r.p95_s, r.algbw_gbs, r.busbw_gbs, r.convert_s,
+                    (long long)r.wrong);
     else
       std::snprintf(b, sizeof b,
-                    "{\"model\": \"%s\", \"variant\": \"%s\", \"backend\": \"%s\", \"params\": "
-                    "%lld, \"bytes\": %lld, \"ranks\": %d, \"buckets\": %d, \"repeats\": %d, "
-                    "\"median_s\": %.9g, \"p95_s\": %.9g, \"algbw_gbs\": %.6g, \"busbw_gbs\": "
-                    "%.6g, \"wrong\": %lld}\n",
-                    r.model.c_str(), r.variant.c_str(), r.backend.c_str(), (long long)r.params,
-                    (long long)r.bytes, r.ranks, r.buckets, r.repeats, r.median_s, r.p95_s,
-                    r.algbw_gbs, r.busbw_gbs, (long long)r.wrong);
+                    "{\"model\": \"%s\", \"variant\": \"%s\", \"backend\": \"%s\", "
+                    "\"dtype\": \"%s\", \"params\": %lld, \"bytes\": %lld, \"ranks\": %d, "
+                    "\"buckets\": %d, \"repeats\": %d, \"median_s\": %.9g, \"p95_s\": %.9g, "
+                    "\"algbw_gbs\": %.6g, \"busbw_gbs\": %.6g, \"convert_s\": %.9g, "
+                    "\"wrong\": %lld}\n",
+                    r.model.c_str(), r.variant.c_str(), r.backend.c_str(), r.dtype.c_str(),
+                    (long long)r.params, (long long)r.bytes, r.ranks, r.buckets, r.repeats,
+                    r.median_s, r.p95_s, r.algbw_gbs, r.busbw_gbs, r.convert_s,
+                    (long long)r.wrong);
     f << b;
   }
   if (!f) throw Error("bench comm: writing " + path + " failed");

@@ -39,6 +39,10 @@ Options& Options::opt(const std::string& n, std::string* t, const std::string& h
   opts_.push_back({n, h, "string", t});
   return *this;
 }
+std::string* Options::own(const std::string& initial) {
+  owned_.push_back(std::make_shared<std::string>(initial));
+  return owned_.back().get();
+}
 Options& Options::positional(const std::string& n, std::string* t, const std::string& h,
                              bool required) {
   pos_.push_back({n, h, t, required});

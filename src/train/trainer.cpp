@@ -22,6 +22,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "firetrain/core/build_info.hpp"
 #include "firetrain/core/error.hpp"
 #include "firetrain/data/dataset.hpp"
 #include "firetrain/data/loader.hpp"
@@ -82,6 +83,11 @@ void add_train_options(Options& o, TrainConfig& c) {
       .opt("device", &c.device, "cpu | cuda")
       .opt("precision", &c.precision, "fp32 | bf16: convolutions on bf16 inputs/weights with fp32 accumulation, fp32 master weights (CPU, AVX512-BF16 kernels)")
       .opt("bucket-kb", &c.bucket_kb, "gradient all-reduce bucket size in KiB")
+      // Not a TrainConfig field: held by the registry, read back from the config JSON in
+      // train() (grad_comm_dtype_of), so it is stored in checkpoints and compared across ranks.
+      .opt("grad-comm-dtype", o.own("fp32"),
+           "fp32 | bf16 | fp16: what the gradient all-reduce sends (16 bits: half the bytes; "
+           "partial sums rounded to 16 bits; fp16 pre-scaled by 2^-ceil(log2 ranks))")
       .opt("collective-timeout", &c.collective_timeout,
            "seconds a collective (all-reduce, broadcast...) may take before the job is aborted "
            "with a message naming the rank and the operation (0: no limit; default "
@@ -295,21 +301,24 @@ class MetricsWriter {
     csv_ = ext == ".csv";
     f_.open(path, std::ios::out | std::ios::trunc);
     if (!f_) throw InputError(path + ": cannot open the metrics file for writing");
-    if (csv_) f_ << "step,epoch,loss,accuracy,lr,images_per_s,allreduce_s,comm_span_s,elapsed_s\n";
+    if (csv_)
+      f_ << "step,epoch,loss,accuracy,lr,images_per_s,allreduce_s,comm_span_s,elapsed_s,"
+            "grad_comm_dtype\n";
   }
+  void set_comm_dtype(const char* d) { dtype_ = d; }
   void row(int64_t step, double epoch, double loss, double acc, double lr, double ips,
            double ar, double span, double elapsed) {
     if (!f_.is_open()) return;
     char b[512];
     if (csv_)
-      std::snprintf(b, sizeof b, "%lld,%.4f,%.6f,%.5f,%.6g,%.1f,%.6f,%.6f,%.3f\n", (long long)step,
-                    epoch, loss, acc, lr, ips, ar, span, elapsed);
+      std::snprintf(b, sizeof b, "%lld,%.4f,%.6f,%.5f,%.6g,%.1f,%.6f,%.6f,%.3f,%s\n",
+                    (long long)step, epoch, loss, acc, lr, ips, ar, span, elapsed, dtype_.c_str());
     else
       std::snprintf(b, sizeof b,
                     "{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.6f, \"accuracy\": %.5f, "
                     "\"lr\": %.6g, \"images_per_s\": %.1f, \"allreduce_s\": %.6f, "
-                    "\"comm_span_s\": %.6f, \"elapsed_s\": %.3f}\n",
-                    (long long)step, epoch, loss, acc, lr, ips, ar, span, elapsed);
+                    "\"comm_span_s\": %.6f, \"elapsed_s\": %.3f, \"grad_comm_dtype\": \"%s\"}\n",
+                    (long long)step, epoch, loss, acc, lr, ips, ar, span, elapsed, dtype_.c_str());
     f_ << b;
     f_.flush();
   }
@@ -317,6 +326,7 @@ class MetricsWriter {
  private:
   std::ofstream f_;
   bool csv_ = true;
+  std::string dtype_ = "fp32";
 };
 
 /// The first non-finite element of x[0, n), or -1.
@@ -389,6 +399,7 @@ std::string write_checkpoint(const TrainConfig& c, const std::string& json, Net&
   st.global_batch = c.batch;
   st.config_json = json;
   st.spec_attrs = spec_attrs(net.spec());  // Fire config, classes, ...: spec_from_file
+  st.spec_attrs["build"] = build_id();      // root attribute "build": the binary that wrote it
   const std::string& dir = c.checkpoint_dir;
   const uint64_t need = 2 * uint64_t(net.num_params()) * sizeof(float);  // weights + momentum
   auto fail = [&](const std::string& why) {
@@ -555,8 +566,21 @@ std::vector<std::string> adopt_checkpoint_config(Options& o, TrainConfig& c,
   return taken;
 }
 
+/// --grad-comm-dtype from the config JSON (fp32 when absent); ft::InputError when invalid.
+static CommDtype grad_comm_dtype_of(const std::string& json) {
+  std::map<std::string, std::string> m;
+  try {
+    m = parse_flat_json(json);
+  } catch (const InputError&) {
+    return CommDtype::FP32;
+  }
+  auto it = m.find("grad-comm-dtype");
+  return it == m.end() ? CommDtype::FP32 : parse_comm_dtype(it->second);
+}
+
 TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& comm) {
   validate(c, comm.size());
+  const CommDtype comm_dtype = grad_comm_dtype_of(json);
   set_collective_timeout(c.collective_timeout);
   const bool root = comm.rank() == 0;
   Progress prog(root, c.progress);
@@ -590,11 +614,8 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
   // compared: paths that may differ per node (a dataset staged to local disks is checked by
   // content above) or that only rank 0 uses, and per-process settings.
   std::ostringstream desc;
-  desc << "build firetrain " << FIRETRAIN_VERSION << ", compiler " << __VERSION__
-#ifdef FT_HAVE_CUDA
-       << ", CUDA"
-#endif
-       << "\narch " << c.arch << "\nparams " << net.num_params() << "\ntrain set "
+  desc << "build " << build_id_for_ranks() << "\narch " << c.arch << "\nparams "
+       << net.num_params() << "\ntrain set "
        << train_ds.size() << " x " << train_ds.height() << "x" << train_ds.width() << "x"
        << train_ds.channels() << "\nclasses " << train_ds.num_classes() << "\nlabels fnv1a64 "
        << fnv1a64(train_ds.labels().data(), train_ds.labels().size() * sizeof(int32_t));
@@ -697,8 +718,23 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
 
   MetricsWriter metrics(root ? c.metrics : "");
   auto reducer_ptr = make_reducer(dev, comm, net.grads(), net.num_params(),
-                                  size_t(c.bucket_kb) * 1024);
+                                  size_t(c.bucket_kb) * 1024, comm_dtype);
   Reducer& reducer = *reducer_ptr;
+  if (root) {
+    char b[300];
+    const int k = comm_prescale_log2(comm_dtype, comm.size());
+    const std::string note =
+        comm.size() == 1 && dev == Device::CPU && comm_dtype != CommDtype::FP32
+            ? " (1 rank: nothing is sent, the gradient stays fp32)"
+        : k > 0 ? ", fp16 pre-scaled by 2^-" + std::to_string(k)
+                : "";
+    std::snprintf(b, sizeof b,
+                  "gradient all-reduce: %s, %s, %zu bucket(s), %zu bytes per rank per step%s",
+                  reducer.backend(), comm_dtype_name(comm_dtype), reducer.num_buckets(),
+                  net.num_params() * comm_dtype_bytes(comm_dtype), note.c_str());
+    prog.line(b);
+  }
+  metrics.set_comm_dtype(comm_dtype_name(comm_dtype));
   const Ops& ops = net.ops();
   Buffer momentum(dev, net.num_params());
   if (!resume_path.empty()) {

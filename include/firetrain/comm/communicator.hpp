@@ -5,15 +5,118 @@
 
 #include <mpi.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "firetrain/core/device.hpp"
 
+#if defined(__CUDACC__)
+#define FT_HD __host__ __device__
+#else
+#define FT_HD
+#endif
+
 namespace ft {
+
+/// What the gradient travels as in the all-reduce (`--grad-comm-dtype`). bf16 and fp16 halve
+/// the bytes: each rank rounds its fp32 gradient to 16 bits (round to nearest even), the
+/// reduction adds in fp32 and rounds each partial sum back to 16 bits, and the result is
+/// widened to fp32 again before the optimizer. fp16 (max 65504) is pre-scaled by
+/// 2^-ceil(log2 N) before the rounding and scaled back after (both exact in binary floating
+/// point: powers of two), so a sum of N in-range values cannot overflow (DDP's and Horovod's
+/// fp16 compression divide by N for the same reason); a value that still overflows becomes
+/// Inf, and Reducer::grads_finite() reports it. bf16 has fp32's range and is not scaled.
+enum class CommDtype { FP32, BF16, FP16 };
+/// "fp32" | "bf16" | "fp16"; anything else: ft::InputError naming the allowed values.
+CommDtype parse_comm_dtype(const std::string& s);
+const char* comm_dtype_name(CommDtype d);
+inline size_t comm_dtype_bytes(CommDtype d) { return d == CommDtype::FP32 ? 4 : 2; }
+/// fp16's pre-scale exponent for `ranks` ranks: k = ceil(log2 ranks) (values are multiplied by
+/// 2^-k before rounding to fp16 and by 2^k after the reduction); 0 for bf16 and fp32.
+int comm_prescale_log2(CommDtype d, int ranks);
+
+/// 16-bit conversions shared by the MPI reducer (CPU), its user MPI_Op and the NCCL reducer's
+/// kernels (same functions on host and device, so the CPU unit tests check the math the GPU
+/// runs). Branch-free bit manipulation: the loops over them vectorize. Round to nearest, ties
+/// to even; NaN stays NaN (quiet), +-Inf stays +-Inf; fp16 overflow gives +-Inf, fp16
+/// subnormals are produced and read exactly.
+namespace cvt {
+FT_HD inline uint32_t bits(float f) {
+#ifdef __CUDA_ARCH__
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+#endif
+}
+FT_HD inline float from_bits(uint32_t u) {
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+#endif
+}
+FT_HD inline uint16_t fp32_to_bf16(float f) {
+  const uint32_t u = bits(f);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return uint16_t((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : rounded);
+}
+FT_HD inline float bf16_to_fp32(uint16_t h) { return from_bits(uint32_t(h) << 16); }
+/// fp32 -> IEEE binary16 with the rounding done by the FPU: |f| scaled so that the bits
+/// below fp16's last place fall off in one fp32 addition (the method of Maratyszcza's FP16
+/// library), then the exponent and mantissa are picked from the sum.
+FT_HD inline uint16_t fp32_to_fp16(float f) {
+  const uint32_t w = bits(f);
+  const uint32_t shl1_w = w + w;
+  const uint32_t sign = w & 0x80000000u;
+  // 2^112 then 2^-110: values that overflow fp16 become Inf here (in fp32), others are exact.
+  float base = (from_bits(w & 0x7fffffffu) * 0x1.0p+112f) * 0x1.0p-110f;
+  uint32_t bias = shl1_w & 0xff000000u;
+  bias = bias < 0x71000000u ? 0x71000000u : bias;
+  base = from_bits((bias >> 1) + 0x07800000u) + base;
+  const uint32_t b = bits(base);
+  const uint32_t nonsign = ((b >> 13) & 0x00007c00u) + (b & 0x00000fffu);
+  return uint16_t((sign >> 16) | (shl1_w > 0xff000000u ? 0x7e00u : nonsign));
+}
+FT_HD inline float fp16_to_fp32(uint16_t h) {
+  const uint32_t w = uint32_t(h) << 16;
+  const uint32_t sign = w & 0x80000000u;
+  const uint32_t two_w = w + w;
+  const float normalized = from_bits((two_w >> 4) + (0xe0u << 23)) * 0x1.0p-112f;
+  const float denormalized = from_bits((two_w >> 17) | (126u << 23)) - 0.5f;
+  return from_bits(sign | (two_w < (1u << 27) ? bits(denormalized) : bits(normalized)));
+}
+}  // namespace cvt
+
+/// out[i] = 16-bit(scale * in[i]) and back (fp32[i] = scale * value(in16[i])), for d = BF16 or
+/// FP16; vectorized loops (OpenMP threads for large n). scale is a power of two (exact).
+void to_comm_dtype(CommDtype d, const float* in, uint16_t* out, size_t n, float scale);
+void from_comm_dtype(CommDtype d, const uint16_t* in, float* out, size_t n, float scale);
+
+/// The 2-byte MPI datatype and the commutative user MPI_Op for a 16-bit CommDtype: inout[i] =
+/// 16-bit(fp32(in[i]) + fp32(inout[i])). Owns both (freed at destruction; MPI must still be
+/// initialized then).
+class Mpi16Sum {
+ public:
+  explicit Mpi16Sum(CommDtype d);
+  ~Mpi16Sum();
+  Mpi16Sum(const Mpi16Sum&) = delete;
+  Mpi16Sum& operator=(const Mpi16Sum&) = delete;
+  MPI_Datatype type() const { return type_; }
+  MPI_Op op() const { return op_; }
+
+ private:
+  MPI_Datatype type_ = MPI_DATATYPE_NULL;
+  MPI_Op op_ = MPI_OP_NULL;
+};
 
 /// Thin wrapper over an MPI communicator (MPI_COMM_WORLD by default). Does not own MPI's
 /// lifetime: main() calls MPI_Init/Finalize. Every collective here runs under the watchdog
@@ -73,27 +176,41 @@ class Reducer {
   /// arena; CUDA: a flag kernel on the compute stream and a 4-byte copy, which waits for the
   /// all-reduce). The same answer on every rank (they hold the same sum).
   virtual bool grads_finite() = 0;
+  /// What the gradient is all-reduced as (--grad-comm-dtype).
+  virtual CommDtype dtype() const { return CommDtype::FP32; }
+  /// Host seconds spent converting to and from the 16-bit comm dtype in the last step (MPI
+  /// reducer; 0 for fp32, and for NCCL, whose conversions are kernels on its stream).
+  virtual double convert_s() const { return 0; }
 };
 
 /// The reducer for gradients living on `d`: MPI (GradReducer) for CPU, NCCL for CUDA.
+/// `dtype`: what travels (see CommDtype).
 std::unique_ptr<Reducer> make_reducer(Device d, Communicator& comm, float* grads, size_t n,
-                                      size_t bucket_bytes);
+                                      size_t bucket_bytes, CommDtype dtype = CommDtype::FP32);
 
 namespace cuda {
 /// NCCL reducer over the ranks of `comm` (ncclUniqueId from rank 0 broadcast over MPI);
 /// grads is device memory of the current GPU. All-reduces run on a dedicated stream, each
-/// bucket after an event recorded on the compute stream when its gradients are final.
+/// bucket after an event recorded on the compute stream when its gradients are final. With a
+/// 16-bit dtype, kernels on that stream convert into a 16-bit comm buffer, ncclAllReduce runs
+/// on ncclBfloat16 / ncclFloat16, and a kernel widens (and for fp16 un-scales) the result.
 std::unique_ptr<Reducer> make_nccl_reducer(Communicator& comm, float* grads, size_t n,
-                                           size_t bucket_bytes);
+                                           size_t bucket_bytes,
+                                           CommDtype dtype = CommDtype::FP32);
 }  // namespace cuda
 
 /// All-reduces (sums) the gradient arena in buckets of about `bucket_bytes`, in reverse
 /// layer order: Net::backward reports, after each layer, the lowest arena offset whose
 /// gradients are final; every bucket that is then complete is started with
 /// MPI_Iallreduce at once and progressed with MPI_Testall while backward goes on.
+/// With a 16-bit dtype, a started bucket is first rounded into a 16-bit comm buffer (the
+/// arena is untouched until its bucket completes), all-reduced with Mpi16Sum's datatype and
+/// op, and widened back into the arena when it completes. One rank: nothing travels, nothing
+/// is rounded (the gradient stays fp32).
 class GradReducer : public Reducer {
  public:
-  GradReducer(Communicator& comm, float* grads, size_t n, size_t bucket_bytes = 1 << 20);
+  GradReducer(Communicator& comm, float* grads, size_t n, size_t bucket_bytes = 1 << 20,
+              CommDtype dtype = CommDtype::FP32);
   ~GradReducer() override;
   size_t num_buckets() const override { return buckets_.size(); }
   void begin() override;
@@ -102,6 +219,8 @@ class GradReducer : public Reducer {
   double comm_span() const override { return span_; }
   const char* backend() const override { return "mpi"; }
   bool grads_finite() override;
+  CommDtype dtype() const override { return dtype_; }
+  double convert_s() const override { return conv_s_; }
 
  private:
   struct Bucket {
@@ -115,6 +234,9 @@ class GradReducer : public Reducer {
   /// Starts ready buckets while fewer than max_inflight_ are in flight, and progresses (or,
   /// with block, waits for) the active ones.
   void pump(bool block);
+  /// 16-bit dtype: arena -> comm buffer (before the all-reduce) and back (after) for bucket b.
+  void narrow(const Bucket& b);
+  void widen(const Bucket& b);
   Communicator& comm_;
   float* grads_;
   size_t n_;
@@ -129,6 +251,11 @@ class GradReducer : public Reducer {
   std::vector<size_t> active_bucket_;  // their bucket numbers
   std::vector<int> idx_;
   double t_first_ = 0, span_ = 0;
+  CommDtype dtype_ = CommDtype::FP32;
+  std::unique_ptr<Mpi16Sum> mpi16_;  // 16-bit dtype with more than one rank
+  std::vector<uint16_t> buf16_;      // the comm buffer, indexed as the arena
+  float pre_ = 1, post_ = 1;         // fp16 pre-scale 2^-k and its inverse
+  double conv_s_ = 0;                // conversion seconds this step
 };
 
 }  // namespace ft

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,10 @@ class Options {
   Options& opt(const std::string& name, std::string* target, const std::string& help);
   /// A `--no-NAME` flag that sets *target = false (and `NAME = false` in config files).
   Options& negflag(const std::string& name, bool* target, const std::string& help);
+  /// Storage owned by the registry for a string option that has no field of its own
+  /// (`o.opt("grad-comm-dtype", o.own("fp32"), ...)`): a stable pointer, initialized to
+  /// `initial`; its value also appears in to_json().
+  std::string* own(const std::string& initial);
   /// Positional arguments (after the options).
   Options& positional(const std::string& name, std::string* target, const std::string& help,
                       bool required = true);
@@ -56,6 +61,7 @@ class Options {
   std::string command_, summary_;
   std::vector<Opt> opts_;
   std::vector<Pos> pos_;
+  std::vector<std::shared_ptr<std::string>> owned_;  // see own()
 };
 
 /// Parses a flat JSON object as Options::to_json() writes it ({"key": value, ...}; values are
