@@ -18,6 +18,7 @@
 
 #include "firetrain/comm/communicator.hpp"
 #include "firetrain/compress/compress.hpp"
+#include "firetrain/core/build_info.hpp"
 #include "firetrain/core/device.hpp"
 #include "firetrain/core/error.hpp"
 #include "firetrain/data/convert.hpp"
@@ -71,8 +72,10 @@ void print_version() {
     indented += "  " + b.substr(p, e - p) + "\n";
     p = e == std::string::npos ? b.size() : e + 1;
   }
-  std::printf("firetrain %s\n%s  HDF5: %u.%u.%u\n", FIRETRAIN_VERSION, indented.c_str(), maj, min,
-              rel);
+  const BuildInfo& bi = build_info();
+  std::printf("firetrain %s\n  build: git %s, %s, %s, %s\n%s  HDF5: %u.%u.%u\n",
+              FIRETRAIN_VERSION, bi.git, bi.compiler, bi.build_type, bi.backends,
+              indented.c_str(), maj, min, rel);
 }
 
 int cmd_train(int argc, char** argv) {
@@ -248,7 +251,10 @@ int cmd_compress(int argc, char** argv) {
       .opt("finetune-steps", &t.steps, "fine-tuning steps (overrides --finetune-epochs)")
       .opt("prune-stages", &c.prune_stages,
            "iterative pruning: reach --sparsity in N equal steps, fine-tuning after each")
-      .opt("codebook-steps", &c.codebook_steps, "steps fine-tuning the shared centroids (0: none)")
+      .opt("codebook-steps", &c.codebook_steps,
+           "steps fine-tuning the shared centroids (the paper's update: a centroid's gradient is "
+           "the sum of its weights' gradients; SGD with --momentum, constant lr; 0: none)")
+      .opt("codebook-lr", &c.codebook_lr, "learning rate of the centroids (0: --lr)")
       .opt("batch", &t.batch, "global batch of fine-tuning")
       .opt("lr", &t.lr, "fine-tuning learning rate")
       .opt("lr-schedule", &t.lr_schedule, "poly | constant | step | cosine")
@@ -363,7 +369,7 @@ int cmd_sweep(int argc, char** argv) {
 }
 
 int cmd_bench_comm(int argc, char** argv) {
-  std::string what, models, out, device = "cpu";
+  std::string what, models, out, device = "cpu", dtypes = "fp32";
   int repeats = 20, warmup = 3, bucket_kb = 1024;
   Options o("bench comm",
             "firetrain bench comm: all-reduce of the real gradient arenas of squeezenet1_0,\n"
@@ -376,9 +382,19 @@ int cmd_bench_comm(int argc, char** argv) {
       .opt("warmup", &warmup, "untimed repeats first")
       .opt("bucket-kb", &bucket_kb, "reducer bucket size (KiB), as train --bucket-kb")
       .opt("device", &device, "cpu (MPI) | cuda (NCCL)")
+      .opt("grad-comm-dtype", &dtypes,
+           "what travels, as train --grad-comm-dtype: fp32 | bf16 | fp16, or a comma-separated "
+           "list (e.g. fp32,bf16: each model and variant runs with each, adjacent)")
       .opt("out", &out, "also write the rows to a .csv or .jsonl file");
   if (!o.parse(argc, argv)) return 0;
   CommBenchOptions bo;
+  bo.dtypes.clear();
+  for (size_t p = 0; p <= dtypes.size();) {
+    size_t e = dtypes.find(',', p);
+    if (e == std::string::npos) e = dtypes.size();
+    bo.dtypes.push_back(parse_comm_dtype(dtypes.substr(p, e - p)));  // exit 2 if unknown
+    p = e + 1;
+  }
   for (size_t p = 0; !models.empty() && p <= models.size();) {
     size_t e = models.find(',', p);
     if (e == std::string::npos) e = models.size();
@@ -398,10 +414,11 @@ int cmd_bench_comm(int argc, char** argv) {
   for (auto& r : rows) wrong += r.wrong;
   if (comm.rank() == 0) {
     std::printf("# firetrain bench comm: %d rank(s), %s, %d repeats after %d warm-up, fp32 "
-                "gradients, bucket %d KiB\n# time = max over ranks per repeat; algbw = bytes / "
-                "time; busbw = algbw * 2(n-1)/n\n",
+                "gradients sent as %s, bucket %d KiB\n# time = max over ranks per repeat (16-bit: "
+                "conversions included; conv_ms = their share on rank 0); bytes = sent per rank; "
+                "algbw = bytes / time; busbw = algbw * 2(n-1)/n\n",
                 comm.size(), bo.device == Device::CUDA ? "NCCL" : "MPI", repeats, warmup,
-                bucket_kb);
+                dtypes.c_str(), bucket_kb);
     std::fputs(format_comm_table(rows).c_str(), stdout);
     if (!out.empty()) write_comm_rows(out, rows);
   }

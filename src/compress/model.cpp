@@ -462,6 +462,29 @@ QModel read_compressed(const std::string& path) {
   return m;
 }
 
+std::vector<double> centroid_gradients(const QTensor& t, const float* grad) {
+  FT_REQUIRE(t.kind == 2, "centroid_gradients: tensor is not quantized");
+  std::vector<double> g(t.codebook.size(), 0.0);
+  for (size_t i = 0, n = t.code.size(); i < n; ++i)
+    if (t.code[i] >= 0) g[size_t(t.code[i])] += double(grad[i]);
+  return g;
+}
+
+void centroid_sgd_step(QTensor& t, const float* grad, float lr, float momentum,
+                       std::vector<float>& velocity, bool first) {
+  const std::vector<double> g = centroid_gradients(t, grad);
+  if (momentum == 0.f) {
+    for (size_t k = 0; k < g.size(); ++k) t.codebook[k] -= lr * float(g[k]);
+    return;
+  }
+  if (first) velocity.assign(g.size(), 0.f);
+  FT_REQUIRE(velocity.size() == g.size(), "centroid_sgd_step: velocity has the wrong size");
+  for (size_t k = 0; k < g.size(); ++k) {
+    velocity[k] = first ? float(g[k]) : momentum * velocity[k] + float(g[k]);
+    t.codebook[k] -= lr * velocity[k];
+  }
+}
+
 std::string describe_compressed(const std::string& path) {
   const QModel m = read_compressed(path);
   std::ostringstream o;

@@ -1,6 +1,7 @@
 /// @brief `firetrain compress`: load -> prune -> fine-tune under the mask (data-parallel, the
 /// trainer's step hook re-applies the mask after every SGD step) -> k-means per layer ->
-/// optional codebook fine-tuning -> Huffman-coded file -> read back and evaluate.
+/// optional codebook fine-tuning (centroid gradient = sum of its weights' gradients, SGD on the
+/// centroids) -> Huffman-coded file -> read back and evaluate.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -79,6 +80,8 @@ CompressSummary run_compress(const CompressConfig& c, Communicator& comm) {
       tc.epochs < 0 || tc.steps < 0)
     throw InputError("compress: --kmeans-iters and --prune-stages must be >= 1, the step and "
                      "epoch counts >= 0");
+  if (!(c.codebook_lr >= 0))
+    throw InputError("compress: the codebook learning rate must be >= 0 (0: --lr)");
   if (c.prune.mode == "global" && !c.prune.per_layer.empty())
     throw InputError("compress: --layer-sparsity applies to --sparsity-mode layer only");
 
@@ -188,28 +191,35 @@ CompressSummary run_compress(const CompressConfig& c, Communicator& comm) {
   // 2. Weight sharing.
   QModel q = quantize_model(views, mask, c.quant);
   if (c.codebook_steps > 0) {
-    // The shared centroids move with the weights of their cluster: after each SGD step every
-    // centroid becomes the mean of its cluster's weights and every weight its centroid again.
-    if (root) std::printf("compress: fine-tuning the codebooks for %lld steps\n",
-                          (long long)c.codebook_steps);
+    // The paper's codebook fine-tuning (section 3.1): the weights are tied to their centroids;
+    // after each step of the trainer (gradients all-reduced: the same on every rank) each
+    // centroid takes an SGD step with the SUM of its weights' gradients, and every weight is
+    // set back to its centroid (pruned weights to 0). The trainer's own update of the
+    // quantized tensors is overwritten; the biases keep it (they are trained as usual).
+    const float clr = float(c.codebook_lr > 0 ? c.codebook_lr : tc.lr);
+    if (root)
+      std::printf("compress: fine-tuning the codebooks for %lld steps (centroid gradient = sum "
+                  "of its weights' gradients; SGD lr %g, momentum %g, constant)\n",
+                  (long long)c.codebook_steps, double(clr), tc.momentum);
     decode_into(q, views, "compress");
     std::copy(host_arena(net), host_arena(net) + P, w.begin());
+    std::vector<std::vector<float>> velocity(q.tensors.size());
+    int64_t done = 0;
     auto snap = [&](Net& n) {
+      n.grads_to_host();
+      const auto& nv = n.param_views();
       for (size_t ti = 0; ti < q.tensors.size(); ++ti) {
         QTensor& t = q.tensors[ti];
-        const ParamView& v = n.param_views()[ti];
         if (t.kind != 2) continue;
-        std::vector<double> s(t.codebook.size(), 0.0);
-        std::vector<int64_t> k(t.codebook.size(), 0);
-        for (size_t i = 0, e = v.numel(); i < e; ++i)
-          if (t.code[i] >= 0) s[size_t(t.code[i])] += v.data[i], ++k[size_t(t.code[i])];
-        for (size_t j = 0; j < s.size(); ++j)
-          if (k[j]) t.codebook[j] = float(s[j] / double(k[j]));
+        const ParamView& v = nv[ti];
+        centroid_sgd_step(t, v.grad, clr, float(tc.momentum), velocity[ti], done == 0);
         for (size_t i = 0, e = v.numel(); i < e; ++i) v.data[i] = t.value(i);
       }
+      ++done;
     };
     TrainConfig t2 = tc;
     t2.lr_schedule = "constant";
+    t2.warmup_steps = 0;
     TrainSummary ts = finetune(t2, spec, 0, c.codebook_steps, w, snap, comm);
     if (ts.stopped) throw Error("compress: codebook fine-tuning was stopped; nothing written");
     // Biases trained too; the codebooks are re-sorted (the format keeps them ascending).
@@ -245,6 +255,9 @@ CompressSummary run_compress(const CompressConfig& c, Communicator& comm) {
                    {"finetune_steps", std::to_string(tune ? tc.steps : 0)},
                    {"finetune_epochs", std::to_string(tune ? tc.epochs : 0)},
                    {"codebook_steps", std::to_string(c.codebook_steps)}});
+  if (c.codebook_steps > 0)
+    q.header["codebook_update"] = "sum-of-gradients SGD, lr " +
+                                  std::to_string(c.codebook_lr > 0 ? c.codebook_lr : tc.lr);
   std::string err;
   if (root) {
     try {

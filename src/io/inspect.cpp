@@ -9,6 +9,8 @@
 #include "firetrain/core/params.hpp"
 #include "firetrain/data/dataset.hpp"
 #include "firetrain/io/h5.hpp"
+#include "firetrain/io/weights.hpp"
+#include "firetrain/model/net.hpp"
 
 namespace ft {
 
@@ -42,7 +44,25 @@ std::map<std::string, std::vector<int64_t>> read_weight_shapes(const std::string
   return shapes_in(f, weights_group(f));
 }
 
+namespace {
+std::string describe_h5_impl(const std::string& path);
+}  // namespace
+
+/// HDF5 failures while reading (a corrupt or truncated file) are bad input: exit code 2.
 std::string describe_h5(const std::string& path) {
+  try {
+    return describe_h5_impl(path);
+  } catch (const InputError&) {
+    throw;
+  } catch (const Error& e) {
+    std::string why = e.what();
+    if (auto nl = why.find('\n'); nl != std::string::npos) why.resize(nl);
+    throw InputError(path + ": cannot read (corrupt or truncated file?): " + why);
+  }
+}
+
+namespace {
+std::string describe_h5_impl(const std::string& path) {
   bool is_dataset = false;
   {
     std::lock_guard<std::mutex> lock(h5_mutex());
@@ -63,11 +83,34 @@ std::string describe_h5(const std::string& path) {
          << ": " << counts[size_t(k)] << "\n";
     return os.str();
   }
+  // The Fire modules and bypasses the weights are for (spec_from_file: the stored attributes,
+  // else the tensor shapes), as the net built from them has them. Read before taking the lock
+  // (spec_from_file takes it).
+  std::string fire_table;
+  try {
+    const NetSpec spec = spec_from_file(path);
+    if (spec.arch != "alexnet") {
+      Net net(spec);
+      std::ostringstream t;
+      t << "  Fire modules (" << spec.fire.label() << "; bypass " << spec.bypass << "):\n";
+      char b[200];
+      for (const LayerInfo& l : net.layer_table()) {
+        if (l.s1 <= 0) continue;
+        std::snprintf(b, sizeof b, "    %-20s s1x1 %4d  e1x1 %4d  e3x3 %4d  bypass %s\n",
+                      l.name.c_str(), l.s1, l.e1, l.e3, l.bypass.empty() ? "-" : l.bypass.c_str());
+        t << b;
+      }
+      fire_table = t.str();
+    }
+  } catch (const std::exception& e) {
+    fire_table = std::string("  Fire modules: not rebuilt (") + e.what() + ")\n";
+  }
   std::lock_guard<std::mutex> lock(h5_mutex());
   h5::Handle f = h5::open_file(path);
   const bool ckpt = h5::is_group(f, "model");
   os << path << ": " << (ckpt ? "checkpoint" : "weights (torch-h5 layout)") << "\n";
-  for (const char* a : {"arch", "bypass", "num_classes", "in_channels", "step", "epoch",
+  for (const char* a : {"arch", "bypass", "fire", "fire_meta", "build", "num_classes", "in_channels",
+                        "height", "width", "step", "epoch",
                         "step_in_epoch", "steps_per_epoch", "global_batch", "total_steps",
                         "world_size", "seed", "shuffle", "format"}) {
     std::string v = attr_or_empty(f, a);
@@ -81,13 +124,14 @@ std::string describe_h5(const std::string& path) {
     total += n;
     os << "    " << k << " " << shape_str(s) << "\n";
   }
-  os << "  " << shapes.size() << " tensors, " << total << " parameters\n";
+  os << "  " << shapes.size() << " tensors, " << total << " parameters\n" << fire_table;
   if (ckpt) {
     std::string cfg = attr_or_empty(f, "config");
     if (!cfg.empty()) os << "  config: " << cfg << "\n";
   }
   return os.str();
 }
+}  // namespace
 
 void write_logits_h5(const std::string& path, const float* logits, int64_t n, int k) {
   std::lock_guard<std::mutex> lock(h5_mutex());

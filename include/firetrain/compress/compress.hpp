@@ -130,6 +130,21 @@ QModel quantize_model(const std::vector<ParamView>& params, const std::vector<ui
 void decode_into(const QModel& m, const std::vector<ParamView>& params, const std::string& what);
 
 // ---------------------------------------------------------------------------------------------
+// Codebook fine-tuning (the paper's section 3.1, Figure 3): the weights stay tied to their
+// centroids; the gradient of a centroid is the sum of the gradients of the weights that share it.
+
+/// dL/dc_k = sum over i with code_i == k of dL/dw_i, for every centroid k of `t` (kind 2);
+/// `grad` holds t.numel() weight gradients. Pruned weights (code -1) contribute nothing.
+std::vector<double> centroid_gradients(const QTensor& t, const float* grad);
+/// One SGD step of t's centroids with G = centroid_gradients(t, grad), PyTorch's convention
+/// (as the trainer's): momentum 0: c -= lr * G; else v = G on the first step, v = momentum * v
+/// + G after, and c -= lr * v (`velocity`: one entry per centroid, sized on the first step).
+/// No weight decay on the centroids. The codes do not change (the codebook may leave ascending
+/// order; write_compressed's caller re-sorts).
+void centroid_sgd_step(QTensor& t, const float* grad, float lr, float momentum,
+                       std::vector<float>& velocity, bool first);
+
+// ---------------------------------------------------------------------------------------------
 // The file.
 
 inline constexpr uint32_t kCompressedVersion = 1;
@@ -183,7 +198,12 @@ struct CompressConfig {
   /// Fine-tuning under the mask: train.data / train.val, train.epochs / train.steps and the SGD
   /// settings; no fine-tuning when both epochs and steps are 0 or there is no data.
   TrainConfig train;
-  int64_t codebook_steps = 0;  // optional fine-tuning of the shared centroids after k-means
+  /// Optional fine-tuning of the shared centroids after k-means, the paper's update: each step
+  /// the trainer computes the (all-reduced) weight gradients at the tied weights, each centroid
+  /// takes one centroid_sgd_step (momentum: train.momentum) and every weight is set back to its
+  /// centroid (pruned weights stay 0). Biases train as usual (trainer SGD). Constant lr.
+  int64_t codebook_steps = 0;
+  double codebook_lr = 0;      // centroid learning rate; 0: train.lr
   int prune_stages = 1;        // iterative pruning: sparsity reached in this many steps
 };
 
