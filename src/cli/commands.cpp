@@ -370,7 +370,7 @@ int cmd_sweep(int argc, char** argv) {
 
 int cmd_bench_comm(int argc, char** argv) {
   std::string what, models, out, device = "cpu", dtypes = "fp32";
-  int repeats = 20, warmup = 3, bucket_kb = 1024;
+  int repeats = 20, warmup = 3, bucket_kb = 1024, threads = 0;
   Options o("bench comm",
             "firetrain bench comm: all-reduce of the real gradient arenas of squeezenet1_0,\n"
             "squeezenet1_1 and alexnet (and of resnet50/vgg16-sized arenas) across the ranks it\n"
@@ -385,6 +385,9 @@ int cmd_bench_comm(int argc, char** argv) {
       .opt("grad-comm-dtype", &dtypes,
            "what travels, as train --grad-comm-dtype: fp32 | bf16 | fp16, or a comma-separated "
            "list (e.g. fp32,bf16: each model and variant runs with each, adjacent)")
+      .opt("threads", &threads,
+           "threads per rank for the 16-bit conversions and checks, as train --threads (0: "
+           "this node's cores / its ranks; more than that oversubscribes the cores)")
       .opt("out", &out, "also write the rows to a .csv or .jsonl file");
   if (!o.parse(argc, argv)) return 0;
   CommBenchOptions bo;
@@ -408,6 +411,8 @@ int cmd_bench_comm(int argc, char** argv) {
   bo.bucket_bytes = size_t(bucket_kb) * 1024;
   bo.device = parse_device(device);
   Communicator comm;
+  set_threads(threads, comm);  // OpenMP's default (all cores per rank) oversubscribes: 2 ranks
+                               // on 2 cores made the bf16 conversions 40x slower (measured)
   bind_device(bo.device, comm.local_rank());
   auto rows = bench_comm(comm, bo);
   int64_t wrong = 0;
