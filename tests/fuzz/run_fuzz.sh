@@ -30,12 +30,15 @@ HDF5_CFLAGS=$(pkg-config --cflags hdf5-serial 2> /dev/null || pkg-config --cflag
 HDF5_LIBS=$(pkg-config --libs hdf5-serial 2> /dev/null || pkg-config --libs hdf5 2> /dev/null)
 MPI_CFLAGS=$(mpicxx --showme:compile 2> /dev/null)
 MPI_LIBS=$(mpicxx --showme:link 2> /dev/null)
+# A CUDA build's library holds the CUDA backend too: ctest passes its libraries (cudart, cuBLAS,
+# cuDNN, NCCL, with an rpath) in FT_FUZZ_EXTRA_LIBS. The fuzzer never calls them.
 set -e
 "$CXX" -std=c++17 -O1 -g -fsanitize=fuzzer,address -DFIRETRAIN_VERSION='"fuzz"' -I"$SRC/include" \
   $HDF5_CFLAGS $MPI_CFLAGS "$SRC/tests/fuzz/fuzz_readers.cpp" "$SRC/src/data/dataset.cpp" \
   "$SRC/src/io/h5.cpp" "$SRC/src/io/sandbox.cpp" "$SRC/src/io/weights.cpp" \
   "$SRC/src/core/error.cpp" "$SRC/src/core/params.cpp" "$SRC/src/io/inspect.cpp" \
-  "$FT_LIB" -ldnnl -fopenmp -lpng -ljpeg -lz $HDF5_LIBS $MPI_LIBS -o "$WORK/fuzz_readers"
+  "$FT_LIB" -ldnnl -fopenmp -lpng -ljpeg -lz $HDF5_LIBS $MPI_LIBS ${FT_FUZZ_EXTRA_LIBS:-} \
+  -o "$WORK/fuzz_readers"
 set +e
 mkdir -p "$WORK/corpus"
 "$SEEDS_TOOL" "$WORK/corpus" || { echo "FAIL: seed corpus"; exit 1; }
