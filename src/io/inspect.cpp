@@ -50,15 +50,7 @@ std::string describe_h5_impl(const std::string& path);
 
 /// HDF5 failures while reading (a corrupt or truncated file) are bad input: exit code 2.
 std::string describe_h5(const std::string& path) {
-  try {
-    return describe_h5_impl(path);
-  } catch (const InputError&) {
-    throw;
-  } catch (const Error& e) {
-    std::string why = e.what();
-    if (auto nl = why.find('\n'); nl != std::string::npos) why.resize(nl);
-    throw InputError(path + ": cannot read (corrupt or truncated file?): " + why);
-  }
+  return as_input_error(path, [&] { return describe_h5_impl(path); });
 }
 
 namespace {

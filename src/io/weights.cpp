@@ -125,21 +125,6 @@ void verify_checksum(hid_t f, const char* attr, uint64_t got, const std::string&
                      ", computed " + hex64(got) + "): the checkpoint is corrupt");
 }
 
-/// Runs `body`; HDF5 failures while reading (a corrupt or truncated file) become an
-/// ft::InputError naming the file, so bad files exit with code 2, never a crash.
-template <class F>
-auto as_input_error(const std::string& path, F body) -> decltype(body()) {
-  try {
-    return body();
-  } catch (const InputError&) {
-    throw;
-  } catch (const Error& e) {
-    std::string why = e.what();
-    if (auto nl = why.find('\n'); nl != std::string::npos) why.resize(nl);
-    throw InputError(path + ": cannot read (corrupt or truncated file?): " + why);
-  }
-}
-
 bool has_model_group(hid_t f) { return h5::is_group(f, "model"); }
 
 void require_complete(hid_t f, const std::string& path) {

@@ -20,6 +20,8 @@
 #include <utility>
 #include <vector>
 
+#include "firetrain/core/error.hpp"
+
 namespace ft {
 
 /// The one mutex that guards every HDF5 call of the process.
@@ -243,4 +245,20 @@ std::vector<std::string> read_dataset_strings(hid_t loc, const std::string& name
 void check_global_heaps(const std::string& path);
 
 }  // namespace h5
+
+/// Runs `body`; HDF5 failures while reading (a corrupt or truncated file) become an
+/// ft::InputError naming the file, so bad files exit with code 2, never a crash.
+template <class F>
+auto as_input_error(const std::string& path, F body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const InputError&) {
+    throw;
+  } catch (const Error& e) {
+    std::string why = e.what();
+    if (auto nl = why.find('\n'); nl != std::string::npos) why.resize(nl);
+    throw InputError(path + ": cannot read (corrupt or truncated file?): " + why);
+  }
+}
+
 }  // namespace ft
