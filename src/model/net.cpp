@@ -17,9 +17,12 @@ namespace ft {
 /// A layer's input or output, NHWC. split > 0: a planar concat (a Fire module's output):
 /// channels [0, split) are stored first as a dense (N, H, W, split) tensor, then channels
 /// [split, C) as a dense (N, H, W, C - split) one. split == 0: one dense (N, H, W, C) tensor.
+/// dt: how it is stored. With --precision bf16 the convolutions write bf16 and pooling, Fire's
+/// additions and dropout keep it; the net input, the logits and AlexNet's classifier are fp32.
 struct Dims {
   int H = 0, W = 0, C = 0;
   int split = 0;
+  DType dt = DType::F32;
   int64_t size() const { return int64_t(H) * W * C; }
   int c1() const { return split ? split : C; }  // channels of the first (or only) part
   int c2() const { return C - c1(); }           // channels of the second part (0: dense)
@@ -49,12 +52,15 @@ class Layer {
   /// Called once the arena exists; `offsets` are those of param_specs(), in order.
   virtual void bind(const std::vector<size_t>& offsets) {}
   virtual int64_t macs() const { return 0; }
-  virtual void forward(const PassContext& c, const float* P, const float* x, float* y) = 0;
-  /// dy may be modified. dx may be null for the first layer.
-  virtual void backward(const PassContext& c, const float* P, float* G, const float* x,
-                        const float* y, float* dy, float* dx) = 0;
-  /// Scratch floats per image this layer needs.
+  /// x (in.dt), y (out.dt).
+  virtual void forward(const PassContext& c, const float* P, ConstAct x, Act y) = 0;
+  /// x, y: the forward's. dy, dx: fp32; dy may be modified. dx may be null for the first layer.
+  virtual void backward(const PassContext& c, const float* P, float* G, ConstAct x, ConstAct y,
+                        float* dy, float* dx) = 0;
+  /// Scratch floats per image this layer needs in backward.
   virtual int64_t scratch_per_image() const { return 0; }
+  /// Bytes of activations the layer keeps itself for backward (beyond its output).
+  virtual size_t kept_bytes() const { return 0; }
   /// Adds layer-specific facts (Fire: s1x1, e1x1, e3x3, bypass) to its table row.
   virtual void describe(LayerInfo&) const {}
   Buffer* scratch = nullptr;
@@ -66,7 +72,7 @@ namespace {
 /// y += x for two (P, C) tensors stored with planar splits sy and sx (0 = dense): one flat add
 /// when the layouts are the same, else a strided add per channel range that lies in one part
 /// of each.
-void add_resplit(const Ops& o, int64_t P, int C, int sx, const float* x, int sy, float* y) {
+void add_resplit(const Ops& o, int64_t P, int C, int sx, ConstAct x, int sy, Act y) {
   const int ax = sx ? sx : C, ay = sy ? sy : C;
   if (ax == ay) return o.add_inplace(P * C, x, y);
   const int cut[4] = {0, std::min(ax, ay), std::max(ax, ay), C};
@@ -74,17 +80,18 @@ void add_resplit(const Ops& o, int64_t P, int C, int sx, const float* x, int sy,
     const int c0 = cut[i], n = cut[i + 1] - cut[i];
     if (n <= 0) continue;
     const bool xs = c0 >= ax, ys = c0 >= ay;  // in the second part of x / of y
-    const float* xp = xs ? x + P * ax + (c0 - ax) : x + c0;
-    float* yp = ys ? y + P * ay + (c0 - ay) : y + c0;
+    const ConstAct xp = xs ? x + (P * ax + (c0 - ax)) : x + c0;
+    const Act yp = ys ? y + (P * ay + (c0 - ay)) : y + c0;
     o.strided_add(P, n, xp, xs ? C - ax : ax, yp, ys ? C - ay : ay);
   }
 }
 
-/// The device of a layer and the precision of its convolutions.
+/// The device of a layer and the precision of its convolutions (bf16: bf16 outputs too).
 struct LayerDev {
   Device device;
   bool bf16 = false;
   operator Device() const { return device; }
+  DType act_dt() const { return bf16 ? DType::BF16 : DType::F32; }
 };
 
 class ConvLayer : public Layer {
@@ -95,7 +102,7 @@ class ConvLayer : public Layer {
         op_(ConvShape{i.c1(), O, i.H, i.W, k, stride, pad, relu, d.bf16, i.c2()}, d),
         final_(final_conv) {
     in = i;
-    out = Dims{op_.shape().OH(), op_.shape().OW(), O};
+    out = Dims{op_.shape().OH(), op_.shape().OW(), O, 0, d.act_dt()};
   }
   std::vector<ParamSpec> param_specs() const override {
     const auto& s = op_.shape();
@@ -108,10 +115,10 @@ class ConvLayer : public Layer {
     param_lo = std::min(w_, b_);
   }
   int64_t macs() const override { return int64_t(out.H) * out.W * op_.shape().weight_numel(); }
-  void forward(const PassContext& c, const float* P, const float* x, float* y) override {
+  void forward(const PassContext& c, const float* P, ConstAct x, Act y) override {
     op_.forward(c.N, x, P + w_, P + b_, y);
   }
-  void backward(const PassContext& c, const float* P, float* G, const float* x, const float* y,
+  void backward(const PassContext& c, const float* P, float* G, ConstAct x, ConstAct y,
                 float* dy, float* dx) override {
     op_.backward(c.N, x, P + w_, y, dy, dx, G + w_, G + b_);
   }
@@ -132,15 +139,15 @@ class MaxPoolLayer : public Layer {
   MaxPoolLayer(Device d, Dims i, bool ceil_mode = true)
       : op_(PoolShape{i.c1(), i.H, i.W, 3, 2, 0, ceil_mode}, d) {
     in = i;
-    out = Dims{op_.shape().OH(), op_.shape().OW(), i.C, i.split};
+    out = Dims{op_.shape().OH(), op_.shape().OW(), i.C, i.split, i.dt};
     if (i.split) op2_ = std::make_unique<MaxPool2d>(PoolShape{i.c2(), i.H, i.W, 3, 2, 0, ceil_mode}, d);
   }
-  void forward(const PassContext& c, const float*, const float* x, float* y) override {
+  void forward(const PassContext& c, const float*, ConstAct x, Act y) override {
     op_.forward(c.N, x, y);
     if (op2_) op2_->forward(c.N, x + c.N * in_part1(), y + c.N * out_part1());
   }
-  void backward(const PassContext& c, const float*, float*, const float* x, const float* y,
-                float* dy, float* dx) override {
+  void backward(const PassContext& c, const float*, float*, ConstAct x, ConstAct y, float* dy,
+                float* dx) override {
     if (!dx) return;
     op_.backward(c.N, x, y, dy, dx);
     if (op2_)
@@ -189,10 +196,10 @@ class FireLayer : public Layer {
         e1_(ConvShape{f.s1, f.e1, i.H, i.W, 1, 1, 0, true, d.bf16}, d),
         e3_(ConvShape{f.s1, f.e3, i.H, i.W, 3, 1, 1, true, d.bf16}, d),
         bypass_(bypass),
-        s_(d),
-        cat_(d) {
+        s_(d, d.act_dt()),
+        cat_(d, d.act_dt()) {
     in = i;
-    out = Dims{i.H, i.W, f.e1 + f.e3, f.e1};
+    out = Dims{i.H, i.W, f.e1 + f.e3, f.e1, d.act_dt()};
     FT_REQUIRE(bypass != Bypass::Identity || in.C == out.C,
                "an identity bypass needs equal in/out channels");
     if (bypass == Bypass::Conv1x1) {  // its output rows [0, e1) and [e1, e1 + e3)
@@ -238,18 +245,21 @@ class FireLayer : public Layer {
     i.e3 = e3();
     i.bypass = bypass_ == Bypass::Identity ? "identity" : bpa_ ? "conv1x1" : "";
   }
+  size_t kept_bytes() const override { return s_.bytes() + cat_.bytes(); }
 
-  void forward(const PassContext& c, const float* P, const float* x, float* y) override {
+  // bf16: s_, cat_ and y are bf16 (each conv rounds its output once); the identity bypass
+  // y = cat + x and the complex one y = conv(x) + cat add in fp32 and round the sum.
+  void forward(const PassContext& c, const float* P, ConstAct x, Act y) override {
     const int64_t px = c.N * pix();
     if (s_.size() < size_t(px * s1())) s_.resize(size_t(px * s1()));  // squeeze output, kept for backward: (N, H, W, s1)
-    squeeze_.forward(c.N, x, P + off_[0], P + off_[1], s_.data());
-    float* cat = y;  // planar: (N, H, W, e1) then (N, H, W, e3)
+    squeeze_.forward(c.N, x, P + off_[0], P + off_[1], s_.view());
+    Act cat = y;  // planar: (N, H, W, e1) then (N, H, W, e3)
     if (bypass_ != Bypass::None) {  // keep the concat (for the ReLU masks); y = concat + bypass
       if (cat_.size() < size_t(px * out.C)) cat_.resize(size_t(px * out.C));
-      cat = cat_.data();
+      cat = cat_.view();
     }
-    e1_.forward(c.N, s_.data(), P + off_[2], P + off_[3], cat);
-    e3_.forward(c.N, s_.data(), P + off_[4], P + off_[5], cat + px * e1());
+    e1_.forward(c.N, s_.view(), P + off_[2], P + off_[3], cat);
+    e3_.forward(c.N, s_.view(), P + off_[4], P + off_[5], cat + px * e1());
     if (bypass_ == Bypass::Identity) {
       ops->copy(px * out.C, cat, y);
       add_resplit(*ops, px, out.C, in.split, x, out.split, y);
@@ -259,7 +269,7 @@ class FireLayer : public Layer {
       ops->add_inplace(px * out.C, cat, y);
     }
   }
-  void backward(const PassContext& c, const float* P, float* G, const float* x, const float* y,
+  void backward(const PassContext& c, const float* P, float* G, ConstAct x, ConstAct y,
                 float* dy, float* dx) override {
     const int64_t px = c.N * pix();
     float* dsa = scratch->data();  // (N, H, W, s1)
@@ -271,13 +281,13 @@ class FireLayer : public Layer {
       ops->relu_backward(px * out.C, y, dy, dy);
     } else {
       dcat = dsb + px * s1();  // (N, H, W, C) planar
-      ops->relu_backward(px * out.C, cat_.data(), dy, dcat);
+      ops->relu_backward(px * out.C, cat_.view(), dy, dcat);
     }
-    e1_.backward(c.N, s_.data(), P + off_[2], nullptr, dcat, dsa, G + off_[2], G + off_[3]);
-    e3_.backward(c.N, s_.data(), P + off_[4], nullptr, dcat + px * e1(), dsb, G + off_[4],
+    e1_.backward(c.N, s_.view(), P + off_[2], nullptr, dcat, dsa, G + off_[2], G + off_[3]);
+    e3_.backward(c.N, s_.view(), P + off_[4], nullptr, dcat + px * e1(), dsb, G + off_[4],
                  G + off_[5]);
     ops->add_inplace(px * s1(), dsb, dsa);
-    squeeze_.backward(c.N, x, P + off_[0], s_.data(), dsa, dx, G + off_[0], G + off_[1]);
+    squeeze_.backward(c.N, x, P + off_[0], s_.view(), dsa, dx, G + off_[0], G + off_[1]);
     if (bypass_ == Bypass::Identity && dx) add_resplit(*ops, px, out.C, out.split, dy, in.split, dx);
     if (bpa_) {  // no ReLU on the bypass path: dy goes to the convs unmasked
       float* dxa = dcat + px * out.C;  // (N, H, W, in.C), in's layout
@@ -304,8 +314,8 @@ class FireLayer : public Layer {
   Bypass bypass_;
   std::unique_ptr<Conv2d> bpa_, bpb_;  // complex bypass where channels differ (two row blocks)
   std::vector<size_t> off_;
-  Buffer s_;    // squeeze output (N, H, W, s1)
-  Buffer cat_;  // with bypass: the planar concat before the addition
+  ActBuffer s_;    // squeeze output (N, H, W, s1), out.dt
+  ActBuffer cat_;  // with bypass: the planar concat before the addition, out.dt
 };
 
 class DropoutLayer : public Layer {
@@ -313,7 +323,7 @@ class DropoutLayer : public Layer {
   DropoutLayer(Dims i, float p) : p_(p) { in = out = i; }
   // A planar input keeps its split; each part's mask is keyed by the global channel index, so
   // the mask is the same as on the dense layout.
-  void forward(const PassContext& c, const float*, const float* x, float* y) override {
+  void forward(const PassContext& c, const float*, ConstAct x, Act y) override {
     const int64_t n = int64_t(c.N) * in.size();
     if (!(c.train && p_ > 0.f)) return ops->copy(n, x, y);
     const int64_t n1 = int64_t(c.N) * in.H * in.W * in.c1();
@@ -322,7 +332,7 @@ class DropoutLayer : public Layer {
       ops->dropout_forward(c.N, in.H, in.W, in.c2(), in.c1(), p_, c.seed, c.step, c.samples,
                            x + n1, y + n1);
   }
-  void backward(const PassContext& c, const float*, float*, const float*, const float*, float* dy,
+  void backward(const PassContext& c, const float*, float*, ConstAct, ConstAct, float* dy,
                 float* dx) override {
     const int64_t n = int64_t(c.N) * in.size();
     if (!(c.train && p_ > 0.f)) return ops->copy(n, dy, dx);
@@ -342,12 +352,12 @@ class GlobalAvgPoolLayer : public Layer {
   explicit GlobalAvgPoolLayer(Dims i) {
     FT_REQUIRE(i.split == 0, "global average pooling takes a dense input");
     in = i;
-    out = Dims{1, 1, i.C};
+    out = Dims{1, 1, i.C};  // fp32 logits (the loss reads fp32)
   }
-  void forward(const PassContext& c, const float*, const float* x, float* y) override {
-    ops->global_avgpool_forward(c.N, in.H, in.W, in.C, x, y);
+  void forward(const PassContext& c, const float*, ConstAct x, Act y) override {
+    ops->global_avgpool_forward(c.N, in.H, in.W, in.C, x, y.f32());
   }
-  void backward(const PassContext& c, const float*, float*, const float*, const float*, float* dy,
+  void backward(const PassContext& c, const float*, float*, ConstAct, ConstAct, float* dy,
                 float* dx) override {
     ops->global_avgpool_backward(c.N, in.H, in.W, in.C, dy, dx);
   }
@@ -357,7 +367,7 @@ class GlobalAvgPoolLayer : public Layer {
 class LinearLayer : public Layer {
  public:
   LinearLayer(std::string key, Dims i, int O, bool relu) : key_(std::move(key)), relu_(relu) {
-    FT_REQUIRE(i.split == 0, "a linear layer takes a dense input");
+    FT_REQUIRE(i.split == 0 && i.dt == DType::F32, "a linear layer takes a dense fp32 input");
     in = i;
     out = Dims{1, 1, O};
   }
@@ -371,12 +381,13 @@ class LinearLayer : public Layer {
     param_lo = std::min(w_, b_);
   }
   int64_t macs() const override { return int64_t(in.C) * out.C; }
-  void forward(const PassContext& c, const float* P, const float* x, float* y) override {
-    ops->linear_forward(c.N, in.C, out.C, relu_, x, P + w_, P + b_, y);
+  void forward(const PassContext& c, const float* P, ConstAct x, Act y) override {
+    ops->linear_forward(c.N, in.C, out.C, relu_, x.f32(), P + w_, P + b_, y.f32());
   }
-  void backward(const PassContext& c, const float* P, float* G, const float* x, const float* y,
+  void backward(const PassContext& c, const float* P, float* G, ConstAct x, ConstAct y,
                 float* dy, float* dx) override {
-    ops->linear_backward(c.N, in.C, out.C, relu_, x, P + w_, y, dy, dx, G + w_, G + b_);
+    ops->linear_backward(c.N, in.C, out.C, relu_, x.f32(), P + w_, y.f32(), dy, dx, G + w_,
+                         G + b_);
   }
 
  private:
@@ -386,7 +397,8 @@ class LinearLayer : public Layer {
 };
 
 /// torch.flatten of an NCHW tensor: (H, W, C) NHWC -> (1, 1, C·H·W) in torch's (c, h, w) order,
-/// so that AlexNet's classifier.1 weights are torch's as they are.
+/// so that AlexNet's classifier.1 weights are torch's as they are. Its output is fp32 (bf16
+/// features are widened here: the classifier is fp32).
 class FlattenLayer : public Layer {
  public:
   explicit FlattenLayer(Dims i) {
@@ -394,10 +406,10 @@ class FlattenLayer : public Layer {
     in = i;
     out = Dims{1, 1, i.H * i.W * i.C};
   }
-  void forward(const PassContext& c, const float*, const float* x, float* y) override {
-    ops->nhwc_to_nchw(c.N, in.H, in.W, in.C, x, y);
+  void forward(const PassContext& c, const float*, ConstAct x, Act y) override {
+    ops->nhwc_to_nchw(c.N, in.H, in.W, in.C, x, y.f32());
   }
-  void backward(const PassContext& c, const float*, float*, const float*, const float*, float* dy,
+  void backward(const PassContext& c, const float*, float*, ConstAct, ConstAct, float* dy,
                 float* dx) override {
     if (dx) ops->nchw_to_nhwc(c.N, in.H, in.W, in.C, dy, dx);
   }
@@ -665,54 +677,74 @@ void Net::init_weights(uint64_t seed, InitScheme scheme) {
 
 void Net::ensure_buffers(int N) {
   if (N <= buf_batch_) return;
-  int64_t max_act = 0, scratch = 0;
   acts_.clear();
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    acts_.emplace_back(dev_, size_t(N * layers_[i]->out.size()));
-    max_act = std::max({max_act, layers_[i]->out.size(), layers_[i]->in.size()});
+  for (auto& l : layers_) {
+    acts_.emplace_back(dev_, l->out.dt);
+    acts_.back().resize(size_t(N * l->out.size()));
+  }
+  buf_batch_ = N;
+}
+
+// Backward at layer i reads dy from dbuf_[(L - 1 - i) % 2] and writes dx (the size of its
+// input, layer i - 1's output) to the other one, dbuf_[(L - i) % 2]; the dlogits start in
+// dbuf_[0]. Each parity is sized to the largest tensor it holds (squeezenet1_0: conv1's output
+// in one, fire3's in the other, instead of conv1's in both).
+void Net::ensure_grad_buffers(int N) {
+  if (N <= grad_batch_) return;
+  const size_t L = layers_.size();
+  int64_t need[2] = {spec_.num_classes, 0}, scratch = 0;
+  for (size_t i = 0; i < L; ++i) {
+    if (i > 0) need[(L - i) % 2] = std::max(need[(L - i) % 2], layers_[i]->in.size());
     scratch = std::max(scratch, layers_[i]->scratch_per_image());
   }
-  dbuf_[0].resize(size_t(N * max_act));
-  dbuf_[1].resize(size_t(N * max_act));
+  dbuf_[0].resize(size_t(N * need[0]));
+  dbuf_[1].resize(size_t(N * need[1]));
   scratch_.resize(size_t(N * scratch));
-  for (auto& l : layers_) l->scratch = &scratch_;
-  buf_batch_ = N;
+  grad_batch_ = N;
+}
+
+size_t Net::activation_bytes() const {
+  size_t b = 0;
+  for (auto& a : acts_) b += a.bytes();
+  for (auto& l : layers_) b += l->kept_bytes();
+  return b;
 }
 
 const float* Net::forward(const PassContext& c, const float* x) {
   FT_REQUIRE(c.N > 0, "empty batch");
   FT_REQUIRE(!c.train || c.samples, "training forward needs sample indices (dropout keys)");
   ensure_buffers(c.N);
-  for (auto& l : layers_) l->scratch = &scratch_;  // (the net may have moved)
   input_ = x;
-  const float* in = x;
+  ConstAct in = x;
   if (profile_) profile_->resize(layers_.size());
   for (size_t i = 0; i < layers_.size(); ++i) {
     const auto t0 = profile_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
-    layers_[i]->forward(c, params_.data(), in, acts_[i].data());
+    layers_[i]->forward(c, params_.data(), in, acts_[i].view());
     if (profile_) {
       synchronize(dev_);
       (*profile_)[i].fwd_s +=
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
-    in = acts_[i].data();
+    in = acts_[i].view();
   }
-  return in;
+  return in.f32();  // the logits are fp32
 }
 
 void Net::backward(const PassContext& c, const float* dlogits,
                    const std::function<void(size_t)>& ready) {
   FT_REQUIRE(input_ && c.N <= buf_batch_, "backward without a matching forward");
+  ensure_grad_buffers(c.N);
+  for (auto& l : layers_) l->scratch = &scratch_;  // (the net may have moved)
   const size_t L = layers_.size();
   float* dy = dbuf_[0].data();
   ops_->copy(int64_t(c.N) * spec_.num_classes, dlogits, dy);
   int cur = 0;
   for (size_t i = L; i-- > 0;) {
     Layer& l = *layers_[i];
-    const float* x = i == 0 ? input_ : acts_[i - 1].data();
+    const ConstAct x = i == 0 ? ConstAct(input_) : acts_[i - 1].view();
     float* dx = i == 0 ? nullptr : dbuf_[1 - cur].data();
     const auto t0 = profile_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
-    l.backward(c, params_.data(), grads_.data(), x, acts_[i].data(), dy, dx);
+    l.backward(c, params_.data(), grads_.data(), x, acts_[i].view(), dy, dx);
     if (profile_) {
       synchronize(dev_);
       if (profile_->size() < L) profile_->resize(L);

@@ -42,11 +42,11 @@ Conv2d::Conv2d(ConvShape s, Device d) : s_(s) {
 }
 Conv2d::~Conv2d() = default;
 Conv2d::Conv2d(Conv2d&&) noexcept = default;
-void Conv2d::forward(int N, const float* x, const float* w, const float* b, float* y) {
+void Conv2d::forward(int N, ConstAct x, const float* w, const float* b, Act y) {
   impl_->forward(N, x, w, b, y);
 }
-void Conv2d::backward(int N, const float* x, const float* w, const float* y, float* dy,
-                      float* dx, float* dw, float* db) {
+void Conv2d::backward(int N, ConstAct x, const float* w, ConstAct y, float* dy, float* dx,
+                      float* dw, float* db) {
   impl_->backward(N, x, w, y, dy, dx, dw, db);
 }
 
@@ -57,8 +57,8 @@ MaxPool2d::MaxPool2d(PoolShape s, Device d) : s_(s) {
 }
 MaxPool2d::~MaxPool2d() = default;
 MaxPool2d::MaxPool2d(MaxPool2d&&) noexcept = default;
-void MaxPool2d::forward(int N, const float* x, float* y) { impl_->forward(N, x, y); }
-void MaxPool2d::backward(int N, const float* x, const float* y, const float* dy, float* dx) {
+void MaxPool2d::forward(int N, ConstAct x, Act y) { impl_->forward(N, x, y); }
+void MaxPool2d::backward(int N, ConstAct x, ConstAct y, const float* dy, float* dx) {
   impl_->backward(N, x, y, dy, dx);
 }
 

@@ -11,6 +11,7 @@
 
 #include "firetrain/core/device.hpp"
 #include "firetrain/core/params.hpp"
+#include "firetrain/ops/act.hpp"
 
 namespace ft {
 
@@ -75,8 +76,10 @@ struct NetSpec {
   std::string bypass = "none";
   /// The Fire modules (squeezenet archs only; alexnet takes only the defaults).
   FireMeta fire{};
-  /// "fp32", or "bf16": convolutions compute in bf16 (fp32 weights, activations, gradients and
-  /// accumulation; see ConvShape::bf16). CPU only so far.
+  /// "fp32", or "bf16": convolutions compute in bf16 with fp32 accumulation (see
+  /// ConvShape::bf16) and the layer outputs they feed are stored as bf16 (half the activation
+  /// memory); weights, gradients, the net input, the logits and AlexNet's classifier stay fp32.
+  /// CPU only so far.
   std::string precision = "fp32";
 };
 
@@ -145,8 +148,17 @@ class Net {
   };
   void set_profile(std::vector<LayerTime>* p) { profile_ = p; }
 
+  /// Bytes of the activations kept for backward after a forward: every layer's output plus
+  /// what layers keep themselves (Fire's squeeze output and, with a bypass, its concat).
+  size_t activation_bytes() const;
+  /// Floats in the ping-pong gradient buffer of parity p (0, 1): 0 until the first backward
+  /// (evaluation never allocates them), then the largest gradient that parity holds: layer i's
+  /// dx lives in parity (L - i) % 2, the dlogits in parity 0.
+  size_t grad_buffer_floats(int p) const { return dbuf_[p].size(); }
+
  private:
   void ensure_buffers(int N);
+  void ensure_grad_buffers(int N);
   NetSpec spec_;
   std::vector<std::unique_ptr<Layer>> layers_;
   Device dev_;
@@ -154,11 +166,11 @@ class Net {
   Buffer params_, grads_;
   std::vector<float> host_params_, host_grads_;  // CUDA: mirrors the views point into
   std::vector<ParamView> views_;
-  std::vector<Buffer> acts_;  // output of each layer, (N, H, W, C)
-  Buffer dbuf_[2];            // ping-pong gradient buffers
-  Buffer scratch_;            // transient per-layer scratch, shared
+  std::vector<ActBuffer> acts_;  // output of each layer, (N, H, W, C), in its dtype
+  Buffer dbuf_[2];               // ping-pong gradient buffers (backward only)
+  Buffer scratch_;               // transient per-layer backward scratch, shared
   const float* input_ = nullptr;
-  int buf_batch_ = 0;
+  int buf_batch_ = 0, grad_batch_ = 0;
   std::vector<LayerTime>* profile_ = nullptr;
 };
 

@@ -6,16 +6,19 @@
 /// stored back to back, x1 = x (N, H, W, C) then x2 = x + N*H*W*C (N, H, W, C2) (a Fire
 /// module's planar output); dx has the same two-part layout. The weights are still the torch
 /// OIHW tensor (O, C + C2, k, k) of the concat, so parameters are the same as for a dense input.
+/// Activations x and y are ConstAct / Act (act.hpp): fp32, or bf16 with ConvShape::bf16 (CPU).
 /// The CPU implementation (src/ops/cpu/conv2d.cpp) runs oneDNN primitives built once per batch
-/// size and reorders the OIHW weights (the layout of the parameter arena, the all-reduce and
-/// torch-h5) to the layout the kernel prefers. The CUDA one (src/ops/cuda/conv2d.cu) runs
-/// cuDNN with the algorithms chosen once per (shape, batch) and a shared workspace.
+/// size (and output dtype) and reorders the OIHW weights (the layout of the parameter arena,
+/// the all-reduce and torch-h5) to the layout the kernel prefers. The CUDA one
+/// (src/ops/cuda/conv2d.cu) runs cuDNN, fp32 only, with the algorithms chosen once per (shape,
+/// batch) and a shared workspace.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 
 #include "firetrain/core/device.hpp"
+#include "firetrain/ops/act.hpp"
 
 namespace ft {
 
@@ -25,9 +28,13 @@ struct ConvShape {
   int k = 1;           // square kernel
   int stride = 1, pad = 0;
   bool relu = true;    // ReLU fused after bias
-  /// bf16 math (CPU: oneDNN's AVX512-BF16 kernels) with fp32 storage: inputs, output
-  /// gradients and weights are rounded to bf16 inside the op, outputs, input gradients and
-  /// weight gradients are fp32 (accumulated in fp32). The arenas and activations stay fp32.
+  /// bf16 math (CPU: oneDNN's AVX512-BF16 kernels, fp32 accumulation). x may be bf16 (read as
+  /// it is) or fp32 (rounded to bf16 inside the op); y may be bf16 (oneDNN rounds the fp32
+  /// result, after bias and ReLU, once: RNE) or fp32. The weights (fp32 arena) and the output
+  /// gradient dy (fp32) are rounded to bf16 inside the op (dy in place); dx, dw and db are
+  /// fp32.
+  /// A two-part input with a bf16 y rounds twice: part 1 (+ bias) is stored as bf16, and part
+  /// 2's `sum` post-op adds to that rounded value (see src/ops/cpu/conv2d.cpp).
   bool bf16 = false;
   /// Channels of the second input part (0: one dense input part of C channels).
   int C2 = 0;
@@ -45,22 +52,25 @@ class Conv2d {
   Conv2d(Conv2d&&) noexcept;
   const ConvShape& shape() const { return s_; }
 
-  /// x (N, H, W, C) (two parts: see C2), w (O, C + C2, k, k), b (O), y (N, OH, OW, O)
-  void forward(int N, const float* x, const float* w, const float* b, float* y);
+  /// x (N, H, W, C) (two parts: see C2), w (O, C + C2, k, k), b (O), y (N, OH, OW, O).
+  /// x and y are fp32, or (bf16 shapes only) bf16.
+  void forward(int N, ConstAct x, const float* w, const float* b, Act y);
   /// backward must see the same weights as the preceding forward (the reordered copy made by
   /// forward is reused when `w` is the same pointer): update weights only after backward.
-  /// dy (N, OH, OW, O) is modified in place by the ReLU mask (y > 0) when ReLU is fused and
-  /// y is given; pass y = nullptr when the caller has already masked dy. dx may be null (first
-  /// layer). dw, db are overwritten (not accumulated).
-  void backward(int N, const float* x, const float* w, const float* y, float* dy, float* dx,
-                float* dw, float* db);
+  /// x is the forward's input (same dtype). dy (N, OH, OW, O) (fp32) is modified in place by
+  /// the ReLU mask (y > 0) when ReLU is fused and y is given; pass y = nullptr when the caller
+  /// has already masked dy. bf16 shapes (CPU) then overwrite dy with its bf16 rounding (packed
+  /// into its first half), so dy holds no usable fp32 values afterwards. dx may be null (first
+  /// layer). dx, dw, db are fp32 and overwritten (not accumulated).
+  void backward(int N, ConstAct x, const float* w, ConstAct y, float* dy, float* dx, float* dw,
+                float* db);
 
   /// A backend's implementation, with the same contract as forward/backward above.
   struct Impl {
     virtual ~Impl() = default;
-    virtual void forward(int N, const float* x, const float* w, const float* b, float* y) = 0;
-    virtual void backward(int N, const float* x, const float* w, const float* y, float* dy,
-                          float* dx, float* dw, float* db) = 0;
+    virtual void forward(int N, ConstAct x, const float* w, const float* b, Act y) = 0;
+    virtual void backward(int N, ConstAct x, const float* w, ConstAct y, float* dy, float* dx,
+                          float* dw, float* db) = 0;
   };
 
  private:

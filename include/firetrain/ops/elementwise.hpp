@@ -1,8 +1,15 @@
 /// @brief Element-wise ops: ReLU, channel concat/split, dropout. The per-element math lives in
 /// FT_HD inline functions so the CPU and CUDA kernels share it.
+///
+/// The ops that touch activations take them as ConstAct / Act (act.hpp): fp32 or bf16 on the
+/// CPU, where bf16 values are widened to fp32, combined in fp32 and rounded back (RNE) once per
+/// result; mixed dtypes convert. The CUDA versions take fp32 only (bf16 is CPU-only; a bf16
+/// view there throws). Gradients are fp32 everywhere.
 #pragma once
 
 #include <cstdint>
+
+#include "firetrain/ops/act.hpp"
 
 #ifdef __CUDACC__
 #define FT_HD __host__ __device__
@@ -36,8 +43,8 @@ namespace cpu {
 /// All pointers are on the backend's device (host for cpu::, GPU for cuda::; the CUDA versions
 /// are asynchronous on the compute stream). y = relu(x), in place allowed.
 void relu_forward(int64_t n, const float* x, float* y);
-/// dx = dy * (y > 0), in place allowed.
-void relu_backward(int64_t n, const float* y, const float* dy, float* dx);
+/// dx = dy * (y > 0), in place allowed (dy, dx fp32; y an activation of either dtype).
+void relu_backward(int64_t n, ConstAct y, const float* dy, float* dx);
 
 /// Writes a (P, Ca) into channels [off, off + Ca) of y (P, Ctot); P = N*H*W pixels.
 void channel_copy_in(int64_t P, int Ca, int off, int Ctot, const float* a, float* y);
@@ -49,20 +56,20 @@ void channel_copy_out(int64_t P, int Ca, int off, int Ctot, const float* y, floa
 void concat_relu_backward(int64_t P, int Ca, int Cb, const float* y, const float* dy, float* da,
                           float* db);
 
-/// y += x.
-void add_inplace(int64_t n, const float* x, float* y);
+/// y += x (activations, e.g. the identity bypass, or gradients).
+void add_inplace(int64_t n, ConstAct x, Act y);
 /// y[p * ldy + c] += x[p * ldx + c] for P rows and c < n: adds a channel range of one NHWC
 /// tensor into one of another (the simple bypass between two different planar splits).
-void strided_add(int64_t P, int n, const float* x, int ldx, float* y, int ldy);
-/// y = x (non-overlapping).
-void copy(int64_t n, const float* x, float* y);
+void strided_add(int64_t P, int n, ConstAct x, int ldx, Act y, int ldy);
+/// y = x (non-overlapping; converts when the dtypes differ).
+void copy(int64_t n, ConstAct x, Act y);
 
 /// Inverted dropout on x (N, H, W, C): y = x * keep / (1 - p). samples[n] (on the device) is
 /// the dataset index of row n. In place allowed. backward applies the same mask to dy.
 /// c_off: the global channel index of x's channel 0, when x is one part of a planar concat
 /// (the mask is keyed by the global channel, so it does not depend on the layout); else 0.
 void dropout_forward(int N, int H, int W, int C, int c_off, float p, uint64_t seed, uint64_t step,
-                     const int64_t* samples, const float* x, float* y);
+                     const int64_t* samples, ConstAct x, Act y);
 void dropout_backward(int N, int H, int W, int C, int c_off, float p, uint64_t seed, uint64_t step,
                       const int64_t* samples, const float* dy, float* dx);
 
@@ -71,7 +78,7 @@ void dropout_backward(int N, int H, int W, int C, int c_off, float p, uint64_t s
 /// Same functions on the GPU (src/ops/cuda/elementwise.cu).
 namespace cuda {
 void relu_forward(int64_t n, const float* x, float* y);
-void relu_backward(int64_t n, const float* y, const float* dy, float* dx);
+void relu_backward(int64_t n, ConstAct y, const float* dy, float* dx);
 
 void channel_copy_in(int64_t P, int Ca, int off, int Ctot, const float* a, float* y);
 void channel_copy_out(int64_t P, int Ca, int off, int Ctot, const float* y, float* a);
@@ -79,12 +86,12 @@ void channel_copy_out(int64_t P, int Ca, int off, int Ctot, const float* y, floa
 void concat_relu_backward(int64_t P, int Ca, int Cb, const float* y, const float* dy, float* da,
                           float* db);
 
-void add_inplace(int64_t n, const float* x, float* y);
-void strided_add(int64_t P, int n, const float* x, int ldx, float* y, int ldy);
-void copy(int64_t n, const float* x, float* y);
+void add_inplace(int64_t n, ConstAct x, Act y);
+void strided_add(int64_t P, int n, ConstAct x, int ldx, Act y, int ldy);
+void copy(int64_t n, ConstAct x, Act y);
 
 void dropout_forward(int N, int H, int W, int C, int c_off, float p, uint64_t seed, uint64_t step,
-                     const int64_t* samples, const float* x, float* y);
+                     const int64_t* samples, ConstAct x, Act y);
 void dropout_backward(int N, int H, int W, int C, int c_off, float p, uint64_t seed, uint64_t step,
                       const int64_t* samples, const float* dy, float* dx);
 

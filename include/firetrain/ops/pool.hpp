@@ -1,10 +1,11 @@
 /// @brief Max pooling (ceil mode, as Caffe and torchvision's SqueezeNet) and global average
-/// pooling, NHWC.
+/// pooling, NHWC. Activations (x, y) are fp32 or, on the CPU, bf16 (act.hpp); gradients fp32.
 #pragma once
 
 #include <memory>
 
 #include "firetrain/core/device.hpp"
+#include "firetrain/ops/act.hpp"
 
 namespace ft {
 
@@ -25,16 +26,17 @@ class MaxPool2d {
   ~MaxPool2d();
   MaxPool2d(MaxPool2d&&) noexcept;
   const PoolShape& shape() const { return s_; }
-  /// x (N, H, W, C) -> y (N, OH, OW, C).
-  void forward(int N, const float* x, float* y);
-  /// dy (N, OH, OW, C) -> dx (N, H, W, C), overwritten, given the forward's x and y. Each
-  /// window's gradient goes to its first maximum in row-major order, as in torch.
-  void backward(int N, const float* x, const float* y, const float* dy, float* dx);
+  /// x (N, H, W, C) -> y (N, OH, OW, C), both of one dtype (CPU: fp32 or bf16; the max of
+  /// bf16 values is exact, so bf16 gives the fp32 result on bf16-representable inputs).
+  void forward(int N, ConstAct x, Act y);
+  /// dy (N, OH, OW, C) -> dx (N, H, W, C) (fp32), overwritten, given the forward's x and y.
+  /// Each window's gradient goes to its first maximum in row-major order, as in torch.
+  void backward(int N, ConstAct x, ConstAct y, const float* dy, float* dx);
 
   struct Impl {
     virtual ~Impl() = default;
-    virtual void forward(int N, const float* x, float* y) = 0;
-    virtual void backward(int N, const float* x, const float* y, const float* dy, float* dx) = 0;
+    virtual void forward(int N, ConstAct x, Act y) = 0;
+    virtual void backward(int N, ConstAct x, ConstAct y, const float* dy, float* dx) = 0;
   };
 
  private:
@@ -44,8 +46,8 @@ class MaxPool2d {
 
 namespace cpu {
 std::unique_ptr<MaxPool2d::Impl> make_maxpool2d(const PoolShape& s);
-/// x (N, H, W, C) -> y (N, C): mean over H, W.
-void global_avgpool_forward(int N, int H, int W, int C, const float* x, float* y);
+/// x (N, H, W, C) (fp32 or bf16) -> y (N, C) (fp32): mean over H, W, summed in fp32.
+void global_avgpool_forward(int N, int H, int W, int C, ConstAct x, float* y);
 /// dy (N, C) -> dx (N, H, W, C) = dy / (H W).
 void global_avgpool_backward(int N, int H, int W, int C, const float* dy, float* dx);
 
@@ -53,7 +55,7 @@ void global_avgpool_backward(int N, int H, int W, int C, const float* dy, float*
 
 namespace cuda {
 std::unique_ptr<MaxPool2d::Impl> make_maxpool2d(const PoolShape& s);
-void global_avgpool_forward(int N, int H, int W, int C, const float* x, float* y);
+void global_avgpool_forward(int N, int H, int W, int C, ConstAct x, float* y);
 void global_avgpool_backward(int N, int H, int W, int C, const float* dy, float* dx);
 }  // namespace cuda
 

@@ -3,6 +3,7 @@
 
 #include <dnnl.h>
 
+#include "act_cpu.hpp"
 #include "firetrain/core/error.hpp"
 #include "firetrain/ops/elementwise.hpp"
 
@@ -36,12 +37,14 @@ void linear_backward(int N, int I, int O, bool relu, const float* x, const float
   }
 }
 
-void nhwc_to_nchw(int N, int H, int W, int C, const float* x, float* y) {
+void nhwc_to_nchw(int N, int H, int W, int C, ConstAct x, float* y) {
   const int64_t P = int64_t(H) * W;
+  visit(x, [&](auto* x0) {
 #pragma omp parallel for
-  for (int n = 0; n < N; ++n)
-    for (int64_t p = 0; p < P; ++p)
-      for (int c = 0; c < C; ++c) y[(int64_t(n) * C + c) * P + p] = x[(n * P + p) * C + c];
+    for (int n = 0; n < N; ++n)
+      for (int64_t p = 0; p < P; ++p)
+        for (int c = 0; c < C; ++c) y[(int64_t(n) * C + c) * P + p] = ld(x0, (n * P + p) * C + c);
+  });
 }
 
 void nchw_to_nhwc(int N, int H, int W, int C, const float* x, float* y) {

@@ -243,9 +243,17 @@ struct Plan {
 
 struct CudaConv final : Conv2d::Impl {
   explicit CudaConv(const ConvShape& s);
-  void forward(int N, const float* x, const float* w, const float* b, float* y) override;
-  void backward(int N, const float* x, const float* w, const float* y, float* dy, float* dx,
-                float* dw, float* db) override;
+  // fp32 only: f32() throws on a bf16 view (bf16 shapes are rejected by Conv2d on CUDA).
+  void forward(int N, ConstAct x, const float* w, const float* b, Act y) override {
+    run_forward(N, x.f32(), w, b, y.f32());
+  }
+  void backward(int N, ConstAct x, const float* w, ConstAct y, float* dy, float* dx, float* dw,
+                float* db) override {
+    run_backward(N, x.f32(), w, y.f32(), dy, dx, dw, db);
+  }
+  void run_forward(int N, const float* x, const float* w, const float* b, float* y);
+  void run_backward(int N, const float* x, const float* w, const float* y, float* dy, float* dx,
+                    float* dw, float* db);
 
  private:
   Plan& plan_for(int N);
@@ -391,7 +399,7 @@ void CudaConv::choose_bwd_filter(Plan& p, int N, const float* x, const float* dy
   p.have_bwd_filter = true;
 }
 
-void CudaConv::forward(int N, const float* x, const float* w, const float* b, float* y) {
+void CudaConv::run_forward(int N, const float* x, const float* w, const float* b, float* y) {
   Plan& p = plan_for(N);
   // Forward always remakes the copy: the weights may have been updated in place since the
   // last step (same pointer, new values).
@@ -411,8 +419,8 @@ void CudaConv::forward(int N, const float* x, const float* w, const float* b, fl
   FT_CUDA_LAUNCH();
 }
 
-void CudaConv::backward(int N, const float* x, const float* w, const float* y, float* dy,
-                        float* dx, float* dw, float* db) {
+void CudaConv::run_backward(int N, const float* x, const float* w, const float* y, float* dy,
+                            float* dx, float* dw, float* db) {
   Plan& p = plan_for(N);
   cudaStream_t st = cuda::stream();
   const int64_t P = int64_t(N) * s_.OH() * s_.OW();
@@ -468,19 +476,19 @@ void CudaConv::backward(int N, const float* x, const float* w, const float* y, f
 /// not zero-copy (the CPU backend runs one oneDNN convolution per part instead).
 struct CudaConvTwoPart final : Conv2d::Impl {
   explicit CudaConvTwoPart(const ConvShape& s) : s_(s), dense_(dense_shape(s)) {}
-  void forward(int N, const float* x, const float* w, const float* b, float* y) override {
-    dense_.forward(N, concat(N, x), w, b, y);
+  void forward(int N, ConstAct x, const float* w, const float* b, Act y) override {
+    dense_.run_forward(N, concat(N, x.f32()), w, b, y.f32());
   }
-  void backward(int N, const float* x, const float* w, const float* y, float* dy, float* dx,
-                float* dw, float* db) override {
-    const float* xc = concat(N, x);
+  void backward(int N, ConstAct x, const float* w, ConstAct y, float* dy, float* dx, float* dw,
+                float* db) override {
+    const float* xc = concat(N, x.f32());
     const int64_t P = int64_t(N) * s_.H * s_.W;
     float* dxc = nullptr;
     if (dx) {
       if (dxcat_.size() < size_t(P * s_.Ct())) dxcat_.resize(size_t(P * s_.Ct()));
       dxc = dxcat_.data();
     }
-    dense_.backward(N, xc, w, y, dy, dxc, dw, db);
+    dense_.run_backward(N, xc, w, y.f32(), dy, dxc, dw, db);
     if (dx) {
       cuda::channel_copy_out(P, s_.C, 0, s_.Ct(), dxc, dx);
       cuda::channel_copy_out(P, s_.C2, s_.C, s_.Ct(), dxc, dx + P * s_.C);

@@ -127,9 +127,11 @@ void relu_forward(int64_t n, const float* x, float* y) {
   FT_CUDA_LAUNCH();
 }
 
-void relu_backward(int64_t n, const float* y, const float* dy, float* dx) {
+// The activation arguments are ConstAct / Act for the CPU's bf16; here they are fp32 only
+// (f32() throws on a bf16 view; bf16 convolutions are rejected on CUDA before any pass).
+void relu_backward(int64_t n, ConstAct y, const float* dy, float* dx) {
   if (n <= 0) return;
-  relu_backward_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, y, dy, dx);
+  relu_backward_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, y.f32(), dy, dx);
   FT_CUDA_LAUNCH();
 }
 
@@ -156,26 +158,28 @@ void concat_relu_backward(int64_t P, int Ca, int Cb, const float* y, const float
   FT_CUDA_LAUNCH();
 }
 
-void add_inplace(int64_t n, const float* x, float* y) {
+void add_inplace(int64_t n, ConstAct x, Act y) {
   if (n <= 0) return;
-  add_inplace_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, x, y);
+  add_inplace_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, x.f32(), y.f32());
   FT_CUDA_LAUNCH();
 }
 
-void strided_add(int64_t P, int n, const float* x, int ldx, float* y, int ldy) {
+void strided_add(int64_t P, int n, ConstAct x, int ldx, Act y, int ldy) {
   if (P <= 0 || n <= 0) return;
-  strided_add_kernel<<<grid_for(P * n, kThreads), kThreads, 0, stream()>>>(P, n, x, ldx, y, ldy);
+  strided_add_kernel<<<grid_for(P * n, kThreads), kThreads, 0, stream()>>>(P, n, x.f32(), ldx,
+                                                                           y.f32(), ldy);
   FT_CUDA_LAUNCH();
 }
 
-void copy(int64_t n, const float* x, float* y) {
-  if (n <= 0 || x == y) return;
-  FT_CUDA(cudaMemcpyAsync(y, x, size_t(n) * sizeof(float), cudaMemcpyDeviceToDevice, stream()));
+void copy(int64_t n, ConstAct x, Act y) {
+  if (n <= 0 || x.f32() == y.f32()) return;
+  FT_CUDA(cudaMemcpyAsync(y.f32(), x.f32(), size_t(n) * sizeof(float), cudaMemcpyDeviceToDevice,
+                          stream()));
 }
 
 void dropout_forward(int N, int H, int W, int C, int c_off, float p, uint64_t seed, uint64_t step,
-                     const int64_t* samples, const float* x, float* y) {
-  dropout_apply(N, H, W, C, c_off, p, seed, step, samples, x, y);
+                     const int64_t* samples, ConstAct x, Act y) {
+  dropout_apply(N, H, W, C, c_off, p, seed, step, samples, x.f32(), y.f32());
 }
 
 void dropout_backward(int N, int H, int W, int C, int c_off, float p, uint64_t seed, uint64_t step,

@@ -101,9 +101,9 @@ void linear_backward(int N, int I, int O, bool relu, const float* x, const float
   FT_CUDA_LAUNCH();
 }
 
-void nhwc_to_nchw(int N, int H, int W, int C, const float* x, float* y) {
+void nhwc_to_nchw(int N, int H, int W, int C, ConstAct x, float* y) {  // (fp32 only)
   const int64_t P = int64_t(H) * W, n = int64_t(N) * P * C;
-  transpose_kernel<<<grid_for(n), 256, 0, stream()>>>(N, P, C, true, x, y);
+  transpose_kernel<<<grid_for(n), 256, 0, stream()>>>(N, P, C, true, x.f32(), y);
   FT_CUDA_LAUNCH();
 }
 

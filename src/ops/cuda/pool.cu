@@ -144,19 +144,21 @@ struct CudaMaxPool final : MaxPool2d::Impl {
   PoolDims dims(int N) const {
     return PoolDims{N, s_.H, s_.W, s_.C, s_.OH(), s_.OW(), s_.k, s_.stride, s_.pad};
   }
-  void forward(int N, const float* x, float* y) override {
+  // fp32 only (f32() throws on a bf16 view: bf16 is CPU-only).
+  void forward(int N, ConstAct x, Act y) override {
     const PoolDims d = dims(N);
     const int64_t total = int64_t(N) * d.OH * d.OW * d.C;
     if (total <= 0) return;
-    maxpool_forward_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(d, x, y);
+    maxpool_forward_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(d, x.f32(),
+                                                                                 y.f32());
     FT_CUDA_LAUNCH();
   }
-  void backward(int N, const float* x, const float* y, const float* dy, float* dx) override {
+  void backward(int N, ConstAct x, ConstAct y, const float* dy, float* dx) override {
     const PoolDims d = dims(N);
     const int64_t total = int64_t(N) * d.H * d.W * d.C;
     if (total <= 0) return;
-    maxpool_backward_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(d, x, y, dy,
-                                                                                  dx);
+    maxpool_backward_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(
+        d, x.f32(), y.f32(), dy, dx);
     FT_CUDA_LAUNCH();
   }
   PoolShape s_;
@@ -195,13 +197,13 @@ std::unique_ptr<MaxPool2d::Impl> make_maxpool2d(const PoolShape& s) {
   return std::make_unique<CudaMaxPool>(s);
 }
 
-void global_avgpool_forward(int N, int H, int W, int C, const float* x, float* y) {
+void global_avgpool_forward(int N, int H, int W, int C, ConstAct x, float* y) {
   const int P = H * W;
   if (N <= 0 || C <= 0 || P <= 0) return;
   const float inv = 1.0f / float(P);  // the CPU's expression
   const int64_t total = int64_t(N) * C;
-  global_avgpool_forward_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(N, P, C,
-                                                                                      inv, x, y);
+  global_avgpool_forward_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(
+      N, P, C, inv, x.f32(), y);
   FT_CUDA_LAUNCH();
 }
 
