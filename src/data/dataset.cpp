@@ -158,13 +158,7 @@ namespace {
 template <class F>
 auto input_errors(const std::string& path, const char* what, F body) -> decltype(body()) {
   try {
-    return body();
-  } catch (const InputError&) {
-    throw;
-  } catch (const Error& e) {
-    std::string why = e.what();
-    if (auto nl = why.find('\n'); nl != std::string::npos) why.resize(nl);
-    throw InputError(path + ": " + what + " (corrupt or truncated file?): " + why);
+    return as_input_error(path, body, what);
   } catch (const std::bad_alloc&) {
     throw InputError(path + ": " + what + ": not enough memory (absurd dimensions?)");
   }

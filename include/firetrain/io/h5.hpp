@@ -247,9 +247,11 @@ void check_global_heaps(const std::string& path);
 }  // namespace h5
 
 /// Runs `body`; HDF5 failures while reading (a corrupt or truncated file) become an
-/// ft::InputError naming the file, so bad files exit with code 2, never a crash.
+/// ft::InputError "<path>: <what> (corrupt or truncated file?): <first line of the error>", so
+/// bad files exit with code 2, never a crash.
 template <class F>
-auto as_input_error(const std::string& path, F body) -> decltype(body()) {
+auto as_input_error(const std::string& path, F body, const char* what = "cannot read")
+    -> decltype(body()) {
   try {
     return body();
   } catch (const InputError&) {
@@ -257,7 +259,7 @@ auto as_input_error(const std::string& path, F body) -> decltype(body()) {
   } catch (const Error& e) {
     std::string why = e.what();
     if (auto nl = why.find('\n'); nl != std::string::npos) why.resize(nl);
-    throw InputError(path + ": cannot read (corrupt or truncated file?): " + why);
+    throw InputError(path + ": " + what + " (corrupt or truncated file?): " + why);
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include "firetrain/core/device.hpp"
 #include "firetrain/core/error.hpp"
+#include "firetrain/core/half.hpp"
 
 namespace ft {
 
@@ -31,19 +32,9 @@ static_assert(sizeof(Bf16) == 2, "Bf16 must be 2 bytes (oneDNN's bf16)");
 /// vcvtneps2bf16, which also flushes fp32 denormal inputs to zero; this keeps them); NaN stays
 /// a quiet NaN. Written branch-free so that loops over it can vectorize. Host code only (bf16
 /// activations are CPU-only).
-inline Bf16 to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  return Bf16{uint16_t((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : rounded)};
-}
+inline Bf16 to_bf16(float f) { return Bf16{cvt::fp32_to_bf16(f)}; }
 /// bf16 -> fp32 (exact).
-inline float to_f32(Bf16 h) {
-  const uint32_t u = uint32_t(h.bits) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+inline float to_f32(Bf16 h) { return cvt::bf16_to_fp32(h.bits); }
 
 /// A read-only activation pointer and its dtype (null: no tensor, e.g. "y not given").
 class ConstAct {
