@@ -370,5 +370,34 @@ TEST(Bf16Act, GradBuffersPerParity) {
   }
 }
 
+// fp16 is CUDA-only: the CPU says so (InputError: exit 2) when the net is built, naming the way
+// out; the fp16 view's accessors name the dtype they got.
+TEST(Bf16Act, Fp16OnTheCpuIsAnInputError) {
+  NetSpec s;
+  s.arch = "squeezenet_small";
+  s.height = s.width = 28;
+  s.in_channels = 1;
+  s.num_classes = 10;
+  s.precision = "fp16";
+  try {
+    Net net(s, Device::CPU);
+    FAIL() << "expected an InputError";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("--device cuda"), std::string::npos) << e.what();
+  }
+  s.precision = "fp8";
+  EXPECT_THROW(Net(s, Device::CPU), InputError);
+  ConvShape cs{4, 4, 5, 5, 1, 1, 0, true};
+  cs.fp16 = true;
+  EXPECT_THROW(Conv2d(cs, Device::CPU), InputError);
+  Half h[1] = {{0}};
+  try {
+    (void)ConstAct(h).f32();
+    FAIL() << "an fp16 view read as fp32";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("got fp16"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace ft

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "common/cli.hpp"
 #include "firetrain/data/dataset.hpp"
 #include "firetrain/io/h5.hpp"
 
@@ -20,22 +21,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CmdResult {
-  int code = -1;
-  std::string out;  // stdout + stderr
-};
-
-CmdResult run(const std::string& args) {
-  std::string cmd = std::string(FT_BINARY) + " " + args + " 2>&1";
-  CmdResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using test::CmdResult;
+CmdResult run(const std::string& args) { return test::run_firetrain(args); }
 
 class CliTest : public ::testing::Test {
  protected:
@@ -120,6 +107,9 @@ TEST_F(CliTest, BadUsageIsExitCode2) {
   EXPECT_EQ(run("train --data " + ds + " --epochs 0").code, 2);
   EXPECT_EQ(run("train --data " + ds + " --steps 1 --lr-schedule zigzag").code, 2);
   EXPECT_EQ(run("train --data " + ds + " --steps 1 --batch abc").code, 2);
+  CmdResult ls = run("train --data " + ds + " --steps 1 --loss-scale 3");
+  EXPECT_EQ(ls.code, 2) << ls.out;
+  EXPECT_NE(ls.out.find("power of two"), std::string::npos) << ls.out;
   CmdResult cuda = run("train --data " + ds + " --steps 1 --device cuda");
   EXPECT_EQ(cuda.code, 2) << cuda.out;
   EXPECT_NE(cuda.out.find("CUDA"), std::string::npos) << cuda.out;

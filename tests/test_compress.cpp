@@ -13,6 +13,7 @@
 #include <random>
 #include <regex>
 
+#include "common/cli.hpp"
 #include "firetrain/compress/compress.hpp"
 #include "firetrain/core/error.hpp"
 #include "firetrain/data/dataset.hpp"
@@ -405,22 +406,8 @@ TEST(Compress, CorruptOrTruncatedFilesAreInputErrors) {
 // ---------------------------------------------------------------------------------------------
 // The binary end to end.
 
-struct CmdResult {
-  int code = -1;
-  std::string out;
-};
-
-CmdResult run(const std::string& args) {
-  std::string cmd = std::string(FT_BINARY) + " " + args + " 2>&1";
-  CmdResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using test::CmdResult;
+CmdResult run(const std::string& args) { return test::run_firetrain(args); }
 
 /// "top-1 0.7500  top-5 1.0000  loss 0.6931" from an eval/compress line.
 std::string metrics_of(const std::string& out, const std::string& line_start) {

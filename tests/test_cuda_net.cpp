@@ -2,6 +2,16 @@
 /// batch and dropout keys on both devices; after 3 SGD steps the weights agree within 1e-4
 /// (norm-wise relative error), and the first step's logits and loss within 1e-4.
 ///
+/// 16-bit (CudaHalfNet, --precision bf16 | fp16 on CUDA): bf16 against the CPU's bf16 net;
+/// fp16 (no CPU fp16) against the CPU's fp32 net, with a static loss scale of 1024 (dlogits
+/// scaled, lr / 1024 and weight decay * 1024 keep the update the same in exact arithmetic), as
+/// fp16 training needs. Compared: the first logits, the losses and the update w3 - w0 (the
+/// weights themselves barely move in 3 steps and would hide gradient errors). The bounds (bf16:
+/// logits and losses 3e-2, update 0.1; fp16: 1e-2, 5e-2) allow for the per-op roundings
+/// (tests/test_cuda_ops.cpp) and for ReLU masks flipping where a pre-activation is within
+/// rounding of 0; they are first estimates, to be tightened once measured on a GPU (the test
+/// prints the measured errors).
+///
 /// Skips when the CUDA backend is not built or no GPU is visible. Plain C++ (public headers).
 #include <gtest/gtest.h>
 
@@ -10,6 +20,7 @@
 #ifdef FT_HAVE_CUDA
 
 #include <cmath>
+#include <cstdio>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -35,19 +46,25 @@ struct StepCase {
   std::string arch, bypass;
   int size, channels, classes, N;
   float dropout;
+  std::string precision = "fp32";
 };
 
 void PrintTo(const StepCase& k, std::ostream* os) {
-  *os << k.arch << " " << k.size << "x" << k.size << "x" << k.channels << " N=" << k.N;
+  *os << k.arch << " " << k.precision << " " << k.size << "x" << k.size << "x" << k.channels
+      << " N=" << k.N;
 }
 
-/// Runs `steps` SGD steps of `spec` on `dev`; returns the weights, the first logits and losses.
+/// Runs `steps` SGD steps of `spec` on `dev`; returns the weights before and after, the first
+/// logits and the losses.
 struct RunResult {
-  std::vector<float> weights, logits0;
+  std::vector<float> weights0, weights, logits0;
   std::vector<double> losses;
 };
 
-RunResult run_steps(const StepCase& k, Device dev, int steps) {
+/// precision: the net's (defaults to the case's); scale: dlogits are multiplied by it, the lr
+/// divided and the weight decay multiplied (the same update in exact arithmetic).
+RunResult run_steps(const StepCase& k, Device dev, int steps, std::string precision = "",
+                    float scale = 1.f) {
   NetSpec s;
   s.arch = k.arch;
   s.bypass = k.bypass;
@@ -55,6 +72,7 @@ RunResult run_steps(const StepCase& k, Device dev, int steps) {
   s.in_channels = k.channels;
   s.num_classes = k.classes;
   s.dropout = k.dropout;
+  s.precision = precision.empty() ? k.precision : precision;
   Net net(s, dev);
   net.init_weights(7, InitScheme::Kaiming);
   const Ops& ops = net.ops();
@@ -70,6 +88,12 @@ RunResult run_steps(const StepCase& k, Device dev, int steps) {
   dlab.upload(labels.data(), labels.size());
   dsamp.upload(samples.data(), samples.size());
   RunResult r;
+  auto weights = [&] {
+    net.params_to_host();
+    const float* w = net.param_views().front().data;
+    return std::vector<float>(w, w + net.num_params());
+  };
+  r.weights0 = weights();
   for (int step = 0; step < steps; ++step) {
     PassContext c;
     c.N = k.N;
@@ -85,15 +109,14 @@ RunResult run_steps(const StepCase& k, Device dev, int steps) {
       else
         detail::array_download(dev, r.logits0.data(), logits, r.logits0.size() * 4);
     }
-    LossStats st = ops.softmax_xent(k.N, k.classes, logits, dlab.data(), k.N, dl.data());
+    LossStats st = ops.softmax_xent(k.N, k.classes, logits, dlab.data(), double(k.N) / scale,
+                                    dl.data());
     r.losses.push_back(st.loss_sum / k.N);
     net.backward(c, dl.data());
-    ops.sgd_update(net.num_params(), 0.01f, 0.9f, 5e-4f, step == 0, net.params(), net.grads(),
-                   mom.data());
+    ops.sgd_update(net.num_params(), 0.01f / scale, 0.9f, 5e-4f * scale, step == 0, net.params(),
+                   net.grads(), mom.data());
   }
-  net.params_to_host();
-  const float* w = net.param_views().front().data;
-  r.weights.assign(w, w + net.num_params());
+  r.weights = weights();
   return r;
 }
 
@@ -120,6 +143,47 @@ INSTANTIATE_TEST_SUITE_P(
                       StepCase{"squeezenet1_0", "simple", 96, 3, 20, 2, 0.5f},
                       StepCase{"alexnet", "none", 224, 3, 10, 2, 0.5f}),
     [](const auto& info) { return info.param.arch + (info.param.bypass == "simple" ? "_bypass" : ""); });
+
+class CudaHalfNet : public ::testing::TestWithParam<StepCase> {};
+
+TEST_P(CudaHalfNet, ThreeStepsMatchTheCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU visible";
+  cuda::set_device(0);
+  const StepCase& k = GetParam();
+  const bool bf = k.precision == "bf16";
+  // fp16 needs a loss scale (small gradients are fp16 subnormals otherwise); bf16 does not.
+  const float scale = bf ? 1.f : 1024.f;
+  RunResult ref = run_steps(k, Device::CPU, 3, bf ? "bf16" : "fp32", scale);
+  RunResult got = run_steps(k, Device::CUDA, 3, k.precision, scale);
+  const size_t n = ref.weights.size();
+  ASSERT_EQ(got.weights0, ref.weights0) << "initial weights";
+  const double e_logits = rel_norm_err(got.logits0.data(), ref.logits0.data(), ref.logits0.size());
+  std::vector<float> du(n), du_ref(n);
+  for (size_t i = 0; i < n; ++i)
+    du[i] = got.weights[i] - got.weights0[i], du_ref[i] = ref.weights[i] - ref.weights0[i];
+  const double e_update = rel_norm_err(du.data(), du_ref.data(), n);
+  std::printf("[ measured ] %s %s: first logits %.3g, update w3 - w0 %.3g (norm-wise relative)\n",
+              k.arch.c_str(), k.precision.c_str(), e_logits, e_update);
+  EXPECT_LE(e_logits, bf ? 3e-2 : 1e-2) << "first-step logits";
+  for (size_t i = 0; i < ref.losses.size(); ++i)
+    EXPECT_NEAR(got.losses[i], ref.losses[i], (bf ? 3e-2 : 1e-2) * std::max(1.0, ref.losses[i]))
+        << "loss of step " << i;
+  EXPECT_LE(e_update, bf ? 0.1 : 5e-2) << "update w3 - w0";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Archs, CudaHalfNet,
+    ::testing::Values(StepCase{"squeezenet_small", "none", 28, 1, 10, 4, 0.5f, "bf16"},
+                      StepCase{"squeezenet1_1", "none", 64, 3, 20, 2, 0.5f, "bf16"},
+                      StepCase{"squeezenet1_0", "simple", 96, 3, 20, 2, 0.5f, "bf16"},
+                      StepCase{"squeezenet1_0", "complex", 96, 3, 20, 2, 0.5f, "bf16"},
+                      StepCase{"alexnet", "none", 224, 3, 10, 2, 0.5f, "bf16"},
+                      StepCase{"squeezenet_small", "none", 28, 1, 10, 4, 0.5f, "fp16"},
+                      StepCase{"squeezenet1_0", "simple", 96, 3, 20, 2, 0.5f, "fp16"}),
+    [](const auto& info) {
+      return info.param.arch + (info.param.bypass != "none" ? "_" + info.param.bypass : "") +
+             "_" + info.param.precision;
+    });
 
 }  // namespace
 

@@ -1,6 +1,7 @@
 /// @brief CUDA ops against the CPU ones (CudaOps): convolution (forward y, backward dx/dw/db,
 /// the in-place ReLU mask of dy), max and global average pooling, the element-wise ops, dropout,
-/// softmax cross-entropy, SGD, and the fully connected layer, on random inputs.
+/// softmax cross-entropy, SGD, and the fully connected layer, on random inputs; and the 16-bit
+/// (bf16, fp16) versions of the ops that handle activations (tolerances in their section).
 ///
 /// Tolerances: exact equality where both devices do the same float operations per element
 /// (ReLU, copies, masks, dropout, max pooling with ties built on purpose and dyadic gradients so
@@ -19,16 +20,20 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "common/check.hpp"
+#include "firetrain/core/half.hpp"
+#include "firetrain/ops/act.hpp"
 #include "firetrain/ops/conv2d.hpp"
 #include "firetrain/ops/elementwise.hpp"
 #include "firetrain/ops/linear.hpp"
 #include "firetrain/ops/loss.hpp"
+#include "firetrain/ops/ops.hpp"
 #include "firetrain/ops/pool.hpp"
 #include "firetrain/ops/sgd.hpp"
 
@@ -102,6 +107,8 @@ void expect_rel(const fvec& got, const fvec& ref, double tol, const std::string&
     const double d = std::fabs(double(got[i]) - double(ref[i]));
     if (!(d <= wd)) wd = d, worst = i;  // also catches NaN
   }
+  std::printf("[ measured ] %s: norm-wise relative error %.3g (bound %.3g)\n", what.c_str(), e,
+              tol);
   EXPECT_LE(e, tol) << what << ": norm-wise relative error " << e << " (worst element " << worst
                     << ": cuda " << (got.empty() ? 0.f : got[worst]) << " vs cpu "
                     << (ref.empty() ? 0.f : ref[worst]) << ")";
@@ -556,6 +563,251 @@ TEST(CudaOps, LinearAndTransposes) {
   expect_same(to_host(u_d), t_cpu, "nhwc_to_nchw");
   ft::cuda::nchw_to_nhwc(TN, H, W, C, u_d.data(), v_d.data());
   expect_same(to_host(v_d), t, "nchw_to_nhwc");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 16-bit activations (--precision bf16 | fp16 on CUDA).
+//
+// Element-wise ops, max and global average pooling, dropout, copies: the CUDA kernels load
+// 16-bit values as fp32, compute in fp32 and round once with the cvt:: functions the CPU uses,
+// so the reference (the CPU's fp32 op on the widened inputs, rounded with cvt::) must be met
+// EXACTLY.
+// bf16 convolutions against the CPU's bf16 convolutions (oneDNN): both multiply the same bf16 x
+// and bf16-rounded weights exactly and accumulate in fp32 (in different orders: ~1e-6). The CPU
+// rounds y once (bias and ReLU fused); CUDA rounds the convolution's output, then y + b: at
+// most two bf16 half-ulps, 2^-8 relative per element. dx and dw: the same bf16 products of the
+// rounded dy, fp32 sums; CUDA rounds dx and dw to bf16 once more (2^-9). Bound, norm-wise: 1e-2
+// (a wrong layout or a missed element gives O(1)).
+// fp16 convolutions (no CPU fp16) against the CPU's fp32 convolution on the same
+// fp16-representable x and weights: CUDA rounds y (twice), dy, dx and dw to fp16 (2^-11
+// relative each): bound 4e-3 norm-wise.
+
+using ft::Act;
+using ft::ActBuffer;
+using ft::Bf16;
+using ft::ConstAct;
+using ft::Conv2d;
+using ft::DType;
+using ft::MaxPool2d;
+using ft::Ops;
+using ft::dtype_name;
+using ft::ops_for;
+using ft::to_bf16;
+using ft::to_f32;
+namespace detail = ft::detail;
+
+/// 16-bit bits of v in dtype t (BF16 or F16), round to nearest even (ft::cvt::).
+std::vector<uint16_t> bits16(const fvec& v, DType t) {
+  std::vector<uint16_t> h(v.size());
+  for (size_t i = 0; i < v.size(); ++i)
+    h[i] = t == DType::BF16 ? ft::cvt::fp32_to_bf16(v[i]) : ft::cvt::fp32_to_fp16(v[i]);
+  return h;
+}
+fvec widen(const std::vector<uint16_t>& h, DType t) {
+  fvec v(h.size());
+  for (size_t i = 0; i < h.size(); ++i)
+    v[i] = t == DType::BF16 ? ft::cvt::bf16_to_fp32(h[i]) : ft::cvt::fp16_to_fp32(h[i]);
+  return v;
+}
+/// v rounded to t and widened back.
+fvec round16(const fvec& v, DType t) { return widen(bits16(v, t), t); }
+
+/// A device activation tensor of dtype t (F32, BF16 or F16) holding v (rounded when 16-bit).
+struct DevAct {
+  DevAct(const fvec& v, DType t) : buf(Device::CUDA, t) {
+    buf.resize(v.size());
+    if (v.empty()) return;
+    if (t == DType::F32) {
+      detail::array_upload(Device::CUDA, buf.view().raw(), v.data(), v.size() * 4);
+    } else {
+      const auto h = bits16(v, t);
+      detail::array_upload(Device::CUDA, buf.view().raw(), h.data(), h.size() * 2);
+    }
+  }
+  /// The values, widened to fp32.
+  fvec host() const {
+    const size_t n = buf.size();
+    if (buf.dtype() == DType::F32) {
+      fvec v(n);
+      detail::array_download(Device::CUDA, v.data(), buf.view().raw(), n * 4);
+      return v;
+    }
+    std::vector<uint16_t> h(n);
+    detail::array_download(Device::CUDA, h.data(), buf.view().raw(), n * 2);
+    return widen(h, buf.dtype());
+  }
+  Act view() { return buf.view(); }
+  ActBuffer buf;
+};
+
+
+const DType kHalves[] = {DType::BF16, DType::F16};
+
+// ---------------------------------------------------------------------------------------------
+// Convolutions.
+
+ConvShape shape(int C, int O, int H, int W, int k, int stride, int pad, bool relu, int C2,
+                DType t) {
+  ConvShape s{C, O, H, W, k, stride, pad, relu, t == DType::BF16, C2};
+  s.fp16 = t == DType::F16;
+  return s;
+}
+
+/// One forward and backward of `s` (16-bit) on CUDA against the CPU (bf16: the CPU's bf16
+/// convolution; fp16: the CPU's fp32 one on fp16-representable inputs). x_fp32: the input is
+/// fp32 (a first layer); else it is of the 16-bit type.
+void conv_case(ConvShape s, int N, bool x_fp32, uint32_t seed, bool with_dx = true) {
+  const DType t = s.bf16 ? DType::BF16 : DType::F16;
+  std::ostringstream name;
+  name << dtype_name(t) << " conv C=" << s.C << "+" << s.C2 << " O=" << s.O << " " << s.H << "x"
+       << s.W << " k=" << s.k << " s=" << s.stride << " N=" << N << (x_fp32 ? " x fp32" : "");
+  SCOPED_TRACE(name.str());
+  const size_t nx = size_t(N) * s.H * s.W * s.Ct(), ny = size_t(N) * s.OH() * s.OW() * s.O;
+  const float ws = 1.f / std::sqrt(float(s.Ct() * s.k * s.k));
+  fvec x = random_floats(nx, seed), w = random_floats(size_t(s.weight_numel()), seed + 1);
+  for (auto& v : w) v *= ws;
+  fvec b = random_floats(size_t(s.O), seed + 2, -0.2f, 0.2f);
+  fvec dy = random_floats(ny, seed + 3);
+  const DType xt = x_fp32 ? DType::F32 : t;
+  if (!x_fp32) x = round16(x, t);
+  if (t == DType::F16) w = round16(w, t);  // the fp32 reference then sees the same weights
+
+  // CPU reference.
+  ConvShape sc = s;
+  sc.fp16 = false;  // fp16: the fp32 convolution
+  Conv2d cpu(sc, Device::CPU);
+  fvec y_ref(ny), dx_ref(with_dx ? nx : 0), dw_ref(w.size()), db_ref(size_t(s.O));
+  fvec dy_ref = dy;
+  if (t == DType::BF16) {
+    std::vector<Bf16> xh(nx), yh(ny);
+    for (size_t i = 0; i < nx; ++i) xh[i] = to_bf16(x[i]);
+    const ConstAct xa = x_fp32 ? ConstAct(x.data()) : ConstAct(xh.data());
+    cpu.forward(N, xa, w.data(), b.data(), yh.data());
+    for (size_t i = 0; i < ny; ++i) y_ref[i] = to_f32(yh[i]);
+    cpu.backward(N, xa, w.data(), yh.data(), dy_ref.data(), with_dx ? dx_ref.data() : nullptr,
+                 dw_ref.data(), db_ref.data());
+  } else {
+    cpu.forward(N, x.data(), w.data(), b.data(), y_ref.data());
+    // The mask both sides apply: the reference y rounded to fp16 (what CUDA's y holds).
+    const fvec y16 = round16(y_ref, t);
+    cpu.backward(N, x.data(), w.data(), y16.data(), dy_ref.data(),
+                 with_dx ? dx_ref.data() : nullptr, dw_ref.data(), db_ref.data());
+  }
+
+  // CUDA.
+  Conv2d gpu(s, Device::CUDA);
+  DevAct xd(x, xt), yd(fvec(ny, 7.f), t);
+  auto wd = to_dev(w), bd = to_dev(b);
+  gpu.forward(N, xd.view(), wd.data(), bd.data(), yd.view());
+  expect_rel(yd.host(), y_ref, t == DType::BF16 ? 1e-2 : 4e-3, name.str() + " forward y");
+
+  // Backward with the reference's y as the mask (a y within rounding of 0 could flip it).
+  DevAct ymask(t == DType::BF16 ? y_ref : round16(y_ref, t), t);
+  auto dyd = to_dev(dy), dxd = to_dev(filled(with_dx ? nx : 0, 7.f));
+  auto dwd = to_dev(filled(w.size(), 7.f)), dbd = to_dev(filled(size_t(s.O), 7.f));
+  gpu.backward(N, xd.view(), wd.data(), ymask.view(), dyd.data(), with_dx ? dxd.data() : nullptr,
+               dwd.data(), dbd.data());
+  const double tol = t == DType::BF16 ? 1e-2 : 4e-3;
+  if (with_dx) expect_rel(to_host(dxd), dx_ref, tol, name.str() + " dx");
+  expect_rel(to_host(dwd), dw_ref, tol, name.str() + " dw");
+  expect_rel(to_host(dbd), db_ref, tol, name.str() + " db");
+}
+
+TEST(CudaOps, HalfConvolutionsMatchTheCpu) {
+  FT_REQUIRE_GPU();
+  for (DType t : kHalves) {
+    conv_case(shape(16, 64, 13, 13, 3, 1, 1, true, 0, t), 3, false, 100);   // Fire expand 3x3
+    conv_case(shape(96, 16, 9, 11, 1, 1, 0, true, 0, t), 2, false, 200);    // squeeze 1x1
+    conv_case(shape(3, 96, 39, 33, 7, 2, 0, true, 0, t), 2, true, 300, false);  // 1.0's stem
+    conv_case(shape(3, 64, 31, 29, 3, 2, 1, true, 0, t), 2, true, 400);     // 1.1's stem
+    conv_case(shape(64, 16, 9, 11, 1, 1, 0, true, 64, t), 2, false, 500);   // two-part squeeze
+    conv_case(shape(5, 7, 10, 9, 3, 2, 1, false, 11, t), 3, false, 600);    // uneven parts
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Element-wise ops and pooling: exact.
+
+TEST(CudaOps, HalfElementwiseAndPoolingAreExact) {
+  FT_REQUIRE_GPU();
+  const Ops& g = ops_for(Device::CUDA);
+  for (DType t : kHalves) {
+    SCOPED_TRACE(dtype_name(t));
+    const int N = 2, H = 9, W = 7, C = 12;
+    const size_t n = size_t(N) * H * W * C;
+    fvec x = round16(random_floats(n, 11, -4.f, 4.f), t);
+    for (size_t i = 0; i < n; i += 5) x[i] = x[(i * 7) % n];  // repeated values: pooling ties
+    for (size_t i = 0; i < n; i += 9) x[i] = 0.f;
+    DevAct xd(x, t);
+
+    // Max pooling (ceil mode) forward and backward.
+    const PoolShape ps{C, H, W, 3, 2, 0, true};
+    MaxPool2d pc(ps, Device::CPU), pg(ps, Device::CUDA);
+    const size_t ny = size_t(N) * ps.OH() * ps.OW() * C;
+    fvec y_ref(ny), dyp = random_floats(ny, 12), dx_ref(n);
+    pc.forward(N, x.data(), y_ref.data());
+    pc.backward(N, x.data(), y_ref.data(), dyp.data(), dx_ref.data());
+    DevAct yd(fvec(ny, 7.f), t);
+    pg.forward(N, xd.view(), yd.view());
+    expect_same(yd.host(), y_ref, "max pool forward");
+    auto dypd = to_dev(dyp), dxd = to_dev(filled(n, 7.f));
+    pg.backward(N, xd.view(), yd.view(), dypd.data(), dxd.data());
+    expect_same(to_host(dxd), dx_ref, "max pool backward");
+
+    // ReLU backward with a 16-bit y.
+    fvec dy = random_floats(n, 13), dx(n);
+    ft::cpu::relu_backward(int64_t(n), x.data(), dy.data(), dx.data());
+    auto dyd = to_dev(dy), dx2 = to_dev(filled(n, 7.f));
+    g.relu_backward(int64_t(n), xd.view(), dyd.data(), dx2.data());
+    expect_same(to_host(dx2), dx, "relu_backward");
+
+    // add_inplace (16-bit += 16-bit, += fp32), strided_add, copy with conversions.
+    fvec a = round16(random_floats(n, 14), t), sum(n), sumf(n);
+    fvec f = random_floats(n, 15);
+    for (size_t i = 0; i < n; ++i) sum[i] = a[i] + x[i], sumf[i] = a[i] + f[i];
+    DevAct ad(a, t), ad2(a, t);
+    g.add_inplace(int64_t(n), xd.view(), ad.view());
+    expect_same(ad.host(), round16(sum, t), "add_inplace 16 += 16");
+    auto fd = to_dev(f);
+    g.add_inplace(int64_t(n), fd.data(), ad2.view());
+    expect_same(ad2.host(), round16(sumf, t), "add_inplace 16 += fp32");
+    const int64_t P = int64_t(N) * H * W;
+    DevAct sd(a, t);
+    g.strided_add(P, 5, xd.view() + 3, C, sd.view() + 2, C);
+    fvec sref = a;
+    for (int64_t p = 0; p < P; ++p)
+      for (int c = 0; c < 5; ++c) sref[p * C + 2 + c] = a[p * C + 2 + c] + x[p * C + 3 + c];
+    expect_same(sd.host(), round16(sref, t), "strided_add");
+    DevAct cd(fvec(n, 7.f), t);
+    g.copy(int64_t(n), fd.data(), cd.view());
+    expect_same(cd.host(), round16(f, t), "copy fp32 -> 16-bit");
+    auto back = to_dev(filled(n, 7.f));
+    g.copy(int64_t(n), cd.view(), back.data());
+    expect_same(to_host(back), round16(f, t), "copy 16-bit -> fp32");
+
+    // Dropout forward on a 16-bit x (same keys as the CPU; one rounding of x * scale).
+    const std::vector<int64_t> samples = {17, 4};
+    auto sd_dev = to_dev(samples);
+    fvec dref(n);
+    ft::cpu::dropout_forward(N, H, W, C, 4, 0.5f, 9, 3, samples.data(), x.data(), dref.data());
+    DevAct dd(fvec(n, 7.f), t);
+    g.dropout_forward(N, H, W, C, 4, 0.5f, 9, 3, sd_dev.data(), xd.view(), dd.view());
+    expect_same(dd.host(), round16(dref, t), "dropout_forward");
+
+    // Global average pooling of a 16-bit x into fp32.
+    fvec gref(size_t(N) * C);
+    ft::cpu::global_avgpool_forward(N, H, W, C, x.data(), gref.data());
+    auto gd = to_dev(filled(gref.size(), 7.f));
+    g.global_avgpool_forward(N, H, W, C, xd.view(), gd.data());
+    expect_same(to_host(gd), gref, "global_avgpool_forward");
+
+    // Flatten (AlexNet): a 16-bit x widened into fp32 NCHW.
+    fvec tref(n);
+    ft::cpu::nhwc_to_nchw(N, H, W, C, x.data(), tref.data());
+    auto td = to_dev(filled(n, 7.f));
+    g.nhwc_to_nchw(N, H, W, C, xd.view(), td.data());
+    expect_same(to_host(td), tref, "nhwc_to_nchw");
+  }
 }
 
 }  // namespace

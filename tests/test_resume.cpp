@@ -13,6 +13,7 @@
 #include <fstream>
 #include <mutex>
 
+#include "common/cli.hpp"
 #include "firetrain/core/error.hpp"
 #include "firetrain/data/dataset.hpp"
 #include "firetrain/io/h5.hpp"
@@ -23,36 +24,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CliRun {
-  int code = -1;
-  std::string out;
-};
-
+using CliRun = test::CmdResult;
 CliRun run(const std::string& args, const std::string& env = "") {
-  std::string cmd = env + " " + std::string(FT_BINARY) + " " + args + " 2>&1";
-  CliRun r;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+  return test::run_firetrain(args, env);
 }
-
-/// Checks that two checkpoints hold bit-identical tensors under `group`.
 void expect_identical(const std::string& a, const std::string& b, const std::string& group) {
-  std::lock_guard<std::mutex> lock(h5_mutex());
-  h5::Handle fa = h5::open_file(a), fb = h5::open_file(b);
-  auto names = h5::list_datasets(fa, group);
-  ASSERT_FALSE(names.empty());
-  ASSERT_EQ(names, h5::list_datasets(fb, group));
-  for (auto& n : names) {
-    auto x = h5::read_dataset<float>(fa, group + "/" + n),
-         y = h5::read_dataset<float>(fb, group + "/" + n);
-    ASSERT_EQ(x.size(), y.size()) << n;
-    EXPECT_EQ(0, std::memcmp(x.data(), y.data(), x.size() * sizeof(float))) << group << "/" << n;
-  }
+  EXPECT_TRUE(test::same_tensors(a, b, group));
 }
 
 /// Overwrites `len` bytes in the middle of a file (a bit-rotted or half-overwritten checkpoint).

@@ -706,7 +706,7 @@ int cmd_bench(int argc, char** argv) {
       .opt("steps", &steps, "timed steps")
       .opt("warmup", &warmup, "untimed steps first")
       .opt("device", &device, "cpu | cuda")
-      .opt("precision", &precision, "fp32 | bf16 (convolutions)");
+      .opt("precision", &precision, "fp32 | bf16 | fp16 (activations and convolutions; fp16: CUDA only)");
   if (!o.parse(argc, argv)) return 0;
   const Device dev = parse_device(device);
   require_device(dev);

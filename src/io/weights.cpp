@@ -228,6 +228,11 @@ void save_checkpoint(const std::string& path, const std::vector<ParamView>& para
   h5::write_attr(f, "arch", st.arch);
   h5::write_attr(f, "bypass", st.bypass);
   h5::write_attr(f, "config", st.config_json);
+  if (st.has_loss_scale) {
+    h5::write_attr(f, "loss_scale", st.loss_scale);
+    h5::write_attr(f, "loss_scale_good_steps", st.loss_scale_good_steps);
+    h5::write_attr(f, "loss_scale_skipped", st.loss_scale_skipped);
+  }
   for (auto& [k, v] : st.spec_attrs)
     if (k != "arch" && k != "bypass") h5::write_attr(f, k, v);  // those two: from st
   h5::write_attr(f, "format", std::string(kCheckpointFormat));
@@ -283,6 +288,12 @@ CheckpointState load_checkpoint_unchecked(const std::string& path,
     opt("dataset_size", &st.dataset_size);
     opt("total_steps", &st.total_steps);
     if (h5::has_attr(f, "shuffle")) st.shuffle = h5::read_attr_int64(f, "shuffle") != 0;
+    if (h5::has_attr(f, "loss_scale")) {
+      st.has_loss_scale = true;
+      st.loss_scale = h5::read_attr_double(f, "loss_scale");
+      opt("loss_scale_good_steps", &st.loss_scale_good_steps);
+      opt("loss_scale_skipped", &st.loss_scale_skipped);
+    }
     if (st.step < 0 || st.epoch < 0 || st.step_in_epoch < 0 || st.world_size < 1)
       throw InputError(path + ": checkpoint has impossible state (step " + std::to_string(st.step) +
                        ", epoch " + std::to_string(st.epoch) + ", world_size " +

@@ -86,12 +86,20 @@ void add_resplit(const Ops& o, int64_t P, int C, int sx, ConstAct x, int sy, Act
   }
 }
 
-/// The device of a layer and the precision of its convolutions (bf16: bf16 outputs too).
+/// The device of a layer and the precision of its convolutions (bf16 / fp16: outputs of that
+/// type too).
 struct LayerDev {
   Device device;
-  bool bf16 = false;
+  DType dt = DType::F32;
   operator Device() const { return device; }
-  DType act_dt() const { return bf16 ? DType::BF16 : DType::F32; }
+  DType act_dt() const { return dt; }
+  /// A ConvShape of this precision.
+  ConvShape conv(int C, int O, int H, int W, int k, int stride, int pad, bool relu,
+                 int C2 = 0) const {
+    ConvShape s{C, O, H, W, k, stride, pad, relu, dt == DType::BF16, C2};
+    s.fp16 = dt == DType::F16;
+    return s;
+  }
 };
 
 class ConvLayer : public Layer {
@@ -99,7 +107,7 @@ class ConvLayer : public Layer {
   ConvLayer(LayerDev d, std::string key, Dims i, int O, int k, int stride, int pad, bool relu,
             bool final_conv)
       : key_(std::move(key)),
-        op_(ConvShape{i.c1(), O, i.H, i.W, k, stride, pad, relu, d.bf16, i.c2()}, d),
+        op_(d.conv(i.c1(), O, i.H, i.W, k, stride, pad, relu, i.c2()), d),
         final_(final_conv) {
     in = i;
     out = Dims{op_.shape().OH(), op_.shape().OW(), O, 0, d.act_dt()};
@@ -192,9 +200,9 @@ class FireLayer : public Layer {
  public:
   FireLayer(LayerDev d, std::string key, Dims i, FireConfig f, Bypass bypass)
       : key_(std::move(key)),
-        squeeze_(ConvShape{i.c1(), f.s1, i.H, i.W, 1, 1, 0, true, d.bf16, i.c2()}, d),
-        e1_(ConvShape{f.s1, f.e1, i.H, i.W, 1, 1, 0, true, d.bf16}, d),
-        e3_(ConvShape{f.s1, f.e3, i.H, i.W, 3, 1, 1, true, d.bf16}, d),
+        squeeze_(d.conv(i.c1(), f.s1, i.H, i.W, 1, 1, 0, true, i.c2()), d),
+        e1_(d.conv(f.s1, f.e1, i.H, i.W, 1, 1, 0, true), d),
+        e3_(d.conv(f.s1, f.e3, i.H, i.W, 3, 1, 1, true), d),
         bypass_(bypass),
         s_(d, d.act_dt()),
         cat_(d, d.act_dt()) {
@@ -204,9 +212,9 @@ class FireLayer : public Layer {
                "an identity bypass needs equal in/out channels");
     if (bypass == Bypass::Conv1x1) {  // its output rows [0, e1) and [e1, e1 + e3)
       bpa_ = std::make_unique<Conv2d>(
-          ConvShape{i.c1(), f.e1, i.H, i.W, 1, 1, 0, false, d.bf16, i.c2()}, d);
+          d.conv(i.c1(), f.e1, i.H, i.W, 1, 1, 0, false, i.c2()), d);
       bpb_ = std::make_unique<Conv2d>(
-          ConvShape{i.c1(), f.e3, i.H, i.W, 1, 1, 0, false, d.bf16, i.c2()}, d);
+          d.conv(i.c1(), f.e3, i.H, i.W, 1, 1, 0, false, i.c2()), d);
     }
   }
   std::vector<ParamSpec> param_specs() const override {
@@ -441,9 +449,14 @@ Net::Net(const NetSpec& spec, Device device)
   const std::vector<FireConfig> fires = fire_configs(spec.fire);
   if (!(spec.dropout >= 0.f && spec.dropout < 1.f))
     throw InputError("--dropout must be in [0, 1), got " + std::to_string(spec.dropout));
-  if (spec.precision != "fp32" && spec.precision != "bf16")
-    throw InputError("unknown --precision '" + spec.precision + "' (fp32, bf16)");
-  const LayerDev ldev{dev_, spec.precision == "bf16"};
+  if (spec.precision != "fp32" && spec.precision != "bf16" && spec.precision != "fp16")
+    throw InputError("unknown --precision '" + spec.precision + "' (fp32, bf16, fp16)");
+  if (spec.precision == "fp16" && dev_ != Device::CUDA)
+    throw InputError("--precision fp16 needs --device cuda (the CPU backend has no fp16 "
+                     "kernels; use --precision bf16 on the CPU)");
+  const LayerDev ldev{dev_, spec.precision == "bf16"   ? DType::BF16
+                            : spec.precision == "fp16" ? DType::F16
+                                                       : DType::F32};
   Dims d{spec.height, spec.width, spec.in_channels};
   auto add = [&](Layer* l, const std::string& name) {
     l->name = name;

@@ -9,9 +9,9 @@ namespace ft {
     Device::CPU, ns::relu_forward, ns::relu_backward, ns::channel_copy_in,                  \
         ns::channel_copy_out, ns::concat_relu_backward, ns::add_inplace, ns::strided_add,   \
         ns::copy, ns::dropout_forward, ns::dropout_backward, ns::global_avgpool_forward,    \
-        ns::global_avgpool_backward, ns::softmax_xent, ns::sgd_update, ns::make_conv2d,     \
-        ns::make_maxpool2d, ns::linear_forward, ns::linear_backward, ns::nhwc_to_nchw,      \
-        ns::nchw_to_nhwc                                                                    \
+        ns::global_avgpool_backward, ns::softmax_xent, ns::sgd_update, ns::scale_inplace,   \
+        ns::make_conv2d, ns::make_maxpool2d, ns::linear_forward, ns::linear_backward,       \
+        ns::nhwc_to_nchw, ns::nchw_to_nhwc                                                  \
   }
 
 const Ops& ops_for(Device d) {
@@ -35,9 +35,10 @@ Conv2d::Conv2d(ConvShape s, Device d) : s_(s) {
   FT_REQUIRE(s.C > 0 && s.C2 >= 0 && s.O > 0 && s.H > 0 && s.W > 0 && s.k > 0 && s.stride > 0,
              "bad convolution shape");
   FT_REQUIRE(s.OH() > 0 && s.OW() > 0, "convolution output would be empty");
-  if (s.bf16 && d != Device::CPU)
-    throw InputError("--precision bf16 is implemented on the CPU only so far (not on " +
-                     std::string(device_name(d)) + "); use --precision fp32");
+  FT_REQUIRE(!(s.bf16 && s.fp16), "a convolution is bf16 or fp16, not both");
+  if (s.fp16 && d != Device::CUDA)
+    throw InputError("--precision fp16 is implemented on CUDA only (the CPU backend has no "
+                     "fp16 kernels); use --precision bf16 or fp32 on the CPU");
   impl_ = ops_for(d).make_conv2d(s);
 }
 Conv2d::~Conv2d() = default;

@@ -29,6 +29,7 @@
 #include "firetrain/io/h5.hpp"
 #include "firetrain/io/weights.hpp"
 #include "firetrain/ops/ops.hpp"
+#include "firetrain/train/loss_scaler.hpp"
 #include "firetrain/train/options.hpp"
 #include "firetrain/train/sweep.hpp"
 
@@ -81,7 +82,16 @@ void add_train_options(Options& o, TrainConfig& c) {
            "auto | live | plain: live line on a terminal (auto: if stdout is a tty; mpirun "
            "gives ranks a pty even when its own output is a file, so batch jobs want plain)")
       .opt("device", &c.device, "cpu | cuda")
-      .opt("precision", &c.precision, "fp32 | bf16: convolutions on bf16 inputs/weights with fp32 accumulation, fp32 master weights (CPU, AVX512-BF16 kernels)")
+      .opt("precision", &c.precision, "fp32 | bf16 | fp16: activations stored and convolutions computed in 16 bits with fp32 accumulation and fp32 master weights (CPU: bf16 on oneDNN's AVX512-BF16 kernels; CUDA: bf16 or fp16 on cuDNN tensor cores; fp16 is CUDA-only and uses dynamic loss scaling by default)")
+      .opt("loss-scale", &c.loss_scale,
+           "auto | none | dynamic | a static scale (a power of two, e.g. 1024): the loss "
+           "gradient is multiplied by the scale and the gradient divided by it before SGD; "
+           "dynamic skips a step whose gradient overflows and halves the scale (as PyTorch's "
+           "GradScaler); auto: dynamic with --precision fp16, else none")
+      .opt("loss-scale-init", &c.loss_scale_init,
+           "dynamic loss scaling: the initial scale (a power of two; 65536 = 2^16)")
+      .opt("loss-scale-growth-interval", &c.loss_scale_growth_interval,
+           "dynamic loss scaling: finite steps in a row before the scale doubles")
       .opt("bucket-kb", &c.bucket_kb, "gradient all-reduce bucket size in KiB")
       // Not a TrainConfig field: held by the registry, read back from the config JSON in
       // train() (grad_comm_dtype_of), so it is stored in checkpoints and compared across ranks.
@@ -128,6 +138,7 @@ void validate(const TrainConfig& c, int world) {
   if (c.resume == "auto" && c.checkpoint_dir.empty())
     bad("train: --resume auto needs --checkpoint-dir (where to look for checkpoints)");
   if (c.bucket_kb <= 0) bad("train: --bucket-kb must be > 0");
+  LossScaler::parse(c.loss_scale, c.precision, c.loss_scale_init, c.loss_scale_growth_interval);
   if (c.eval_batch <= 0) bad("train: --eval-batch must be > 0");
   if (!(c.collective_timeout >= 0) || !std::isfinite(c.collective_timeout))
     bad("train: --collective-timeout must be >= 0 seconds (0: no limit)");
@@ -640,12 +651,23 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
     std::string state;
     if (root) {
       rs = load_checkpoint(resume_path, net.param_views(), momentum_host.data());
-      state = std::to_string(rs.step) + " " + std::to_string(rs.world_size);
+      char b[160];  // the loss scale in hex ("%a"): exact
+      std::snprintf(b, sizeof b, "%lld %d %d %a %lld %lld", (long long)rs.step, rs.world_size,
+                    int(rs.has_loss_scale), rs.loss_scale, (long long)rs.loss_scale_good_steps,
+                    (long long)rs.loss_scale_skipped);
+      state = b;
     }
     comm.broadcast(state, 0);
     {
-      std::istringstream is(state);
-      is >> rs.step >> rs.world_size;
+      long long step = 0, good = 0, skipped = 0;
+      int has = 0;
+      FT_REQUIRE(std::sscanf(state.c_str(), "%lld %d %d %la %lld %lld", &step, &rs.world_size,
+                             &has, &rs.loss_scale, &good, &skipped) == 6,
+                 "resume state broadcast");
+      rs.step = step;
+      rs.has_loss_scale = has != 0;
+      rs.loss_scale_good_steps = good;
+      rs.loss_scale_skipped = skipped;
     }
     if (root) {
       auto fail = [&](const std::string& m) { throw InputError("train: --resume " + resume_path + ": " + m); };
@@ -756,6 +778,23 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
   Buffer dlogits(dev);
   DeviceBatch db(dev);
   const int K = spec.num_classes;
+  LossScaler scaler(LossScaler::parse(c.loss_scale, c.precision, c.loss_scale_init,
+                                      c.loss_scale_growth_interval));
+  if (scaler.dynamic() && rs.has_loss_scale) {
+    try {
+      scaler.restore({rs.loss_scale, rs.loss_scale_good_steps, rs.loss_scale_skipped});
+    } catch (const InputError& e) {
+      throw InputError("train: --resume " + resume_path + ": " + e.what());
+    }
+  }
+  if (root && scaler.mode() != LossScaler::Mode::None)
+    prog.line("loss scale: " + std::string(LossScaler::mode_name(scaler.mode())) + ", " +
+              LossScaler::format(scaler.scale()) +
+              (scaler.dynamic() ? " (halved on a non-finite gradient, doubled after " +
+                                      std::to_string(c.loss_scale_growth_interval) +
+                                      " finite steps; " + std::to_string(scaler.skipped()) +
+                                      " step(s) skipped so far)"
+                                : std::string()));
 
   TrainSummary sum;
   using clock = std::chrono::steady_clock;
@@ -778,6 +817,12 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
     st.dataset_size = train_ds.size();
     st.total_steps = total;
     st.world_size = comm.size();
+    if (scaler.dynamic()) {
+      st.has_loss_scale = true;
+      st.loss_scale = scaler.state().scale;
+      st.loss_scale_good_steps = scaler.state().good_steps;
+      st.loss_scale_skipped = scaler.state().skipped;
+    }
     if (root) write_checkpoint(c, json, net, momentum, st, last_ckpt, prog);
     last_ckpt = ckpt_path(c, at);
     last_ckpt_step = at;
@@ -812,7 +857,11 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
       ctx.samples = db.ps;
       const float* logits = net.forward(ctx, db.px);
       if (dlogits.size() < size_t(batch.n) * K) dlogits.resize(size_t(batch.n) * K);
-      LossStats st = ops.softmax_xent(batch.n, K, logits, db.pl, double(c.batch),
+      // Loss scaling: dlogits = (p - y) / (batch / S) = S * (p - y) / batch, computed in
+      // double and rounded once; S is a power of two, so this is the unscaled gradient times S
+      // exactly, and so is everything backward derives from it (linear in dlogits).
+      const float S = scaler.scale();
+      LossStats st = ops.softmax_xent(batch.n, K, logits, db.pl, double(c.batch) / double(S),
                                       dlogits.data());
       // Every rank learns whether any rank's loss is non-finite, so all of them throw alike
       // (a caller such as `sweep` catches it and goes on with the same communicator).
@@ -834,12 +883,24 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
       // After the all-reduce every rank holds the same sum, so all ranks stop alike (CPU: an
       // OpenMP scan; CUDA: a flag kernel after the NCCL stream, one 4-byte copy).
       if (step == nan_step && dev == Device::CPU) net.grads()[net.num_params() / 2] = NAN;
-      if (!reducer.grads_finite())
+      const bool finite = reducer.grads_finite();
+      if (!finite && !scaler.can_skip())
         throw Error("train: non-finite gradient (NaN or Inf) at step " + std::to_string(step) +
-                    " (lr " + fmt_g(lr) + "); " + last_good() +
-                    "; lower --lr or add --warmup-steps");
-      ops.sgd_update(net.num_params(), float(lr), float(c.momentum), float(c.weight_decay),
-                     step == 0, net.params(), net.grads(), momentum.data());
+                    " (lr " + fmt_g(lr) + ")" +
+                    (scaler.dynamic() ? ", with the dynamic loss scale at its floor " +
+                                            LossScaler::format(S) + " (2^-24 is the lowest)"
+                                      : std::string()) +
+                    "; " + last_good() + "; lower --lr or add --warmup-steps");
+      if (scaler.update(finite)) {
+        if (S != 1.f) ops.scale_inplace(int64_t(net.num_params()), 1.f / S, net.grads());
+        // The momentum buffer starts at the first step applied (skipped ones do not count).
+        ops.sgd_update(net.num_params(), float(lr), float(c.momentum), float(c.weight_decay),
+                       step == scaler.skipped(), net.params(), net.grads(), momentum.data());
+      } else {
+        prog.line("step " + std::to_string(step) + ": non-finite gradient, step skipped, loss "
+                  "scale " + LossScaler::format(S) + " -> " +
+                  LossScaler::format(scaler.scale()));
+      }
       ++step;
       if (c.step_hook) c.step_hook(net, step);
       // Every rank stops after the same step: combine the signal flags (cheap: one int).
@@ -905,6 +966,12 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
     }
   }
   sum.steps = step;
+  sum.skipped_steps = scaler.skipped();
+  sum.loss_scale = scaler.scale();
+  if (root && scaler.mode() != LossScaler::Mode::None)
+    prog.line("loss scale: " + std::string(LossScaler::mode_name(scaler.mode())) + ", final " +
+              LossScaler::format(scaler.scale()) + ", " + std::to_string(scaler.skipped()) +
+              " step(s) skipped (non-finite gradient) in " + std::to_string(step) + " steps");
   sum.seconds = std::chrono::duration<double>(clock::now() - t_start).count();
   sum.images_per_s =
       double(step - sum.start_step) * double(c.batch) / std::max(sum.seconds, 1e-9);

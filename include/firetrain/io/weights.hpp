@@ -54,6 +54,12 @@ struct CheckpointState {
   std::string arch;
   std::string bypass = "none";  // Fire bypass variant (none | simple | complex)
   std::string config_json;
+  /// Dynamic loss scaling (train/loss_scaler.hpp): the scale, finite steps since it last
+  /// changed, steps skipped so far. Absent in checkpoints of runs without it (false: the
+  /// scaler starts from its initial state).
+  bool has_loss_scale = false;
+  double loss_scale = 1;
+  int64_t loss_scale_good_steps = 0, loss_scale_skipped = 0;
   /// More string attributes describing the model (spec_attrs(net.spec()): fire, num_classes,
   /// in_channels, height, width); written as root attributes, not read back into the state
   /// (spec_from_file reads them).

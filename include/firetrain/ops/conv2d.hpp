@@ -10,8 +10,9 @@
 /// The CPU implementation (src/ops/cpu/conv2d.cpp) runs oneDNN primitives built once per batch
 /// size (and output dtype) and reorders the OIHW weights (the layout of the parameter arena,
 /// the all-reduce and torch-h5) to the layout the kernel prefers. The CUDA one
-/// (src/ops/cuda/conv2d.cu) runs cuDNN, fp32 only, with the algorithms chosen once per (shape,
-/// batch) and a shared workspace.
+/// (src/ops/cuda/conv2d.cu) runs cuDNN (fp32 FMA math, or bf16 / fp16 on tensor cores with
+/// fp32 accumulation) with the algorithms chosen once per (shape, batch) and a shared
+/// workspace.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +39,10 @@ struct ConvShape {
   bool bf16 = false;
   /// Channels of the second input part (0: one dense input part of C channels).
   int C2 = 0;
+  /// fp16 math (CUDA only: cuDNN tensor cores, fp32 accumulation): x fp32 or fp16, y fp16,
+  /// weights and dy rounded to fp16 inside the op (into scratch; dy itself is left intact),
+  /// dx, dw, db fp32. The CUDA bf16 path works the same way with bf16.
+  bool fp16 = false;
   int Ct() const { return C + C2; }  // all input channels
   int OH() const { return (H + 2 * pad - k) / stride + 1; }
   int OW() const { return (W + 2 * pad - k) / stride + 1; }
@@ -53,7 +58,7 @@ class Conv2d {
   const ConvShape& shape() const { return s_; }
 
   /// x (N, H, W, C) (two parts: see C2), w (O, C + C2, k, k), b (O), y (N, OH, OW, O).
-  /// x and y are fp32, or (bf16 shapes only) bf16.
+  /// x and y are fp32, or (bf16 / fp16 shapes only) of the shape's 16-bit type.
   void forward(int N, ConstAct x, const float* w, const float* b, Act y);
   /// backward must see the same weights as the preceding forward (the reordered copy made by
   /// forward is reused when `w` is the same pointer): update weights only after backward.

@@ -12,6 +12,7 @@
 #include "firetrain/ops/linear.hpp"
 #include "firetrain/ops/loss.hpp"
 #include "firetrain/ops/pool.hpp"
+#include "firetrain/ops/scale.hpp"
 #include "firetrain/ops/sgd.hpp"
 
 namespace ft {
@@ -32,6 +33,7 @@ struct Ops {
   decltype(&cpu::global_avgpool_backward) global_avgpool_backward;
   decltype(&cpu::softmax_xent) softmax_xent;
   decltype(&cpu::sgd_update) sgd_update;
+  decltype(&cpu::scale_inplace) scale_inplace;
   decltype(&cpu::make_conv2d) make_conv2d;
   decltype(&cpu::make_maxpool2d) make_maxpool2d;
   decltype(&cpu::linear_forward) linear_forward;

@@ -47,6 +47,11 @@ struct TrainConfig {
   std::string progress = "auto";     // auto | live | plain
   std::string device = "cpu";
   std::string precision = "fp32";  // fp32 | bf16 (convolutions in bf16, fp32 master weights)
+  /// Loss scaling (train/loss_scaler.hpp): auto (dynamic with --precision fp16, else none) |
+  /// none | dynamic | a static scale (a power of two).
+  std::string loss_scale = "auto";
+  double loss_scale_init = 65536;             // dynamic: the initial scale (2^16)
+  int64_t loss_scale_growth_interval = 2000;  // dynamic: finite steps before the scale doubles
   int bucket_kb = 1024;              // all-reduce bucket size
   int64_t eval_batch = 500;
   bool eval_each_epoch = true;
@@ -54,8 +59,9 @@ struct TrainConfig {
   /// operation (0: no limit). Default: FT_COLLECTIVE_TIMEOUT or 300.
   double collective_timeout = default_collective_timeout();
   /// Not an option: when set, called on every rank once the initial weights are in place
-  /// (step = the start step) and after every SGD update (step = global steps done), with the net
-  /// (arena on its device). `firetrain compress` keeps pruned weights at zero with it.
+  /// (step = the start step) and after every step (step = global steps done; a step skipped by
+  /// dynamic loss scaling included, the weights then unchanged), with the net (arena on its
+  /// device). `firetrain compress` keeps pruned weights at zero with it.
   std::function<void(Net& net, int64_t step)> step_hook;
 };
 
@@ -81,6 +87,8 @@ struct TrainSummary {
   std::string last_checkpoint;
   double seconds = 0, images_per_s = 0, allreduce_s = 0;
   double last_loss = 0;
+  int64_t skipped_steps = 0;  // steps skipped for a non-finite gradient (dynamic loss scale)
+  double loss_scale = 1;      // the loss scale at the end (1: none)
   EvalResult val;  // n == 0 when no validation set
 };
 /// With --resume: every setting of the run that the user did not give (flag or config file)

@@ -1,5 +1,6 @@
-/// @brief CUDA convolution on cuDNN (legacy cudnnConvolution* API): NHWC fp32 activations,
-/// torch OIHW weights in the parameter arena, bias + optional ReLU in small custom kernels.
+/// @brief CUDA convolution on cuDNN (legacy cudnnConvolution* API): NHWC activations (fp32, or
+/// bf16 / fp16 on tensor cores), torch OIHW fp32 weights in the parameter arena, bias +
+/// optional ReLU in small custom kernels.
 ///
 /// Design (the contract is in include/firetrain/ops/conv2d.hpp; CPU semantics in
 /// src/ops/cpu/conv2d.cpp):
@@ -38,6 +39,25 @@
 ///   the rows N*OH*OW; a second kernel sums the partials per channel in a fixed order (double
 ///   accumulator) into db. Deterministic: the chunking depends only on the shape.
 ///
+/// * 16-bit math (ConvShape::bf16 / fp16; --precision bf16|fp16 on CUDA). cuDNN's
+///   PSEUDO_BFLOAT16 / PSEUDO_HALF configuration, as PyTorch's autocast runs it: x, w, y, dx,
+///   dw and dy all of the 16-bit type T, accumulation in fp32 (convolution descriptor
+///   CUDNN_DATA_FLOAT); the searches run with CUDNN_TENSOR_OP_MATH (tensor cores allowed) and
+///   each call then runs with the math type its algorithm was timed with (as PyTorch does).
+///   cuDNN's tensor-core kernels want C and O multiples of 8; other layers (the stems' C = 3
+///   or 1, conv10's O = 10 or 1000) are expected to get non-tensor-core kernels, and if cuDNN
+///   had none the layer fails with "cuDNN has no bf16 NHWC ... algorithm for <shape>". The fp32 master weights are rounded (and reordered to OHWI) into a per-layer
+///   T copy once per forward; an fp32 x (the first layer's image) is rounded into shared
+///   scratch; y is T and the bias + ReLU kernel rounds it a second time (the CPU's oneDNN
+///   rounds once: parity is within two bf16/fp16 ulps, see tests/test_cuda_ops.cpp). Backward:
+///   the mask/bias kernel also writes dy rounded to T into shared scratch (the fp32 dy is left
+///   masked, as in fp32); backward-data writes a T dx into shared scratch that one kernel widens
+///   into the fp32 dx; backward-filter writes a T dw (OHWI) that one kernel widens (and
+///   transposes) into the fp32 OIHW dw — the weight gradient is thus rounded to T once, as with
+///   autocast (whose fp32 master gradient is the widened bf16/fp16 gradient of the cast).
+///   Shared scratch: a few grow-only device buffers of this file (Scratch below) reused by
+///   every layer: all work is ordered on one stream, and growth synchronizes before freeing.
+///
 /// Everything is queued on ft::cuda::stream() (the stream of the cuDNN handle) and is
 /// asynchronous, except the one-off algorithm search.
 #include <algorithm>
@@ -48,6 +68,7 @@
 #include <string>
 #include <vector>
 
+#include "act.cuh"
 #include "common.cuh"
 
 // The legacy cudnnConvolution* API is deprecated in cuDNN 9 (still shipped and supported); keep
@@ -62,6 +83,11 @@
 namespace ft {
 
 namespace {
+
+using cuda::load;
+using cuda::store;
+using cuda::typed;
+using cuda::with_dtype;
 
 /// Largest cuDNN workspace an algorithm may ask for.
 constexpr size_t kWorkspaceCap = size_t(256) << 20;
@@ -103,8 +129,9 @@ struct ConvDesc {
 // ---------------------------------------------------------------------------------------------
 // Kernels.
 
-// out (O, k, k, C) <- in (O, C, k, k). One thread per output element.
-__global__ void oihw_to_ohwi_kernel(int64_t total, int C, int k, const float* in, float* out) {
+// out (O, k, k, C) <- in (O, C, k, k), converted to TO. One thread per output element.
+template <class TI, class TO>
+__global__ void oihw_to_ohwi_kernel(int64_t total, int C, int k, const TI* in, TO* out) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t c = i % C;
@@ -113,12 +140,13 @@ __global__ void oihw_to_ohwi_kernel(int64_t total, int C, int k, const float* in
     t /= k;
     const int64_t ky = t % k;
     const int64_t o = t / k;
-    out[i] = in[((o * C + c) * k + ky) * k + kx];
+    store(out, i, load(in, ((o * C + c) * k + ky) * k + kx));
   }
 }
 
-// out (O, C, k, k) <- in (O, k, k, C). One thread per output element.
-__global__ void ohwi_to_oihw_kernel(int64_t total, int C, int k, const float* in, float* out) {
+// out (O, C, k, k) <- in (O, k, k, C), converted to TO. One thread per output element.
+template <class TI, class TO>
+__global__ void ohwi_to_oihw_kernel(int64_t total, int C, int k, const TI* in, TO* out) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t kx = i % k;
@@ -127,18 +155,33 @@ __global__ void ohwi_to_oihw_kernel(int64_t total, int C, int k, const float* in
     t /= k;
     const int64_t c = t % C;
     const int64_t o = t / C;
-    out[i] = in[((o * k + ky) * k + kx) * C + c];
+    store(out, i, load(in, ((o * k + ky) * k + kx) * C + c));
   }
+}
+
+// out[i] = TO(in[i]).
+template <class TI, class TO>
+__global__ void convert_kernel(int64_t n, const TI* __restrict__ in, TO* __restrict__ out) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    store(out, i, load(in, i));
+}
+
+template <class TI, class TO>
+void convert(int64_t n, const TI* in, TO* out) {
+  if (n <= 0) return;
+  convert_kernel<TI, TO><<<cuda::grid_for(n), 256, 0, cuda::stream()>>>(n, in, out);
+  FT_CUDA_LAUNCH();
 }
 
 // y (n / O rows, O) = relu?(y + b), bias broadcast over the last (channel) dimension. Index type
 // I is 32-bit when n fits (cheaper modulo), 64-bit otherwise.
-template <class I>
+template <class I, class T>
 __global__ void bias_act_kernel(I n, I O, const float* __restrict__ b, bool relu,
-                                float* __restrict__ y) {
+                                T* __restrict__ y) {
   for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < n; i += I(gridDim.x) * I(blockDim.x)) {
-    const float v = y[i] + b[i % O];
-    y[i] = relu ? relu_fwd(v) : v;
+    const float v = load(y, i) + b[i % O];
+    store(y, i, relu ? relu_fwd(v) : v);
   }
 }
 
@@ -149,11 +192,13 @@ constexpr int64_t kBiasMinRows = 64;
 
 // For the rows [chunk * rows_per_chunk, ...) of dy (P, O), chunk = blockIdx.y, and the channels
 // c = blockIdx.x * 32 + threadIdx.x: optionally masks dy in place by (y > 0), and writes
-// partial[chunk, c] = sum of (masked) dy over those rows. Each element of dy is visited by
-// exactly one thread (chunks cover [0, P), threads of a column stride by kBiasTy).
+// partial[chunk, c] = sum of (masked) dy over those rows; with dyh, also the masked dy rounded
+// to the 16-bit type TH (the input of the 16-bit backward convolutions). Each element of dy is
+// visited by exactly one thread (chunks cover [0, P), threads of a column stride by kBiasTy).
+template <class TY, class TH>
 __global__ void bias_grad_partial_kernel(int64_t P, int O, int64_t rows_per_chunk,
-                                         const float* __restrict__ y, float* __restrict__ dy,
-                                         float* __restrict__ partial) {
+                                         const TY* __restrict__ y, float* __restrict__ dy,
+                                         TH* __restrict__ dyh, float* __restrict__ partial) {
   __shared__ float sh[kBiasTy][kBiasTx + 1];
   const int c = blockIdx.x * kBiasTx + threadIdx.x;
   const int64_t r0 = int64_t(blockIdx.y) * rows_per_chunk;
@@ -164,9 +209,10 @@ __global__ void bias_grad_partial_kernel(int64_t P, int O, int64_t rows_per_chun
       const int64_t i = r * O + c;
       float g = dy[i];
       if (y) {
-        g = relu_bwd(y[i], g);
+        g = relu_bwd(load(y, i), g);
         dy[i] = g;
       }
+      if (dyh) store(dyh, i, g);
       s += g;
     }
   }
@@ -204,18 +250,20 @@ bool tensor_op_math(cudnnMathType_t m) {
   return m == CUDNN_TENSOR_OP_MATH || m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
 }
 
-/// From perf results (sorted fastest first by cuDNN), the index of the algorithm to use, or -1:
-/// among the successful ones whose workspace fits, the first non tensor-op deterministic one,
-/// else the first non tensor-op one, else (last resort) the first deterministic, else the first.
-/// The convolution descriptor stays at CUDNN_FMA_MATH whatever the result reports: that is what
-/// the execution uses.
+/// From perf results (sorted fastest first by cuDNN), the index of the algorithm to use, or -1.
+/// fp32 (tensor_ops false): among the successful ones whose workspace fits, the first non
+/// tensor-op deterministic one, else the first non tensor-op one, else (last resort) the first
+/// deterministic, else the first; the convolution descriptor stays at CUDNN_FMA_MATH whatever
+/// the result reports: that is what the execution uses. 16-bit (tensor_ops true): the first
+/// deterministic one, else the first (tensor-op math is what we want there).
 template <class Perf>
-int pick(const std::vector<Perf>& perf, int returned) {
+int pick(const std::vector<Perf>& perf, int returned, bool tensor_ops) {
   int best = -1, best_rank = 4;
   for (int i = 0; i < returned; ++i) {
     const Perf& p = perf[size_t(i)];
     if (p.status != CUDNN_STATUS_SUCCESS || p.memory > kWorkspaceCap) continue;
-    const int rank = (tensor_op_math(p.mathType) ? 2 : 0) + (p.determinism == CUDNN_DETERMINISTIC ? 0 : 1);
+    const int rank = (!tensor_ops && tensor_op_math(p.mathType) ? 2 : 0) +
+                     (p.determinism == CUDNN_DETERMINISTIC ? 0 : 1);
     if (rank < best_rank) best = i, best_rank = rank;
   }
   return best;
@@ -228,6 +276,35 @@ std::string shape_str(const ConvShape& s, int N) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Shared scratch of the 16-bit path: grow-only device buffers reused by every convolution of
+// the process (all their work is ordered on the one compute stream). Growth synchronizes the
+// stream before freeing the old block (queued kernels may still use it), like the workspace.
+
+enum ScratchSlot { kSlotX16, kSlotDy16, kSlotDx16, kSlots };
+
+void* scratch(ScratchSlot slot, size_t bytes) {
+  struct Block {
+    void* p = nullptr;
+    size_t bytes = 0;
+  };
+  static Block blocks[kSlots];  // never freed (as the workspace: see cuda_device.cu)
+  Block& b = blocks[slot];
+  if (bytes > b.bytes) {
+    const size_t mib = size_t(1) << 20;
+    const size_t want = (bytes + mib - 1) / mib * mib;
+    if (b.p) {
+      cuda::synchronize();
+      cuda::release(b.p);
+      b.p = nullptr;
+      b.bytes = 0;
+    }
+    b.p = cuda::alloc(want);
+    b.bytes = want;
+  }
+  return b.p;
+}
+
+// ---------------------------------------------------------------------------------------------
 
 /// Descriptors and algorithms for one batch size.
 struct Plan {
@@ -237,50 +314,73 @@ struct Plan {
   cudnnConvolutionBwdDataAlgo_t bwd_data_algo{};
   cudnnConvolutionBwdFilterAlgo_t bwd_filter_algo{};
   size_t fwd_ws = 0, bwd_data_ws = 0, bwd_filter_ws = 0;
+  // The math type each chosen algorithm was timed (or ranked) with, set on the convolution
+  // descriptor before its call (as PyTorch does): 16-bit only; fp32 stays CUDNN_FMA_MATH.
+  cudnnMathType_t fwd_math = CUDNN_FMA_MATH, bwd_data_math = CUDNN_FMA_MATH,
+                  bwd_filter_math = CUDNN_FMA_MATH;
   int bias_chunks = 1;
   int64_t bias_rows_per_chunk = 1;
 };
 
 struct CudaConv final : Conv2d::Impl {
   explicit CudaConv(const ConvShape& s);
-  // fp32 only: f32() throws on a bf16 view (bf16 shapes are rejected by Conv2d on CUDA).
-  void forward(int N, ConstAct x, const float* w, const float* b, Act y) override {
-    run_forward(N, x.f32(), w, b, y.f32());
-  }
+  void forward(int N, ConstAct x, const float* w, const float* b, Act y) override;
   void backward(int N, ConstAct x, const float* w, ConstAct y, float* dy, float* dx, float* dw,
-                float* db) override {
-    run_backward(N, x.f32(), w, y.f32(), dy, dx, dw, db);
-  }
-  void run_forward(int N, const float* x, const float* w, const float* b, float* y);
-  void run_backward(int N, const float* x, const float* w, const float* y, float* dy, float* dx,
-                    float* dw, float* db);
+                float* db) override;
 
  private:
   Plan& plan_for(int N);
-  /// The weights in the filter descriptor's layout (OHWI): w itself when that is the same
-  /// bytes, else the device copy, remade unless it was made from `w` (reuse_ok).
-  const float* weights_ohwi(const float* w, bool reuse_ok);
-  void choose_fwd(Plan& p, int N, const float* x, const float* wk, float* y);
-  void choose_bwd_data(Plan& p, int N, const float* wk, const float* dy, float* dx);
-  void choose_bwd_filter(Plan& p, int N, const float* x, const float* dy, float* dwk);
+  /// The weights in the filter descriptor's layout and type (OHWI, dt_): w itself when that
+  /// is the same bytes (fp32 and k == 1 or C == 1), else the device copy, remade unless it was
+  /// made from `w` (reuse_ok).
+  const void* weights_k(const float* w, bool reuse_ok);
+  /// x as dt_: x itself, or (an fp32 x of a 16-bit convolution) its rounding in scratch.
+  const void* input_k(int N, ConstAct x);
+  void choose_fwd(Plan& p, int N, const void* x, const void* wk, void* y);
+  void choose_bwd_data(Plan& p, int N, const void* wk, const void* dy, void* dx);
+  void choose_bwd_filter(Plan& p, int N, const void* x, const void* dy, void* dwk);
+  /// Puts `m` on the convolution descriptor (16-bit: the math type of the algorithm about to
+  /// run; fp32 keeps CUDNN_FMA_MATH).
+  void set_math(cudnnMathType_t m) {
+    if (dt_ != DType::F32) FT_CUDNN(cudnnSetConvolutionMathType(conv_.d, m));
+  }
+  /// The math type of a 16-bit search's searches (tensor cores allowed; the results say which
+  /// one each algorithm used).
+  static constexpr cudnnMathType_t kSearchMath = CUDNN_TENSOR_OP_MATH;
 
   ConvShape s_;
-  bool same_layout_;  // OIHW and OHWI are the same bytes (k == 1 or C == 1)
-  FilterDesc wdesc_;  // NHWC (KRSC = OHWI) fp32, dims (O, C, k, k)
+  DType dt_;                  // F32, BF16 or F16
+  cudnnDataType_t cdt_;       // its cuDNN type
+  bool same_layout_;          // OIHW and OHWI are the same bytes (k == 1 or C == 1)
+  bool direct_w_;             // the arena's w / dw are used as they are (fp32 and same_layout_)
+  FilterDesc wdesc_;          // NHWC (KRSC = OHWI) cdt_, dims (O, C, k, k)
   ConvDesc conv_;
   std::map<int, std::unique_ptr<Plan>> plans_;
-  Buffer w_ohwi_{Device::CUDA};   // reordered weights (when !same_layout_)
-  Buffer dw_ohwi_{Device::CUDA};  // backward-filter output before the OIHW transpose
+  ActBuffer w_k_;             // the weights as the kernel wants them (when !direct_w_)
+  ActBuffer dw_k_;            // backward-filter output before the OIHW transpose / widening
   Buffer bias_partial_{Device::CUDA};
-  const float* w_src_ = nullptr;  // the weights w_ohwi_ was made from by the last forward
+  const float* w_src_ = nullptr;  // the weights w_k_ was made from by the last forward
 };
 
-CudaConv::CudaConv(const ConvShape& s) : s_(s), same_layout_(s.k == 1 || s.C == 1) {
-  FT_CUDNN(cudnnSetFilter4dDescriptor(wdesc_.d, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, s.O, s.C,
-                                      s.k, s.k));
+cudnnDataType_t cudnn_type(DType t) {
+  return t == DType::BF16 ? CUDNN_DATA_BFLOAT16 : t == DType::F16 ? CUDNN_DATA_HALF
+                                                                  : CUDNN_DATA_FLOAT;
+}
+
+CudaConv::CudaConv(const ConvShape& s)
+    : s_(s),
+      dt_(s.bf16 ? DType::BF16 : s.fp16 ? DType::F16 : DType::F32),
+      cdt_(cudnn_type(dt_)),
+      same_layout_(s.k == 1 || s.C == 1),
+      direct_w_(same_layout_ && dt_ == DType::F32),
+      w_k_(Device::CUDA, dt_),
+      dw_k_(Device::CUDA, dt_) {
+  FT_CUDNN(cudnnSetFilter4dDescriptor(wdesc_.d, cdt_, CUDNN_TENSOR_NHWC, s.O, s.C, s.k, s.k));
+  // Accumulation in fp32 for every dtype (PSEUDO_HALF / PSEUDO_BFLOAT16 for 16-bit).
   FT_CUDNN(cudnnSetConvolution2dDescriptor(conv_.d, s.pad, s.pad, s.stride, s.stride, 1, 1,
                                            CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-  FT_CUDNN(cudnnSetConvolutionMathType(conv_.d, CUDNN_FMA_MATH));
+  FT_CUDNN(cudnnSetConvolutionMathType(
+      conv_.d, dt_ == DType::F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
 }
 
 Plan& CudaConv::plan_for(int N) {
@@ -289,10 +389,8 @@ Plan& CudaConv::plan_for(int N) {
   FT_REQUIRE(N > 0, "convolution batch size must be positive");
   auto p = std::make_unique<Plan>();
   const int OH = s_.OH(), OW = s_.OW();
-  FT_CUDNN(cudnnSetTensor4dDescriptor(p->x.d, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, N, s_.C, s_.H,
-                                      s_.W));
-  FT_CUDNN(cudnnSetTensor4dDescriptor(p->y.d, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, N, s_.O, OH,
-                                      OW));
+  FT_CUDNN(cudnnSetTensor4dDescriptor(p->x.d, CUDNN_TENSOR_NHWC, cdt_, N, s_.C, s_.H, s_.W));
+  FT_CUDNN(cudnnSetTensor4dDescriptor(p->y.d, CUDNN_TENSOR_NHWC, cdt_, N, s_.O, OH, OW));
   int n = 0, c = 0, h = 0, w = 0;
   FT_CUDNN(cudnnGetConvolution2dForwardOutputDim(conv_.d, p->x.d, wdesc_.d, &n, &c, &h, &w));
   FT_REQUIRE(n == N && c == s_.O && h == OH && w == OW,
@@ -305,21 +403,46 @@ Plan& CudaConv::plan_for(int N) {
   return *plans_.emplace(N, std::move(p)).first->second;
 }
 
-const float* CudaConv::weights_ohwi(const float* w, bool reuse_ok) {
-  if (same_layout_) return w;
+const void* CudaConv::weights_k(const float* w, bool reuse_ok) {
+  if (direct_w_) return w;
   const int64_t total = s_.weight_numel();
-  if (w_ohwi_.size() != size_t(total)) w_ohwi_.resize(size_t(total));
+  if (w_k_.size() != size_t(total)) {
+    w_k_.resize(size_t(total));
+    w_src_ = nullptr;
+  }
   if (!(reuse_ok && w_src_ == w)) {
-    oihw_to_ohwi_kernel<<<cuda::grid_for(total), 256, 0, cuda::stream()>>>(total, s_.C, s_.k, w,
-                                                                          w_ohwi_.data());
+    with_dtype(dt_, [&](auto t) {
+      using T = decltype(t);
+      T* out = typed<T>(w_k_.view());
+      if (same_layout_)
+        convert_kernel<float, T><<<cuda::grid_for(total), 256, 0, cuda::stream()>>>(total, w, out);
+      else
+        oihw_to_ohwi_kernel<float, T><<<cuda::grid_for(total), 256, 0, cuda::stream()>>>(
+            total, s_.C, s_.k, w, out);
+    });
     FT_CUDA_LAUNCH();
     w_src_ = w;
   }
-  return w_ohwi_.data();
+  return w_k_.view().raw();
 }
 
-void CudaConv::choose_fwd(Plan& p, int N, const float* x, const float* wk, float* y) {
+const void* CudaConv::input_k(int N, ConstAct x) {
+  if (x.dtype() == dt_) return x.raw();
+  FT_REQUIRE(x.dtype() == DType::F32,
+             std::string("a ") + dtype_name(dt_) + " convolution takes an fp32 or " +
+                 dtype_name(dt_) + " input, got " + dtype_name(x.dtype()));
+  const int64_t n = int64_t(N) * s_.H * s_.W * s_.C;
+  void* xk = scratch(kSlotX16, size_t(n) * dtype_size(dt_));
+  with_dtype(dt_, [&](auto t) {
+    using T = decltype(t);
+    convert(n, x.f32(), static_cast<T*>(xk));
+  });
+  return xk;
+}
+
+void CudaConv::choose_fwd(Plan& p, int N, const void* x, const void* wk, void* y) {
   cudnnHandle_t h = cuda::cudnn();
+  set_math(kSearchMath);
   int max_count = 0;
   FT_CUDNN(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &max_count));
   std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(size_t(std::max(1, max_count)));
@@ -333,10 +456,13 @@ void CudaConv::choose_fwd(Plan& p, int N, const float* x, const float* wk, float
     FT_CUDNN(cudnnGetConvolutionForwardAlgorithm_v7(h, p.x.d, wdesc_.d, conv_.d, p.y.d,
                                                     int(perf.size()), &returned, perf.data()));
   }
-  const int i = pick(perf, returned);
-  FT_REQUIRE(i >= 0, "cuDNN has no fp32 NHWC forward convolution algorithm for " +
-                         shape_str(s_, N) + " within the workspace cap");
+  const int i = pick(perf, returned, dt_ != DType::F32);
+  FT_REQUIRE(i >= 0, std::string("cuDNN has no ") + dtype_name(dt_) +
+                         " NHWC forward convolution algorithm for " + shape_str(s_, N) +
+                         " within the workspace cap");
   p.fwd_algo = perf[size_t(i)].algo;
+  if (dt_ != DType::F32) p.fwd_math = perf[size_t(i)].mathType;
+  set_math(p.fwd_math);
   size_t ws = 0;
   FT_CUDNN(cudnnGetConvolutionForwardWorkspaceSize(h, p.x.d, wdesc_.d, conv_.d, p.y.d, p.fwd_algo,
                                                    &ws));
@@ -344,8 +470,9 @@ void CudaConv::choose_fwd(Plan& p, int N, const float* x, const float* wk, float
   p.have_fwd = true;
 }
 
-void CudaConv::choose_bwd_data(Plan& p, int N, const float* wk, const float* dy, float* dx) {
+void CudaConv::choose_bwd_data(Plan& p, int N, const void* wk, const void* dy, void* dx) {
   cudnnHandle_t h = cuda::cudnn();
+  set_math(kSearchMath);
   int max_count = 0;
   FT_CUDNN(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &max_count));
   std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(size_t(std::max(1, max_count)));
@@ -360,10 +487,13 @@ void CudaConv::choose_bwd_data(Plan& p, int N, const float* wk, const float* dy,
                                                          int(perf.size()), &returned,
                                                          perf.data()));
   }
-  const int i = pick(perf, returned);
-  FT_REQUIRE(i >= 0, "cuDNN has no fp32 NHWC backward-data algorithm for " + shape_str(s_, N) +
+  const int i = pick(perf, returned, dt_ != DType::F32);
+  FT_REQUIRE(i >= 0, std::string("cuDNN has no ") + dtype_name(dt_) +
+                         " NHWC backward-data algorithm for " + shape_str(s_, N) +
                          " within the workspace cap");
   p.bwd_data_algo = perf[size_t(i)].algo;
+  if (dt_ != DType::F32) p.bwd_data_math = perf[size_t(i)].mathType;
+  set_math(p.bwd_data_math);
   size_t ws = 0;
   FT_CUDNN(cudnnGetConvolutionBackwardDataWorkspaceSize(h, wdesc_.d, p.y.d, conv_.d, p.x.d,
                                                         p.bwd_data_algo, &ws));
@@ -371,8 +501,9 @@ void CudaConv::choose_bwd_data(Plan& p, int N, const float* wk, const float* dy,
   p.have_bwd_data = true;
 }
 
-void CudaConv::choose_bwd_filter(Plan& p, int N, const float* x, const float* dy, float* dwk) {
+void CudaConv::choose_bwd_filter(Plan& p, int N, const void* x, const void* dy, void* dwk) {
   cudnnHandle_t h = cuda::cudnn();
+  set_math(kSearchMath);
   int max_count = 0;
   FT_CUDNN(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, &max_count));
   std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(size_t(std::max(1, max_count)));
@@ -388,10 +519,13 @@ void CudaConv::choose_bwd_filter(Plan& p, int N, const float* x, const float* dy
                                                            int(perf.size()), &returned,
                                                            perf.data()));
   }
-  const int i = pick(perf, returned);
-  FT_REQUIRE(i >= 0, "cuDNN has no fp32 NHWC backward-filter algorithm for " + shape_str(s_, N) +
+  const int i = pick(perf, returned, dt_ != DType::F32);
+  FT_REQUIRE(i >= 0, std::string("cuDNN has no ") + dtype_name(dt_) +
+                         " NHWC backward-filter algorithm for " + shape_str(s_, N) +
                          " within the workspace cap");
   p.bwd_filter_algo = perf[size_t(i)].algo;
+  if (dt_ != DType::F32) p.bwd_filter_math = perf[size_t(i)].mathType;
+  set_math(p.bwd_filter_math);
   size_t ws = 0;
   FT_CUDNN(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, p.x.d, p.y.d, conv_.d, wdesc_.d,
                                                           p.bwd_filter_algo, &ws));
@@ -399,41 +533,62 @@ void CudaConv::choose_bwd_filter(Plan& p, int N, const float* x, const float* dy
   p.have_bwd_filter = true;
 }
 
-void CudaConv::run_forward(int N, const float* x, const float* w, const float* b, float* y) {
+void CudaConv::forward(int N, ConstAct x, const float* w, const float* b, Act y) {
+  FT_REQUIRE(y.dtype() == dt_, std::string("a ") + dtype_name(dt_) +
+                                   " convolution writes a " + dtype_name(dt_) + " output, got " +
+                                   dtype_name(y.dtype()));
   Plan& p = plan_for(N);
+  const void* xk = input_k(N, x);
   // Forward always remakes the copy: the weights may have been updated in place since the
   // last step (same pointer, new values).
-  const float* wk = weights_ohwi(w, /*reuse_ok=*/false);
-  if (!p.have_fwd) choose_fwd(p, N, x, wk, y);
+  const void* wk = weights_k(w, /*reuse_ok=*/false);
+  if (!p.have_fwd) choose_fwd(p, N, xk, wk, y.raw());
   const float one = 1.f, zero = 0.f;
   void* ws = p.fwd_ws ? cuda::workspace(p.fwd_ws) : nullptr;
-  FT_CUDNN(cudnnConvolutionForward(cuda::cudnn(), &one, p.x.d, x, wdesc_.d, wk, conv_.d,
-                                   p.fwd_algo, ws, p.fwd_ws, &zero, p.y.d, y));
+  set_math(p.fwd_math);
+  FT_CUDNN(cudnnConvolutionForward(cuda::cudnn(), &one, p.x.d, xk, wdesc_.d, wk, conv_.d,
+                                   p.fwd_algo, ws, p.fwd_ws, &zero, p.y.d, y.raw()));
   const int64_t n = int64_t(N) * s_.OH() * s_.OW() * s_.O;
-  if (n <= (int64_t(1) << 30))  // i + grid stride (< 2^28) stays below 2^31
-    bias_act_kernel<int><<<cuda::grid_for(n), 256, 0, cuda::stream()>>>(int(n), s_.O, b, s_.relu,
-                                                                        y);
-  else
-    bias_act_kernel<int64_t><<<cuda::grid_for(n), 256, 0, cuda::stream()>>>(n, s_.O, b, s_.relu,
-                                                                            y);
+  with_dtype(dt_, [&](auto t) {
+    using T = decltype(t);
+    T* yt = typed<T>(y);
+    if (n <= (int64_t(1) << 30))  // i + grid stride (< 2^28) stays below 2^31
+      bias_act_kernel<int, T><<<cuda::grid_for(n), 256, 0, cuda::stream()>>>(int(n), s_.O, b,
+                                                                             s_.relu, yt);
+    else
+      bias_act_kernel<int64_t, T><<<cuda::grid_for(n), 256, 0, cuda::stream()>>>(n, s_.O, b,
+                                                                                 s_.relu, yt);
+  });
   FT_CUDA_LAUNCH();
 }
 
-void CudaConv::run_backward(int N, const float* x, const float* w, const float* y, float* dy,
-                            float* dx, float* dw, float* db) {
+void CudaConv::backward(int N, ConstAct x, const float* w, ConstAct y, float* dy, float* dx,
+                        float* dw, float* db) {
+  FT_REQUIRE(!y || y.dtype() == dt_, std::string("a ") + dtype_name(dt_) +
+                                         " convolution's output is " + dtype_name(dt_) +
+                                         ", got " + dtype_name(y.dtype()));
   Plan& p = plan_for(N);
   cudaStream_t st = cuda::stream();
   const int64_t P = int64_t(N) * s_.OH() * s_.OW();
+  const bool half = dt_ != DType::F32;
 
-  // 1. Mask dy by (y > 0) in place (fused ReLU) and reduce it over rows into db.
+  // 1. Mask dy by (y > 0) in place (fused ReLU), reduce it over rows into db and (16-bit) round
+  //    it into scratch: the dy the backward convolutions read.
+  void* dyk = dy;
+  if (half) dyk = scratch(kSlotDy16, size_t(P) * s_.O * dtype_size(dt_));
   {
     const size_t need = size_t(p.bias_chunks) * size_t(s_.O);
     if (bias_partial_.size() < need) bias_partial_.resize(need);
     dim3 block(kBiasTx, kBiasTy);
     dim3 grid(unsigned((s_.O + kBiasTx - 1) / kBiasTx), unsigned(p.bias_chunks));
-    bias_grad_partial_kernel<<<grid, block, 0, st>>>(P, s_.O, p.bias_rows_per_chunk,
-                                                     s_.relu ? y : nullptr, dy,
-                                                     bias_partial_.data());
+    const bool mask = s_.relu && y;
+    with_dtype(dt_, [&](auto t) {
+      using T = decltype(t);
+      // fp32: TH = float and no dyh (dy itself is the convolutions' input).
+      bias_grad_partial_kernel<T, T><<<grid, block, 0, st>>>(
+          P, s_.O, p.bias_rows_per_chunk, mask ? typed<T>(y) : nullptr, dy,
+          half ? static_cast<T*>(dyk) : nullptr, bias_partial_.data());
+    });
     FT_CUDA_LAUNCH();
     bias_grad_final_kernel<<<cuda::grid_for(s_.O, 128), 128, 0, st>>>(
         p.bias_chunks, s_.O, bias_partial_.data(), db);
@@ -441,54 +596,90 @@ void CudaConv::run_backward(int N, const float* x, const float* w, const float* 
   }
 
   const float one = 1.f, zero = 0.f;
-  // 2. dx: backward data with the OHWI weights (the forward's copy when w is the same).
+  // 2. dx: backward data with the kernel-layout weights (the forward's copy when w is the
+  //    same); 16-bit: into scratch, then widened into dx.
   if (dx) {
-    const float* wk = weights_ohwi(w, /*reuse_ok=*/true);
-    if (!p.have_bwd_data) choose_bwd_data(p, N, wk, dy, dx);
+    const void* wk = weights_k(w, /*reuse_ok=*/true);
+    const int64_t nx = int64_t(N) * s_.H * s_.W * s_.C;
+    void* dxk = half ? scratch(kSlotDx16, size_t(nx) * dtype_size(dt_)) : dx;
+    if (!p.have_bwd_data) choose_bwd_data(p, N, wk, dyk, dxk);
     void* ws = p.bwd_data_ws ? cuda::workspace(p.bwd_data_ws) : nullptr;
-    FT_CUDNN(cudnnConvolutionBackwardData(cuda::cudnn(), &one, wdesc_.d, wk, p.y.d, dy, conv_.d,
-                                          p.bwd_data_algo, ws, p.bwd_data_ws, &zero, p.x.d, dx));
+    set_math(p.bwd_data_math);
+    FT_CUDNN(cudnnConvolutionBackwardData(cuda::cudnn(), &one, wdesc_.d, wk, p.y.d, dyk, conv_.d,
+                                          p.bwd_data_algo, ws, p.bwd_data_ws, &zero, p.x.d, dxk));
+    if (half)
+      with_dtype(dt_, [&](auto t) {
+        using T = decltype(t);
+        convert(nx, static_cast<const T*>(dxk), dx);
+      });
   }
 
-  // 3. dw: backward filter into OHWI (dw itself when that is the same bytes), then to OIHW.
+  // 3. dw: backward filter into the kernel layout (dw itself when that is the same bytes and
+  //    type), then to fp32 OIHW.
+  const void* xk = input_k(N, x);  // (an fp32 x of a 16-bit conv is rounded again: scratch)
   const int64_t nw = s_.weight_numel();
-  float* dwk = dw;
-  if (!same_layout_) {
-    if (dw_ohwi_.size() != size_t(nw)) dw_ohwi_.resize(size_t(nw));
-    dwk = dw_ohwi_.data();
+  void* dwk = dw;
+  if (!direct_w_) {
+    if (dw_k_.size() != size_t(nw)) dw_k_.resize(size_t(nw));
+    dwk = dw_k_.view().raw();
   }
-  if (!p.have_bwd_filter) choose_bwd_filter(p, N, x, dy, dwk);
+  if (!p.have_bwd_filter) choose_bwd_filter(p, N, xk, dyk, dwk);
   void* ws = p.bwd_filter_ws ? cuda::workspace(p.bwd_filter_ws) : nullptr;
-  FT_CUDNN(cudnnConvolutionBackwardFilter(cuda::cudnn(), &one, p.x.d, x, p.y.d, dy, conv_.d,
+  set_math(p.bwd_filter_math);
+  FT_CUDNN(cudnnConvolutionBackwardFilter(cuda::cudnn(), &one, p.x.d, xk, p.y.d, dyk, conv_.d,
                                           p.bwd_filter_algo, ws, p.bwd_filter_ws, &zero, wdesc_.d,
                                           dwk));
-  if (!same_layout_) {
-    ohwi_to_oihw_kernel<<<cuda::grid_for(nw), 256, 0, st>>>(nw, s_.C, s_.k, dwk, dw);
+  if (!direct_w_) {
+    with_dtype(dt_, [&](auto t) {
+      using T = decltype(t);
+      const T* in = static_cast<const T*>(dwk);
+      if (same_layout_)
+        convert_kernel<T, float><<<cuda::grid_for(nw), 256, 0, st>>>(nw, in, dw);
+      else
+        ohwi_to_oihw_kernel<T, float><<<cuda::grid_for(nw), 256, 0, st>>>(nw, s_.C, s_.k, in, dw);
+    });
     FT_CUDA_LAUNCH();
+  }
+}
+
+// (P, Ca) of element type T into channels [off, off + Ca) of y (P, Ctot), or the reverse.
+template <class T>
+__global__ void channel_copy_kernel(int64_t P, int Ca, int off, int Ctot, bool in, const T* src,
+                                    T* dst) {
+  const int64_t total = P * Ca;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t p = i / Ca;
+    const int64_t j = p * Ctot + off + (i - p * Ca);
+    if (in)
+      dst[j] = src[i];
+    else
+      dst[i] = src[j];
   }
 }
 
 /// Two-part input (ConvShape::C2 > 0: x = [x1 (N, H, W, C) | x2 (N, H, W, C2)], a Fire
 /// module's planar output): the parts are copied into one dense (N, H, W, C + C2) scratch
-/// tensor and the dense convolution (C + C2 input channels, the same OIHW weights) runs on it;
-/// backward recopies x, lets the dense convolution write the dense input gradient to scratch
-/// and splits it into dx's two parts. Simple and obviously equal to the dense convolution, but
-/// not zero-copy (the CPU backend runs one oneDNN convolution per part instead).
+/// tensor (of x's dtype) and the dense convolution (C + C2 input channels, the same OIHW
+/// weights) runs on it; backward recopies x, lets the dense convolution write the dense fp32
+/// input gradient to scratch and splits it into dx's two parts. Simple and obviously equal to
+/// the dense convolution, but not zero-copy (the CPU backend runs one oneDNN convolution per
+/// part instead).
 struct CudaConvTwoPart final : Conv2d::Impl {
   explicit CudaConvTwoPart(const ConvShape& s) : s_(s), dense_(dense_shape(s)) {}
   void forward(int N, ConstAct x, const float* w, const float* b, Act y) override {
-    dense_.run_forward(N, concat(N, x.f32()), w, b, y.f32());
+    dense_.forward(N, concat(N, x), w, b, y);
   }
   void backward(int N, ConstAct x, const float* w, ConstAct y, float* dy, float* dx, float* dw,
                 float* db) override {
-    const float* xc = concat(N, x.f32());
+    const ConstAct xc = concat(N, x);
     const int64_t P = int64_t(N) * s_.H * s_.W;
     float* dxc = nullptr;
     if (dx) {
       if (dxcat_.size() < size_t(P * s_.Ct())) dxcat_.resize(size_t(P * s_.Ct()));
       dxc = dxcat_.data();
     }
-    dense_.run_backward(N, xc, w, y.f32(), dy, dxc, dw, db);
+    dense_.backward(N, xc, w, y, dy, dxc, dw, db);
     if (dx) {
       cuda::channel_copy_out(P, s_.C, 0, s_.Ct(), dxc, dx);
       cuda::channel_copy_out(P, s_.C2, s_.C, s_.Ct(), dxc, dx + P * s_.C);
@@ -501,17 +692,29 @@ struct CudaConvTwoPart final : Conv2d::Impl {
     s.C2 = 0;
     return s;
   }
-  // [x1 | x2] -> the dense concat in xcat_ (N, H, W, C + C2).
-  const float* concat(int N, const float* x) {
+  // [x1 | x2] -> the dense concat in xcat_ (N, H, W, C + C2), of x's dtype.
+  ConstAct concat(int N, ConstAct x) {
     const int64_t P = int64_t(N) * s_.H * s_.W;
-    if (xcat_.size() < size_t(P * s_.Ct())) xcat_.resize(size_t(P * s_.Ct()));
-    cuda::channel_copy_in(P, s_.C, 0, s_.Ct(), x, xcat_.data());
-    cuda::channel_copy_in(P, s_.C2, s_.C, s_.Ct(), x + P * s_.C, xcat_.data());
-    return xcat_.data();
+    if (!xcat_ || xcat_->dtype() != x.dtype())
+      xcat_ = std::make_unique<ActBuffer>(Device::CUDA, x.dtype());
+    if (xcat_->size() < size_t(P * s_.Ct())) xcat_->resize(size_t(P * s_.Ct()));
+    const Act xc = xcat_->view();
+    with_dtype(x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      const T* src = typed<T>(x);
+      T* dst = typed<T>(xc);
+      channel_copy_kernel<T><<<cuda::grid_for(P * s_.C), 256, 0, cuda::stream()>>>(
+          P, s_.C, 0, s_.Ct(), true, src, dst);
+      channel_copy_kernel<T><<<cuda::grid_for(P * s_.C2), 256, 0, cuda::stream()>>>(
+          P, s_.C2, s_.C, s_.Ct(), true, src + P * s_.C, dst);
+    });
+    FT_CUDA_LAUNCH();
+    return xc;
   }
   ConvShape s_;
   CudaConv dense_;
-  Buffer xcat_{Device::CUDA}, dxcat_{Device::CUDA};
+  std::unique_ptr<ActBuffer> xcat_;
+  Buffer dxcat_{Device::CUDA};
 };
 
 }  // namespace

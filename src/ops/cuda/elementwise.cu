@@ -11,6 +11,11 @@
 /// NCHW-logical index ((c_off + c)*H + h)*W + w (c_off: the part's first global channel of a
 /// planar concat), exactly as cpu::dropout_apply; the scale is
 /// 1/(1-p) (0 when p >= 1) computed once on the host in float, as on the CPU.
+///
+/// Activations (ConstAct / Act) may be fp32, bf16 or fp16: the kernels are templated on the
+/// element types (act.cuh), load fp32, compute in fp32 and round each result once, as the
+/// CPU's bf16 path does. Gradients are fp32.
+#include "act.cuh"
 #include "common.cuh"
 #include "firetrain/ops/elementwise.hpp"
 
@@ -29,8 +34,9 @@ __global__ void relu_forward_kernel(int64_t n, const float* x, float* y) {
   for (int64_t i = thread_index(); i < n; i += grid_stride()) y[i] = relu_fwd(x[i]);
 }
 
-__global__ void relu_backward_kernel(int64_t n, const float* y, const float* dy, float* dx) {
-  for (int64_t i = thread_index(); i < n; i += grid_stride()) dx[i] = relu_bwd(y[i], dy[i]);
+template <class T>
+__global__ void relu_backward_kernel(int64_t n, const T* y, const float* dy, float* dx) {
+  for (int64_t i = thread_index(); i < n; i += grid_stride()) dx[i] = relu_bwd(load(y, i), dy[i]);
 }
 
 // One thread per element of a (P, Ca): i = p*Ca + c.
@@ -70,24 +76,32 @@ __global__ void concat_relu_backward_kernel(int64_t P, int Ca, int Cb, const flo
   }
 }
 
-__global__ void add_inplace_kernel(int64_t n, const float* x, float* y) {
-  for (int64_t i = thread_index(); i < n; i += grid_stride()) y[i] += x[i];
+template <class TX, class TY>
+__global__ void add_inplace_kernel(int64_t n, const TX* x, TY* y) {
+  for (int64_t i = thread_index(); i < n; i += grid_stride()) store(y, i, load(y, i) + load(x, i));
 }
 
-__global__ void strided_add_kernel(int64_t P, int n, const float* x, int ldx, float* y, int ldy) {
+template <class TX, class TY>
+__global__ void strided_add_kernel(int64_t P, int n, const TX* x, int ldx, TY* y, int ldy) {
   const int64_t total = P * n;
   for (int64_t i = thread_index(); i < total; i += grid_stride()) {
     const int64_t p = i / n;
     const int c = int(i % n);
-    y[p * ldy + c] += x[p * ldx + c];
+    store(y, p * ldy + c, load(y, p * ldy + c) + load(x, p * ldx + c));
   }
+}
+
+template <class TX, class TY>
+__global__ void convert_kernel(int64_t n, const TX* x, TY* y) {
+  for (int64_t i = thread_index(); i < n; i += grid_stride()) store(y, i, load(x, i));
 }
 
 // out[i] = keep ? in[i] * scale : 0 over (N, H, W, C); i = ((n*H + h)*W + w)*C + c.
 // __host__ __device__ so that a host-only check can compare it with cpu:: without a GPU.
+template <class T>
 __host__ __device__ inline float dropout_at(int H, int W, int C, int c_off, float p, float scale,
                                             uint64_t seed, uint64_t step,
-                                            const int64_t* samples, const float* in, int64_t i) {
+                                            const int64_t* samples, const T* in, int64_t i) {
   int64_t r = i;
   const int c = int(r % C);
   r /= C;
@@ -97,19 +111,21 @@ __host__ __device__ inline float dropout_at(int H, int W, int C, int c_off, floa
   const int64_t n = r / H;
   const uint64_t s = uint64_t(samples[n]);
   const uint64_t elem = (uint64_t(c + c_off) * H + h) * W + w;  // NCHW-logical, as on the CPU
-  return dropout_keep(seed, step, s, elem, p) ? in[i] * scale : 0.f;
+  return dropout_keep(seed, step, s, elem, p) ? load(in, i) * scale : 0.f;
 }
 
+template <class TI, class TO>
 __global__ void dropout_kernel(int N, int H, int W, int C, int c_off, float p, float scale, uint64_t seed,
-                               uint64_t step, const int64_t* samples, const float* in,
-                               float* out) {
+                               uint64_t step, const int64_t* samples, const TI* in,
+                               TO* out) {
   const int64_t total = int64_t(N) * H * W * C;
   for (int64_t i = thread_index(); i < total; i += grid_stride())
-    out[i] = dropout_at(H, W, C, c_off, p, scale, seed, step, samples, in, i);
+    store(out, i, dropout_at(H, W, C, c_off, p, scale, seed, step, samples, in, i));
 }
 
+template <class TI, class TO>
 void dropout_apply(int N, int H, int W, int C, int c_off, float p, uint64_t seed, uint64_t step,
-                   const int64_t* samples, const float* in, float* out) {
+                   const int64_t* samples, const TI* in, TO* out) {
   const int64_t total = int64_t(N) * H * W * C;
   if (total <= 0) return;
   const float scale = p < 1.f ? 1.f / (1.f - p) : 0.f;  // same float expression as the CPU
@@ -127,11 +143,13 @@ void relu_forward(int64_t n, const float* x, float* y) {
   FT_CUDA_LAUNCH();
 }
 
-// The activation arguments are ConstAct / Act for the CPU's bf16; here they are fp32 only
-// (f32() throws on a bf16 view; bf16 convolutions are rejected on CUDA before any pass).
 void relu_backward(int64_t n, ConstAct y, const float* dy, float* dx) {
   if (n <= 0) return;
-  relu_backward_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, y.f32(), dy, dx);
+  with_dtype(y.dtype(), [&](auto t) {
+    using T = decltype(t);
+    relu_backward_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, typed<T>(y), dy,
+                                                                               dx);
+  });
   FT_CUDA_LAUNCH();
 }
 
@@ -160,26 +178,57 @@ void concat_relu_backward(int64_t P, int Ca, int Cb, const float* y, const float
 
 void add_inplace(int64_t n, ConstAct x, Act y) {
   if (n <= 0) return;
-  add_inplace_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, x.f32(), y.f32());
+  with_dtype(x.dtype(), [&](auto tx) {
+    with_dtype(y.dtype(), [&](auto ty) {
+      using TX = decltype(tx);
+      using TY = decltype(ty);
+      add_inplace_kernel<TX, TY><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
+          n, typed<TX>(x), typed<TY>(y));
+    });
+  });
   FT_CUDA_LAUNCH();
 }
 
 void strided_add(int64_t P, int n, ConstAct x, int ldx, Act y, int ldy) {
   if (P <= 0 || n <= 0) return;
-  strided_add_kernel<<<grid_for(P * n, kThreads), kThreads, 0, stream()>>>(P, n, x.f32(), ldx,
-                                                                           y.f32(), ldy);
+  with_dtype(x.dtype(), [&](auto tx) {
+    with_dtype(y.dtype(), [&](auto ty) {
+      using TX = decltype(tx);
+      using TY = decltype(ty);
+      strided_add_kernel<TX, TY><<<grid_for(P * n, kThreads), kThreads, 0, stream()>>>(
+          P, n, typed<TX>(x), ldx, typed<TY>(y), ldy);
+    });
+  });
   FT_CUDA_LAUNCH();
 }
 
 void copy(int64_t n, ConstAct x, Act y) {
-  if (n <= 0 || x.f32() == y.f32()) return;
-  FT_CUDA(cudaMemcpyAsync(y.f32(), x.f32(), size_t(n) * sizeof(float), cudaMemcpyDeviceToDevice,
-                          stream()));
+  if (n <= 0 || x.raw() == y.raw()) return;
+  if (x.dtype() == y.dtype()) {
+    FT_CUDA(cudaMemcpyAsync(y.raw(), x.raw(), size_t(n) * dtype_size(x.dtype()),
+                            cudaMemcpyDeviceToDevice, stream()));
+    return;
+  }
+  with_dtype(x.dtype(), [&](auto tx) {
+    with_dtype(y.dtype(), [&](auto ty) {
+      using TX = decltype(tx);
+      using TY = decltype(ty);
+      convert_kernel<TX, TY><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, typed<TX>(x),
+                                                                               typed<TY>(y));
+    });
+  });
+  FT_CUDA_LAUNCH();
 }
 
 void dropout_forward(int N, int H, int W, int C, int c_off, float p, uint64_t seed, uint64_t step,
                      const int64_t* samples, ConstAct x, Act y) {
-  dropout_apply(N, H, W, C, c_off, p, seed, step, samples, x.f32(), y.f32());
+  with_dtype(x.dtype(), [&](auto tx) {
+    with_dtype(y.dtype(), [&](auto ty) {
+      using TX = decltype(tx);
+      using TY = decltype(ty);
+      dropout_apply(N, H, W, C, c_off, p, seed, step, samples, typed<TX>(x), typed<TY>(y));
+    });
+  });
 }
 
 void dropout_backward(int N, int H, int W, int C, int c_off, float p, uint64_t seed, uint64_t step,

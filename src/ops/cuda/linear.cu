@@ -8,6 +8,7 @@
 /// FP32 math without TF32 (CUBLAS_DEFAULT_MATH), so CPU parity holds at 1e-4.
 #include <cublas_v2.h>
 
+#include "act.cuh"
 #include "common.cuh"
 #include "firetrain/ops/elementwise.hpp"
 #include "firetrain/ops/linear.hpp"
@@ -59,17 +60,17 @@ __global__ void bias_grad_kernel(int N, int O, const float* dy, float* db) {
 }
 
 // to_nchw: y[n, c, p] = x[n, p, c]; else the reverse. One thread per element of the output.
-__global__ void transpose_kernel(int N, int64_t P, int C, bool to_nchw, const float* x,
-                                 float* y) {
+template <class T>
+__global__ void transpose_kernel(int N, int64_t P, int C, bool to_nchw, const T* x, float* y) {
   const int64_t total = int64_t(N) * P * C;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     if (to_nchw) {  // i indexes (n, c, p)
       const int64_t p = i % P, c = (i / P) % C, n = i / (P * C);
-      y[i] = x[(n * P + p) * C + c];
+      y[i] = load(x, (n * P + p) * C + c);
     } else {  // i indexes (n, p, c)
       const int64_t c = i % C, p = (i / C) % P, n = i / (P * C);
-      y[i] = x[(n * C + c) * P + p];
+      y[i] = load(x, (n * C + c) * P + p);
     }
   }
 }
@@ -101,15 +102,19 @@ void linear_backward(int N, int I, int O, bool relu, const float* x, const float
   FT_CUDA_LAUNCH();
 }
 
-void nhwc_to_nchw(int N, int H, int W, int C, ConstAct x, float* y) {  // (fp32 only)
+// x of any dtype (AlexNet's 16-bit features are widened here: the classifier is fp32).
+void nhwc_to_nchw(int N, int H, int W, int C, ConstAct x, float* y) {
   const int64_t P = int64_t(H) * W, n = int64_t(N) * P * C;
-  transpose_kernel<<<grid_for(n), 256, 0, stream()>>>(N, P, C, true, x.f32(), y);
+  with_dtype(x.dtype(), [&](auto t) {
+    using T = decltype(t);
+    transpose_kernel<T><<<grid_for(n), 256, 0, stream()>>>(N, P, C, true, typed<T>(x), y);
+  });
   FT_CUDA_LAUNCH();
 }
 
 void nchw_to_nhwc(int N, int H, int W, int C, const float* x, float* y) {
   const int64_t P = int64_t(H) * W, n = int64_t(N) * P * C;
-  transpose_kernel<<<grid_for(n), 256, 0, stream()>>>(N, P, C, false, x, y);
+  transpose_kernel<float><<<grid_for(n), 256, 0, stream()>>>(N, P, C, false, x, y);
   FT_CUDA_LAUNCH();
 }
 

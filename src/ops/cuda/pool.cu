@@ -19,8 +19,13 @@
 /// Global average pooling: one thread per (n, c), summing the H*W pixels in order in float and
 /// then multiplying by 1/(H W) — the CPU's exact sequence of float operations, deterministic.
 /// Backward: one thread per dx element, dy * 1/(H W).
+///
+/// x and y may be fp32, bf16 or fp16 (one dtype for both; act.cuh): the max of 16-bit values
+/// is one of them, so storing it back is exact, and comparisons are made on the widened
+/// values, as the CPU's bf16 path.
 #include <algorithm>
 
+#include "act.cuh"
 #include "common.cuh"
 #include "firetrain/ops/pool.hpp"
 
@@ -46,8 +51,9 @@ __host__ __device__ inline int imax(int a, int b) { return a > b ? a : b; }
 // against cpu:: on machines without a GPU.
 
 // y[i] of y (N, OH, OW, C), i = ((n*OH + oh)*OW + ow)*C + c.
-__host__ __device__ inline float maxpool_forward_at(const PoolDims& d,
-                                                    const float* __restrict__ x, int64_t i) {
+template <class T>
+__host__ __device__ inline float maxpool_forward_at(const PoolDims& d, const T* __restrict__ x,
+                                                    int64_t i) {
   int64_t r = i;
   const int c = int(r % d.C);
   r /= d.C;
@@ -55,7 +61,7 @@ __host__ __device__ inline float maxpool_forward_at(const PoolDims& d,
   r /= d.OW;
   const int oh = int(r % d.OH);
   const int64_t n = r / d.OH;
-  const float* xn = x + n * d.H * d.W * d.C + c;
+  const T* xn = x + n * d.H * d.W * d.C + c;
   float m = 0.f;
   bool first = true;
   for (int a = 0; a < d.k; ++a) {
@@ -64,7 +70,7 @@ __host__ __device__ inline float maxpool_forward_at(const PoolDims& d,
     for (int b = 0; b < d.k; ++b) {
       const int w = ow * d.st - d.pad + b;
       if (w < 0 || w >= d.W) continue;
-      const float v = xn[(int64_t(h) * d.W + w) * d.C];
+      const float v = load(xn, (int64_t(h) * d.W + w) * d.C);
       if (first) {
         m = v;
         first = false;
@@ -77,9 +83,9 @@ __host__ __device__ inline float maxpool_forward_at(const PoolDims& d,
 }
 
 // dx[i] of dx (N, H, W, C), i = ((n*H + h)*W + w)*C + c.
-__host__ __device__ inline float maxpool_backward_at(const PoolDims& d,
-                                                     const float* __restrict__ x,
-                                                     const float* __restrict__ y,
+template <class T>
+__host__ __device__ inline float maxpool_backward_at(const PoolDims& d, const T* __restrict__ x,
+                                                     const T* __restrict__ y,
                                                      const float* __restrict__ dy, int64_t i) {
   int64_t r = i;
   const int c = int(r % d.C);
@@ -88,8 +94,8 @@ __host__ __device__ inline float maxpool_backward_at(const PoolDims& d,
   r /= d.W;
   const int h = int(r % d.H);
   const int64_t n = r / d.H;
-  const float* xn = x + n * d.H * d.W * d.C + c;  // x[n, ., ., c] at (hh*W + ww)*C
-  const float xv = x[i];
+  const T* xn = x + n * d.H * d.W * d.C + c;  // x[n, ., ., c] at (hh*W + ww)*C
+  const float xv = load(x, i);
 
   // Windows (oh, ow) containing (h, w): oh*st - pad <= h <= oh*st - pad + k - 1.
   const int hp = h + d.pad, wp = w + d.pad;  // >= 0
@@ -104,7 +110,7 @@ __host__ __device__ inline float maxpool_backward_at(const PoolDims& d,
     for (int ow = ow_lo; ow <= ow_hi; ++ow) {
       const int w0 = ow * d.st - d.pad;
       const int64_t o = ((n * d.OH + oh) * d.OW + ow) * d.C + c;
-      const float yv = y[o];
+      const float yv = load(y, o);
       if (!(xv == yv)) continue;  // not a maximum of this window (or NaN, as the CPU)
       // (h, w) is THE first maximum iff no in-bounds position before it in row-major window
       // order equals y.
@@ -113,7 +119,7 @@ __host__ __device__ inline float maxpool_backward_at(const PoolDims& d,
       for (int hh = hb; hh <= h && !earlier; ++hh) {
         const int wend = hh < h ? we : w;  // exclusive
         for (int ww = wb; ww < wend; ++ww)
-          if (xn[(int64_t(hh) * d.W + ww) * d.C] == yv) {
+          if (load(xn, (int64_t(hh) * d.W + ww) * d.C) == yv) {
             earlier = true;
             break;
           }
@@ -124,15 +130,16 @@ __host__ __device__ inline float maxpool_backward_at(const PoolDims& d,
   return s;
 }
 
-__global__ void maxpool_forward_kernel(PoolDims d, const float* __restrict__ x,
-                                       float* __restrict__ y) {
+template <class T>
+__global__ void maxpool_forward_kernel(PoolDims d, const T* __restrict__ x, T* __restrict__ y) {
   const int64_t total = int64_t(d.N) * d.OH * d.OW * d.C;
   for (int64_t i = thread_index(); i < total; i += grid_stride())
-    y[i] = maxpool_forward_at(d, x, i);
+    store(y, i, maxpool_forward_at(d, x, i));
 }
 
-__global__ void maxpool_backward_kernel(PoolDims d, const float* __restrict__ x,
-                                        const float* __restrict__ y,
+template <class T>
+__global__ void maxpool_backward_kernel(PoolDims d, const T* __restrict__ x,
+                                        const T* __restrict__ y,
                                         const float* __restrict__ dy, float* __restrict__ dx) {
   const int64_t total = int64_t(d.N) * d.H * d.W * d.C;
   for (int64_t i = thread_index(); i < total; i += grid_stride())
@@ -144,37 +151,44 @@ struct CudaMaxPool final : MaxPool2d::Impl {
   PoolDims dims(int N) const {
     return PoolDims{N, s_.H, s_.W, s_.C, s_.OH(), s_.OW(), s_.k, s_.stride, s_.pad};
   }
-  // fp32 only (f32() throws on a bf16 view: bf16 is CPU-only).
   void forward(int N, ConstAct x, Act y) override {
+    FT_REQUIRE(x.dtype() == y.dtype(), "max pooling: x and y must have one dtype");
     const PoolDims d = dims(N);
     const int64_t total = int64_t(N) * d.OH * d.OW * d.C;
     if (total <= 0) return;
-    maxpool_forward_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(d, x.f32(),
-                                                                                 y.f32());
+    with_dtype(x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      maxpool_forward_kernel<T><<<grid_for(total, kThreads), kThreads, 0, stream()>>>(
+          d, typed<T>(x), typed<T>(y));
+    });
     FT_CUDA_LAUNCH();
   }
   void backward(int N, ConstAct x, ConstAct y, const float* dy, float* dx) override {
+    FT_REQUIRE(x.dtype() == y.dtype(), "max pooling: x and y must have one dtype");
     const PoolDims d = dims(N);
     const int64_t total = int64_t(N) * d.H * d.W * d.C;
     if (total <= 0) return;
-    maxpool_backward_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(
-        d, x.f32(), y.f32(), dy, dx);
+    with_dtype(x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      maxpool_backward_kernel<T><<<grid_for(total, kThreads), kThreads, 0, stream()>>>(
+          d, typed<T>(x), typed<T>(y), dy, dx);
+    });
     FT_CUDA_LAUNCH();
   }
   PoolShape s_;
 };
 
 // y (N, C); one thread per (n, c), sequential over the P = H*W pixels.
+template <class T>
 __global__ void global_avgpool_forward_kernel(int N, int P, int C, float inv,
-                                              const float* __restrict__ x,
-                                              float* __restrict__ y) {
+                                              const T* __restrict__ x, float* __restrict__ y) {
   const int64_t total = int64_t(N) * C;
   for (int64_t i = thread_index(); i < total; i += grid_stride()) {
     const int64_t n = i / C;
     const int64_t c = i - n * C;
-    const float* xn = x + n * P * C + c;
+    const T* xn = x + n * P * C + c;
     float s = 0.f;
-    for (int p = 0; p < P; ++p) s += xn[int64_t(p) * C];
+    for (int p = 0; p < P; ++p) s += load(xn, int64_t(p) * C);
     y[i] = s * inv;
   }
 }
@@ -202,8 +216,11 @@ void global_avgpool_forward(int N, int H, int W, int C, ConstAct x, float* y) {
   if (N <= 0 || C <= 0 || P <= 0) return;
   const float inv = 1.0f / float(P);  // the CPU's expression
   const int64_t total = int64_t(N) * C;
-  global_avgpool_forward_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(
-      N, P, C, inv, x.f32(), y);
+  with_dtype(x.dtype(), [&](auto t) {
+    using T = decltype(t);
+    global_avgpool_forward_kernel<T><<<grid_for(total, kThreads), kThreads, 0, stream()>>>(
+        N, P, C, inv, typed<T>(x), y);
+  });
   FT_CUDA_LAUNCH();
 }
 

@@ -1,0 +1,28 @@
+/// @brief Shared test helpers for tests that run the firetrain binary and read what it wrote:
+/// a command runner (stdout + stderr, exit code) and a bit-for-bit comparison of checkpoint
+/// tensors.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace ft::test {
+
+struct CmdResult {
+  int code = -1;    // the exit code (-1: killed by a signal)
+  std::string out;  // stdout + stderr
+};
+
+/// Runs `cmdline` with /bin/sh, capturing stdout and stderr together.
+CmdResult run_shell(const std::string& cmdline);
+/// Runs the firetrain binary (FT_BINARY) with `args`; `env`: "NAME=value ..." put before it.
+CmdResult run_firetrain(const std::string& args, const std::string& env = "");
+
+/// Whether every dataset of `group` (e.g. "model", "optimizer/momentum") holds the same float
+/// bits in the HDF5 files a and b (same dataset names too); the failure names the first that
+/// differs.
+::testing::AssertionResult same_tensors(const std::string& a, const std::string& b,
+                                        const std::string& group);
+
+}  // namespace ft::test
