@@ -14,20 +14,26 @@
 #include "firetrain/core/half.hpp"
 #include "firetrain/ops/act.hpp"
 
+#ifdef __CUDACC__
+#define FT_HD_INLINE __host__ __device__ __forceinline__
+#else
+#define FT_HD_INLINE inline  // (host-only tests include this header with a C++ compiler)
+#endif
+
 namespace ft::cuda {
 
-__host__ __device__ __forceinline__ float load(const float* p, int64_t i) { return p[i]; }
-__host__ __device__ __forceinline__ float load(const Bf16* p, int64_t i) {
+FT_HD_INLINE float load(const float* p, int64_t i) { return p[i]; }
+FT_HD_INLINE float load(const Bf16* p, int64_t i) {
   return cvt::bf16_to_fp32(p[i].bits);
 }
-__host__ __device__ __forceinline__ float load(const Half* p, int64_t i) {
+FT_HD_INLINE float load(const Half* p, int64_t i) {
   return cvt::fp16_to_fp32(p[i].bits);
 }
-__host__ __device__ __forceinline__ void store(float* p, int64_t i, float v) { p[i] = v; }
-__host__ __device__ __forceinline__ void store(Bf16* p, int64_t i, float v) {
+FT_HD_INLINE void store(float* p, int64_t i, float v) { p[i] = v; }
+FT_HD_INLINE void store(Bf16* p, int64_t i, float v) {
   p[i] = Bf16{cvt::fp32_to_bf16(v)};
 }
-__host__ __device__ __forceinline__ void store(Half* p, int64_t i, float v) {
+FT_HD_INLINE void store(Half* p, int64_t i, float v) {
   p[i] = Half{cvt::fp32_to_fp16(v)};
 }
 

@@ -70,6 +70,7 @@
 
 #include "act.cuh"
 #include "common.cuh"
+#include "kernel_math.cuh"
 
 // The legacy cudnnConvolution* API is deprecated in cuDNN 9 (still shipped and supported); keep
 // a build with CUDNN_WARN_DEPRECATED defined free of warnings.
@@ -134,13 +135,7 @@ template <class TI, class TO>
 __global__ void oihw_to_ohwi_kernel(int64_t total, int C, int k, const TI* in, TO* out) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = i % C;
-    int64_t t = i / C;
-    const int64_t kx = t % k;
-    t /= k;
-    const int64_t ky = t % k;
-    const int64_t o = t / k;
-    store(out, i, load(in, ((o * C + c) * k + ky) * k + kx));
+    store(out, i, load(in, cuda::oihw_index_of_ohwi(i, C, k)));
   }
 }
 
@@ -149,13 +144,7 @@ template <class TI, class TO>
 __global__ void ohwi_to_oihw_kernel(int64_t total, int C, int k, const TI* in, TO* out) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t kx = i % k;
-    int64_t t = i / k;
-    const int64_t ky = t % k;
-    t /= k;
-    const int64_t c = t % C;
-    const int64_t o = t / C;
-    store(out, i, load(in, ((o * k + ky) * k + kx) * C + c));
+    store(out, i, load(in, cuda::ohwi_index_of_oihw(i, C, k)));
   }
 }
 

@@ -17,6 +17,7 @@
 /// CPU's bf16 path does. Gradients are fp32.
 #include "act.cuh"
 #include "common.cuh"
+#include "kernel_math.cuh"
 #include "firetrain/ops/elementwise.hpp"
 
 namespace ft::cuda {
@@ -94,24 +95,6 @@ __global__ void strided_add_kernel(int64_t P, int n, const TX* x, int ldx, TY* y
 template <class TX, class TY>
 __global__ void convert_kernel(int64_t n, const TX* x, TY* y) {
   for (int64_t i = thread_index(); i < n; i += grid_stride()) store(y, i, load(x, i));
-}
-
-// out[i] = keep ? in[i] * scale : 0 over (N, H, W, C); i = ((n*H + h)*W + w)*C + c.
-// __host__ __device__ so that a host-only check can compare it with cpu:: without a GPU.
-template <class T>
-__host__ __device__ inline float dropout_at(int H, int W, int C, int c_off, float p, float scale,
-                                            uint64_t seed, uint64_t step,
-                                            const int64_t* samples, const T* in, int64_t i) {
-  int64_t r = i;
-  const int c = int(r % C);
-  r /= C;
-  const int w = int(r % W);
-  r /= W;
-  const int h = int(r % H);
-  const int64_t n = r / H;
-  const uint64_t s = uint64_t(samples[n]);
-  const uint64_t elem = (uint64_t(c + c_off) * H + h) * W + w;  // NCHW-logical, as on the CPU
-  return dropout_keep(seed, step, s, elem, p) ? load(in, i) * scale : 0.f;
 }
 
 template <class TI, class TO>

@@ -1,0 +1,160 @@
+/// @brief The CUDA kernels' per-element bodies (src/ops/cuda/kernel_math.cuh: max pooling
+/// forward and its gather-form backward, dropout, the OIHW <-> OHWI weight reorders; and the
+/// 16-bit loads/stores of act.cuh) run on the CPU against the cpu:: ops, EXACTLY, in every
+/// build: the GPU kernels apply these functions once per output element, so their index math
+/// and first-maximum rule are checked here even where no GPU exists (the CudaOps tests then
+/// check the launches on a GPU).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/check.hpp"
+#include "firetrain/core/half.hpp"
+#include "firetrain/ops/elementwise.hpp"
+#include "firetrain/ops/pool.hpp"
+#include "ops/cuda/kernel_math.cuh"
+
+namespace ft {
+namespace {
+
+using fvec = std::vector<float>;
+
+template <class T>
+T from_f32(float v);
+template <>
+float from_f32<float>(float v) { return v; }
+template <>
+Bf16 from_f32<Bf16>(float v) { return Bf16{cvt::fp32_to_bf16(v)}; }
+template <>
+Half from_f32<Half>(float v) { return Half{cvt::fp32_to_fp16(v)}; }
+
+/// v stored as T (rounded), and the widened values the CPU reference sees.
+template <class T>
+std::vector<T> as(const fvec& v, fvec* widened) {
+  std::vector<T> out(v.size());
+  widened->resize(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    out[i] = from_f32<T>(v[i]);
+    (*widened)[i] = cuda::load(out.data(), int64_t(i));
+  }
+  return out;
+}
+
+/// Values with many ties (multiples of 1/4 in [-2, 2]) so that windows have several maxima.
+fvec tied(size_t n, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::uniform_int_distribution<int> d(-8, 8);
+  fvec v(n);
+  for (auto& x : v) x = float(d(g)) / 4.f;
+  return v;
+}
+
+template <class T>
+void maxpool_case(PoolShape s, int N, uint32_t seed) {
+  SCOPED_TRACE("C=" + std::to_string(s.C) + " " + std::to_string(s.H) + "x" + std::to_string(s.W) +
+               " k=" + std::to_string(s.k) + " s=" + std::to_string(s.stride) +
+               " p=" + std::to_string(s.pad) + (s.ceil_mode ? " ceil" : " floor") +
+               " bytes=" + std::to_string(sizeof(T)));
+  const size_t nx = size_t(N) * s.H * s.W * s.C, ny = size_t(N) * s.OH() * s.OW() * s.C;
+  fvec xw;
+  const std::vector<T> x = as<T>(tied(nx, seed), &xw);
+  const fvec dy = test::random_floats(ny, seed + 1);
+  MaxPool2d cpu(s, Device::CPU);
+  fvec y_ref(ny), dx_ref(nx);
+  cpu.forward(N, xw.data(), y_ref.data());
+  cpu.backward(N, xw.data(), y_ref.data(), dy.data(), dx_ref.data());
+
+  const cuda::PoolDims d{N, s.H, s.W, s.C, s.OH(), s.OW(), s.k, s.stride, s.pad};
+  std::vector<T> y(ny);
+  for (size_t i = 0; i < ny; ++i) cuda::store(y.data(), int64_t(i), cuda::maxpool_forward_at(d, x.data(), int64_t(i)));
+  size_t bad = 0;
+  for (size_t i = 0; i < ny; ++i) bad += !(cuda::load(y.data(), int64_t(i)) == y_ref[i]);
+  EXPECT_EQ(bad, 0u) << "forward";
+  bad = 0;
+  size_t first = 0;
+  for (size_t i = 0; i < nx; ++i) {
+    const float g = cuda::maxpool_backward_at(d, x.data(), y.data(), dy.data(), int64_t(i));
+    if (!(g == dx_ref[i]) && bad++ == 0) first = i;
+  }
+  EXPECT_EQ(bad, 0u) << "backward (gather form, first maximum), first difference at " << first;
+}
+
+TEST(CudaKernelMath, MaxPoolForwardAndGatherBackwardEqualTheCpu) {
+  const PoolShape shapes[] = {
+      {5, 13, 13, 3, 2, 0, true},   // SqueezeNet's ceil-mode pools (odd)
+      {4, 12, 10, 3, 2, 0, true},   // even sizes: the last window starts in the padding
+      {3, 11, 9, 3, 2, 0, false},   // AlexNet's floor mode
+      {3, 9, 8, 3, 2, 1, true},     // padding (never wins)
+      {2, 8, 8, 2, 2, 0, true},     // non-overlapping
+      {2, 7, 6, 3, 1, 1, false},    // stride 1: up to 9 windows per input
+  };
+  uint32_t seed = 10;
+  for (const PoolShape& s : shapes) {
+    maxpool_case<float>(s, 2, seed++);
+    maxpool_case<Bf16>(s, 2, seed++);
+    maxpool_case<Half>(s, 2, seed++);
+  }
+}
+
+TEST(CudaKernelMath, DropoutEqualsTheCpu) {
+  const int N = 3, H = 5, W = 4, C = 6, c_off = 7;
+  const size_t n = size_t(N) * H * W * C;
+  const std::vector<int64_t> samples = {42, 7, 1000003};
+  for (float p : {0.f, 0.3f, 0.5f, 0.9f}) {
+    fvec xw;
+    const std::vector<Bf16> xb = as<Bf16>(test::random_floats(n, 3), &xw);
+    fvec ref(n);
+    cpu::dropout_forward(N, H, W, C, c_off, p, 11, 5, samples.data(), xw.data(), ref.data());
+    const float scale = p < 1.f ? 1.f / (1.f - p) : 0.f;  // as the CUDA op computes it
+    size_t bad = 0, kept = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const float g = cuda::dropout_at(H, W, C, c_off, p, scale, 11, 5, samples.data(), xw.data(), int64_t(i));
+      const float gb = cuda::dropout_at(H, W, C, c_off, p, scale, 11, 5, samples.data(), xb.data(), int64_t(i));
+      bad += !(g == ref[i]) + !(gb == ref[i]);
+      kept += g != 0.f;
+    }
+    EXPECT_EQ(bad, 0u) << "p=" << p;
+    if (p == 0.f) EXPECT_EQ(kept, n);
+    if (p == 0.5f) EXPECT_GT(kept, n / 4);
+  }
+}
+
+TEST(CudaKernelMath, WeightReordersAreInverseAndMatchTheLayouts) {
+  for (auto [O, C, k] : {std::tuple{5, 3, 7}, {4, 6, 3}, {8, 1, 5}, {3, 4, 1}}) {
+    const int64_t n = int64_t(O) * C * k * k;
+    for (int o = 0; o < O; ++o)
+      for (int c = 0; c < C; ++c)
+        for (int y = 0; y < k; ++y)
+          for (int x = 0; x < k; ++x) {
+            const int64_t oihw = ((int64_t(o) * C + c) * k + y) * k + x;
+            const int64_t ohwi = ((int64_t(o) * k + y) * k + x) * C + c;
+            ASSERT_EQ(cuda::ohwi_index_of_oihw(oihw, C, k), ohwi);
+            ASSERT_EQ(cuda::oihw_index_of_ohwi(ohwi, C, k), oihw);
+          }
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_EQ(cuda::oihw_index_of_ohwi(cuda::ohwi_index_of_oihw(i, C, k), C, k), i);
+  }
+}
+
+TEST(CudaKernelMath, SixteenBitLoadsAndStoresAreTheCpuConversions) {
+  const fvec v = {0.f, -0.f, 1.f, 1.00390625f, 1.005859375f, 65504.f, 65520.f, 1e-8f, -3.14159f,
+                  3.0e38f, 1e-40f};
+  for (float f : v) {
+    Bf16 b;
+    Half h;
+    cuda::store(&b, 0, f);
+    cuda::store(&h, 0, f);
+    EXPECT_EQ(b.bits, cvt::fp32_to_bf16(f)) << f;
+    EXPECT_EQ(h.bits, cvt::fp32_to_fp16(f)) << f;
+    EXPECT_EQ(cuda::load(&b, 0), cvt::bf16_to_fp32(b.bits));
+    const float back = cuda::load(&h, 0), expect = cvt::fp16_to_fp32(h.bits);
+    EXPECT_EQ(std::memcmp(&back, &expect, 4), 0) << f;
+  }
+}
+
+}  // namespace
+}  // namespace ft
