@@ -6,7 +6,7 @@ MPIEXEC=$3
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 MPI="$MPIEXEC --allow-run-as-root --oversubscribe --bind-to none"
 WORK=$(mktemp -d /tmp/ft_fault.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 cd "$WORK"
 "$TOOL" dataset d.h5 64 28 1 10 || exit 1
 # 64 images, global batch 16: 4 steps per epoch; shuffle, augmentation and dropout on.
