@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "common/cli.hpp"
+#include "firetrain/core/device.hpp"
 #include "firetrain/data/dataset.hpp"
 #include "firetrain/io/h5.hpp"
 
@@ -224,6 +225,33 @@ TEST_F(CliTest, TrainingLowersTheLossAndPredictWritesLogits) {
     correct += best == i % 4;
   }
   EXPECT_GT(correct, 128) << "the trained model should beat chance (64/256) clearly";
+
+  // predict / eval in bf16 (--precision, as train): the same predictions up to bf16 rounding.
+  CmdResult pb = run("predict --precision bf16 --weights " + p("ck/ckpt_200.h5") + " --data " + ds +
+                     " --out " + p("ob.h5"));
+  ASSERT_EQ(pb.code, 0) << pb.out;
+  h5::Handle fb = h5::open_file(p("ob.h5"));
+  auto lb = h5::read_dataset<float>(fb, "logits", &shape);
+  ASSERT_EQ(lb.size(), logits.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < lb.size(); ++i)
+    num += (lb[i] - logits[i]) * double(lb[i] - logits[i]), den += double(logits[i]) * logits[i];
+  EXPECT_GT(num, 0.0) << "bf16 logits identical to fp32: was bf16 used?";
+  EXPECT_LT(std::sqrt(num / den), 0.05) << "bf16 logits far from fp32";
+  CmdResult eb = run("eval --precision bf16 --weights " + p("ck/ckpt_200.h5") + " --data " + ds);
+  ASSERT_EQ(eb.code, 0) << eb.out;
+  EXPECT_NE(eb.out.find("top-1"), std::string::npos) << eb.out;
+  // fp16 is CUDA-only; --device cuda needs a CUDA build and a GPU: exit 2 with the reason.
+  CmdResult e16 = run("eval --precision fp16 --weights " + p("ck/ckpt_200.h5") + " --data " + ds);
+  EXPECT_EQ(e16.code, 2) << e16.out;
+  EXPECT_NE(e16.out.find("--device cuda"), std::string::npos) << e16.out;
+  if (cuda_device_count() == 0) {
+    CmdResult ec = run("eval --device cuda --weights " + p("ck/ckpt_200.h5") + " --data " + ds);
+    EXPECT_EQ(ec.code, 2) << ec.out;
+    CmdResult pc = run("predict --device cuda --weights " + p("ck/ckpt_200.h5") + " --data " + ds +
+                       " --out " + p("oc.h5"));
+    EXPECT_EQ(pc.code, 2) << pc.out;
+  }
 }
 
 TEST_F(CliTest, TwoRanksTrainTheSameWeightsAsOneRank) {

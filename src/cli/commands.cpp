@@ -43,13 +43,14 @@ bool is_root() {
   return r == 0;
 }
 
-/// Builds the net for a dataset and loads weights; --arch (and the bypass variant) may be
-/// implied by the file.
-Net net_for(const std::string& weights, std::string arch, const Dataset& ds) {
+/// Builds the net for a dataset on `device` in `precision` and loads weights; --arch (and the
+/// bypass variant) may be implied by the file.
+Net net_for(const std::string& weights, std::string arch, const Dataset& ds, Device device,
+            const std::string& precision) {
   // A Deep Compression file (`firetrain compress`) carries its own arch/bypass/Fire header.
   if (is_compressed_model(weights))
     return load_compressed_net(weights, arch, ds.channels(), ds.height(), ds.width(),
-                               ds.num_classes());
+                               ds.num_classes(), device, precision);
   // Arch, bypass and Fire modules as stored (spec_from_file); images and classes from the
   // data (a file for other classes then fails to load, naming the key and both shapes).
   NetSpec spec = spec_from_file(weights, arch);
@@ -57,8 +58,10 @@ Net net_for(const std::string& weights, std::string arch, const Dataset& ds) {
   spec.num_classes = ds.num_classes();
   spec.height = ds.height();
   spec.width = ds.width();
-  Net net(spec);
+  spec.precision = precision;
+  Net net(spec, device);
   load_weights_h5(weights, net.param_views());
+  net.params_from_host();
   return net;
 }
 }  // namespace
@@ -90,7 +93,7 @@ int cmd_train(int argc, char** argv) {
 }
 
 int cmd_eval(int argc, char** argv) {
-  std::string weights, data, arch;
+  std::string weights, data, arch, device = "cpu", precision = "fp32";
   int64_t batch = 500;
   int threads = 0;
   Options o("eval", "Top-1/top-5 accuracy and mean loss of a weights file or checkpoint.");
@@ -98,14 +101,19 @@ int cmd_eval(int argc, char** argv) {
       .opt("data", &data, "dataset HDF5")
       .opt("arch", &arch, "architecture (default: stored in the file, else squeezenet_small)")
       .opt("batch", &batch, "batch size")
-      .opt("threads", &threads, "threads per rank (0: cores / ranks)");
+      .opt("threads", &threads, "threads per rank (0: cores / ranks)")
+      .opt("device", &device, "cpu | cuda (each rank binds GPU local_rank % GPUs)")
+      .opt("precision", &precision, "fp32 | bf16 | fp16 (fp16: CUDA only)");
   if (!o.parse(argc, argv)) return 0;
   if (weights.empty() || data.empty()) throw InputError("eval: --weights and --data are required");
   if (batch <= 0) throw InputError("eval: --batch must be > 0");
+  const Device dev = parse_device(device);
+  require_device(dev);
   Communicator comm;
+  bind_device(dev, comm.local_rank());
   set_threads(threads, comm);
   Dataset ds = Dataset::open(data);
-  Net net = net_for(weights, arch, ds);
+  Net net = net_for(weights, arch, ds, dev, precision);
   EvalResult r = evaluate(net, ds, comm, batch);
   if (comm.rank() == 0)
     std::printf("eval %s on %s: top-1 %.4f  top-5 %.4f  loss %.4f  (%lld images)\n",
@@ -114,7 +122,7 @@ int cmd_eval(int argc, char** argv) {
 }
 
 int cmd_predict(int argc, char** argv) {
-  std::string weights, data, out, arch;
+  std::string weights, data, out, arch, device = "cpu", precision = "fp32";
   int64_t batch = 500;
   int threads = 0;
   Options o("predict", "Writes /logits float32 (N, classes), in the order of the dataset.");
@@ -123,28 +131,40 @@ int cmd_predict(int argc, char** argv) {
       .opt("out", &out, "output HDF5 file")
       .opt("arch", &arch, "architecture (default: stored in the file, else squeezenet_small)")
       .opt("batch", &batch, "batch size")
-      .opt("threads", &threads, "threads (0: all cores)");
+      .opt("threads", &threads, "threads (0: all cores)")
+      .opt("device", &device, "cpu | cuda")
+      .opt("precision", &precision, "fp32 | bf16 | fp16 (fp16: CUDA only)");
   if (!o.parse(argc, argv)) return 0;
   if (weights.empty() || data.empty() || out.empty())
     throw InputError("predict: --weights, --data and --out are required");
   if (batch <= 0) throw InputError("predict: --batch must be > 0");
+  const Device dev = parse_device(device);
+  require_device(dev);
   Communicator comm;
   if (!is_root()) return 0;  // one writer
+  bind_device(dev, 0);
   set_threads(threads, comm);
   Dataset ds = Dataset::open(data);
-  Net net = net_for(weights, arch, ds);
+  Net net = net_for(weights, arch, ds, dev, precision);
   const int K = ds.num_classes();
   const int64_t N = ds.size(), per = int64_t(ds.height()) * ds.width() * ds.channels();
   std::vector<float> logits(size_t(N * K)), x(size_t(batch * per));
   std::vector<int64_t> idx(static_cast<size_t>(batch));
+  Buffer xd(dev);  // the batch on the device (CUDA); the CPU reads x itself
+  if (dev != Device::CPU) xd.resize(x.size());
   for (int64_t s = 0; s < N; s += batch) {
     const int n = int(std::min(batch, N - s));
     for (int i = 0; i < n; ++i) idx[i] = s + i;
     ds.read_images(idx.data(), n, x.data());
     PassContext ctx;
     ctx.N = n;
-    const float* y = net.forward(ctx, x.data());
-    std::copy(y, y + int64_t(n) * K, logits.begin() + s * K);
+    const float* xin = x.data();
+    if (dev != Device::CPU) {
+      xd.upload(x.data(), size_t(n * per));
+      xin = xd.data();
+    }
+    const float* y = net.forward(ctx, xin);
+    detail::array_download(dev, logits.data() + s * K, y, size_t(n) * K * sizeof(float));
   }
   write_logits_h5(out, logits.data(), N, K);
   std::printf("predict: wrote /logits (%lld, %d) to %s\n", (long long)N, K, out.c_str());

@@ -538,7 +538,8 @@ NetSpec compressed_spec(const QModel& m, const std::string& what) {
 }
 
 Net load_compressed_net(const std::string& path, const std::string& arch, int channels,
-                        int height, int width, int classes) {
+                        int height, int width, int classes, Device device,
+                        const std::string& precision) {
   QModel m = read_compressed(path);
   NetSpec s = compressed_spec(m, path);
   if (!arch.empty()) s.arch = arch;
@@ -550,7 +551,8 @@ Net load_compressed_net(const std::string& path, const std::string& arch, int ch
                      " input channels, the dataset has " + std::to_string(channels));
   if (height > 0) s.height = height;
   if (width > 0) s.width = width;
-  Net net(s);
+  s.precision = precision;
+  Net net(s, device);
   decode_into(m, net.param_views(), path);
   net.params_from_host();
   return net;

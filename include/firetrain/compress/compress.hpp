@@ -174,9 +174,11 @@ std::string describe_compressed(const std::string& path);
 /// input shape).
 NetSpec compressed_spec(const QModel& m, const std::string& what);
 /// Builds the net of a compressed file for inputs of (channels, height, width) and `classes`
-/// (0: as stored) and fills its weights. `arch` overrides the stored one when not empty.
+/// (0: as stored) and fills its weights. `arch` overrides the stored one when not empty. The
+/// net lives on `device` and computes in `precision` (fp32 | bf16 | fp16).
 Net load_compressed_net(const std::string& path, const std::string& arch, int channels,
-                        int height, int width, int classes);
+                        int height, int width, int classes, Device device = Device::CPU,
+                        const std::string& precision = "fp32");
 
 /// The table: layer, params, nonzero, sparsity, bits, bytes fp32, bytes compressed, ratio; then
 /// totals with the file size (MB = 1e6 bytes, and MiB) and the compression ratio.
