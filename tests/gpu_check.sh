@@ -12,7 +12,8 @@
 #                                        packages the build needs into .gpudeps/ (for a GPU
 #                                        machine that cannot reach a package archive)
 # Env:   CUDA_ARCH (default 90: Hopper; 80 for A100), BATCH (256), STEPS (10), JOBS (nproc),
-#        SKIP_BENCH=1 / SKIP_TESTS=1 (e.g. tests in one device call, then the benchmark in a
+#        SKIP_BENCH=1 / SKIP_TESTS=1 / SKIP_TRAIN=1 / SKIP_MAINJOB=1 (e.g. tests in one device
+#        call, then the benchmark and the training runs in a
 #        second call on the still-warm machine, which reuses BUILD_DIR), BUILD_DIR (build-gpu)
 # Exit:  0 all GPU tests passed; 1 a test failed; 2 no GPU / missing dependencies.
 set -uo pipefail
@@ -71,7 +72,7 @@ cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFIRETRAIN
   || { tail -30 "$OUT/cmake.log"; exit 2; }
 grep -E "^-- firetrain:" "$OUT/cmake.log" | tee -a "$OUT/gpu_check.log"
 grep -q "building the CUDA backend" "$OUT/cmake.log" || { echo "gpu_check: CUDA backend not configured" >&2; exit 2; }
-cmake --build "$BUILD_DIR" -j "$JOBS" --target firetrain firetrain_tests firetrain_mpi_tests \
+cmake --build "$BUILD_DIR" -j "$JOBS" --target firetrain firetrain_tests firetrain_mpi_tests ft_fault_tool \
   >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 FT="$BUILD_DIR/firetrain"
 "$FT" --version | tee -a "$OUT/gpu_check.log"
@@ -134,6 +135,45 @@ if [[ ${SKIP_BENCH:-0} != 1 ]]; then
   done
   echo "# ratio = PyTorch ms / firetrain ms (> 1: firetrain faster); n/a: that side failed (see $OUT/bench.err)" | tee -a "$T"
   echo "# PyTorch: torchvision model, channels_last, autocast bf16/fp16 (fp16 with GradScaler), TF32 off for fp32" | tee -a "$T"
+fi
+# The trainer end to end on the GPU (1 rank: NCCL, uploads, checkpoints, resume, eval).
+if [[ ${SKIP_TRAIN:-0} != 1 ]]; then
+  log "train smoke test: synthetic 28x28 data, 60 steps per precision, stop at 30 + resume"
+  W=$(mktemp -d)
+  "$BUILD_DIR/tests/ft_fault_tool" dataset "$W/d.h5" 512 28 1 10 >/dev/null
+  for prec in fp32 bf16 fp16; do
+    A=(train --device cuda --precision "$prec" --data "$W/d.h5" --val "$W/d.h5" --batch 64
+       --steps 60 --lr 0.01 --warmup-steps 5 --log-every 10 --progress plain
+       --checkpoint-dir "$W/ck_$prec" --checkpoint-every 10)
+    if "$FT" "${A[@]}" --stop-at 30 >"$OUT/train_$prec.log" 2>&1 &&
+       "$FT" "${A[@]}" --resume auto >>"$OUT/train_$prec.log" 2>&1 &&
+       grep -q "resumed from" "$OUT/train_$prec.log"; then
+      echo "  $prec: $(grep -E 'final: val' "$OUT/train_$prec.log" | tail -1)"
+    else
+      echo "gpu_check: train smoke test failed in $prec (see $OUT/train_$prec.log)" >&2
+      tail -5 "$OUT/train_$prec.log" >&2
+      fail=1
+    fi
+  done
+  # eval of the fp32 checkpoint: the GPU's top-1/loss against the CPU's on the same weights.
+  for d in cuda cpu; do
+    "$FT" eval --device $d --weights "$W/ck_fp32/ckpt_60.h5" --data "$W/d.h5" 2>&1 | tail -1 \
+      | sed "s/^/  eval --device $d: /" | tee -a "$OUT/train_eval.txt"
+  done
+  rm -rf "$W"
+  # The main job on the GPU (1 rank, the README's config) where the Fashion-MNIST files were
+  # carried (datasets/*.h5, 32 MB): test top-1 and time, fp32 and bf16.
+  if [[ -e $ROOT/datasets/fashion-mnist-train.h5 && ${SKIP_MAINJOB:-0} != 1 ]]; then
+    for prec in fp32 bf16; do
+      log "main job on the GPU, $prec (launch/fashion_mnist.cfg, 1 rank)"
+      t0=$(date +%s.%N)
+      "$FT" train --device cuda --precision "$prec" \
+        --config "$ROOT/launch/fashion_mnist.cfg" --data "$ROOT/datasets/fashion-mnist-train.h5" \
+        --val "$ROOT/datasets/fashion-mnist-test.h5" --progress plain >"$OUT/mainjob_$prec.log" 2>&1 \
+        || fail=1
+      echo "  $prec: $(grep "final: val" "$OUT/mainjob_$prec.log" | tail -1)  [$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s]"
+    done
+  fi
 fi
 log "done (fail=$fail); logs in $OUT"
 exit $fail
