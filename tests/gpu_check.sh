@@ -136,6 +136,15 @@ if [[ ${SKIP_BENCH:-0} != 1 ]]; then
   echo "# ratio = PyTorch ms / firetrain ms (> 1: firetrain faster); n/a: that side failed (see $OUT/bench.err)" | tee -a "$T"
   echo "# PyTorch: torchvision model, channels_last, autocast bf16/fp16 (fp16 with GradScaler), TF32 off for fp32" | tee -a "$T"
 fi
+# The NCCL reducer against nccl-tests' measure of ncclAllReduce on the same bytes (1 rank here:
+# NCCL's all-reduce is then a local copy, so this shows the reducer's fixed overhead; run it
+# under mpirun on a multi-GPU node for the real comparison).
+if [[ ${SKIP_BENCH:-0} != 1 ]]; then
+  log "bench comm --device cuda (1 rank)"
+  "$FT" bench comm --device cuda --models squeezenet1_0,alexnet --repeats 20 --warmup 3 \
+    2>&1 | tee "$OUT/bench_comm_gpu.txt" | grep -E "^  |^# (squeeze|alex|Out)" || fail=1
+fi
+
 # The trainer end to end on the GPU (1 rank: NCCL, uploads, checkpoints, resume, eval).
 if [[ ${SKIP_TRAIN:-0} != 1 ]]; then
   log "train smoke test: synthetic 28x28 data, 60 steps per precision, stop at 30 + resume"

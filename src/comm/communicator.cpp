@@ -359,6 +359,11 @@ double GradReducer::finish() {
   return t1 - t0;
 }
 
+double Reducer::floor_allreduce_s(int) {
+  throw Error(std::string("floor_allreduce_s: not provided by the ") + backend() + " reducer (" +
+              comm_dtype_name(dtype()) + ")");
+}
+
 bool GradReducer::grads_finite() {
   int bad = 0;
   const float* g = grads_;

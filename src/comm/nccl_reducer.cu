@@ -134,6 +134,7 @@ class NcclReducer final : public Reducer {
   const char* backend() const override { return "nccl"; }
   bool grads_finite() override;
   CommDtype dtype() const override { return dtype_; }
+  double floor_allreduce_s(int iters) override;
 
  private:
   struct Bucket {
@@ -366,6 +367,23 @@ double NcclReducer::finish() {
 double NcclReducer::comm_span() const {
   settle();
   return span_;
+}
+
+double NcclReducer::floor_allreduce_s(int iters) {
+  FT_REQUIRE(iters > 0, "floor_allreduce_s: iters must be > 0");
+  if (buf16_) return Reducer::floor_allreduce_s(iters);  // (fp32 only)
+  // After the compute stream's work so far (the caller's upload), then nothing but the calls.
+  FT_CUDA(cudaEventRecord(ev_ready_, cuda::stream()));
+  FT_CUDA(cudaStreamWaitEvent(stream_, ev_ready_, 0));
+  FT_CUDA(cudaEventRecord(ev_start_, stream_));
+  for (int i = 0; i < iters; ++i)
+    FT_NCCL(ncclAllReduce(grads_, grads_, n_, ncclFloat, ncclSum, nccl_, stream_));
+  FT_CUDA(cudaEventRecord(ev_end_, stream_));
+  FT_CUDA(cudaEventSynchronize(ev_end_));
+  check_async();
+  float ms = 0;
+  FT_CUDA(cudaEventElapsedTime(&ms, ev_start_, ev_end_));
+  return double(ms) * 1e-3 / iters;
 }
 
 bool NcclReducer::grads_finite() {

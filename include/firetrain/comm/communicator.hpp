@@ -121,6 +121,12 @@ class Reducer {
   /// Host seconds spent converting to and from the 16-bit comm dtype in the last step (MPI
   /// reducer; 0 for fp32, and for NCCL, whose conversions are kernels on its stream).
   virtual double convert_s() const { return 0; }
+  /// The floor `bench comm` compares the NCCL reducer with (its "allreduce" row): `iters`
+  /// back-to-back in-place ncclAllReduce (sum) calls over the whole fp32 arena and nothing else,
+  /// timed as nccl-tests' all_reduce_perf times them (CUDA events around the loop on the NCCL
+  /// stream); returns seconds per all-reduce. The arena then holds sums of sums. NCCL fp32
+  /// only (the MPI rows time MPI_Allreduce directly); others throw ft::Error.
+  virtual double floor_allreduce_s(int iters);
 };
 
 /// The reducer for gradients living on `d`: MPI (GradReducer) for CPU, NCCL for CUDA.

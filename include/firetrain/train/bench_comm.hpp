@@ -31,7 +31,8 @@ const std::vector<CommBenchModel>& comm_bench_models();
 
 struct CommBenchRow {
   /// variant: "reducer" (bucketed, as in training), "1-bucket" (the reducer with one bucket),
-  /// "allreduce" (one plain MPI_Allreduce: the floor; MPI only).
+  /// "allreduce" (the floor: one plain MPI_Allreduce; NCCL fp32: nccl-tests' measure, 20
+  /// in-place ncclAllReduce calls back to back timed with CUDA events, per call).
   std::string model, variant;
   std::string backend;         // mpi | nccl
   std::string dtype = "fp32";  // what travels: fp32 | bf16 | fp16 (--grad-comm-dtype)
