@@ -3,8 +3,21 @@
 # every GPU test (CPU-vs-CUDA parity of every op and of whole training steps, NCCL all-reduce
 # with exact values), then the GPU step benchmark of SqueezeNet 1.0 and 1.1 at 224x224 side by
 # side with PyTorch (torchvision's models, channels_last, on the same GPU, in the same run), and
-# prints a table with the ratios. Budget: under 8 minutes on one H200 (build ~3 min with 16 cores
-# for one architecture, tests ~1 min, benchmarks ~2 min).
+# prints a table with the ratios; then the NCCL reducer against nccl-tests' measure (1 rank), the
+# trainer end to end on the GPU and, where the Fashion-MNIST files are there, the main job.
+# Budget: build ~2-3 min with 16 cores for one architecture, tests ~1-2 min, step benchmark
+# ~3-4 min, training ~3 min: more than one 10-minute device call; split it (below).
+#
+# With the `device` tool (15 min of device time per task, <= 10 min per command, <= 64 MiB
+# carried; the tree is ~10 MB):
+#   here, once:  tests/gpu_check.sh --prepare      (21 MB of Debian packages into .gpudeps/)
+#   call 1:      SKIP_BENCH=1 SKIP_TRAIN=1 tests/gpu_check.sh          carry [".gpudeps"]
+#   call 2, at once (the machine is still warm and keeps build-gpu/):
+#                SKIP_TESTS=1 tests/gpu_check.sh   carry [".gpudeps", "datasets/fashion-mnist-train.h5",
+#                                                         "datasets/fashion-mnist-test.h5"] (+32 MB)
+# The device tool brings back at most 8 files of $OUT: at exit the script keeps the summaries
+# (gpu_check.log, parity_errors.txt, bench_gpu.txt, bench_comm_gpu.txt, train_eval.txt) and
+# packs every other log into logs.tgz.
 #
 # Usage: tests/gpu_check.sh              build + tests + benchmarks; logs and tables in $OUT
 #                                        (default gpu-check-out/)
@@ -34,6 +47,16 @@ fi
 
 OUT="${OUT:-$ROOT/gpu-check-out}"
 mkdir -p "$OUT"
+KEEP_FILES="gpu_check.log parity_errors.txt bench_gpu.txt bench_comm_gpu.txt train_eval.txt logs.tgz"
+pack_logs() {  # at exit: the summaries stay, every other file of $OUT goes into logs.tgz
+  local others=()
+  for f in "$OUT"/*; do
+    [[ -f $f ]] || continue
+    [[ " $KEEP_FILES " == *" $(basename "$f") "* ]] || others+=("$(basename "$f")")
+  done
+  ((${#others[@]})) && tar czf "$OUT/logs.tgz" -C "$OUT" "${others[@]}" && (cd "$OUT" && rm -f "${others[@]}")
+}
+trap pack_logs EXIT
 BUILD_DIR="${BUILD_DIR:-$ROOT/build-gpu}"
 JOBS="${JOBS:-$(nproc)}"
 log() { echo "== $(date +%T) $*" | tee -a "$OUT/gpu_check.log"; }
