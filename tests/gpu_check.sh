@@ -10,11 +10,13 @@
 #
 # With the `device` tool (15 min of device time per task, <= 10 min per command, <= 64 MiB
 # carried; the tree is ~10 MB):
-#   here, once:  tests/gpu_check.sh --prepare      (21 MB of Debian packages into .gpudeps/)
+#   here, once:  tests/gpu_check.sh --prepare      (29 MB of Debian packages into .gpudeps/)
 #   call 1:      SKIP_BENCH=1 SKIP_TRAIN=1 tests/gpu_check.sh          carry [".gpudeps"]
-#   call 2, at once (the machine is still warm and keeps build-gpu/):
-#                SKIP_TESTS=1 tests/gpu_check.sh   carry [".gpudeps", "datasets/fashion-mnist-train.h5",
-#                                                         "datasets/fashion-mnist-test.h5"] (+32 MB)
+#   call 2, at once (the machine is still warm: build-gpu/ and /tmp/ftsys are still there):
+#                SKIP_TESTS=1 tests/gpu_check.sh   carry ["datasets/fashion-mnist-train.h5",
+#                                                         "datasets/fashion-mnist-test.h5"] (32 MB)
+#   (if the machine was given back in between, call 2 must carry .gpudeps again and then has no
+#   room for the datasets: add SKIP_MAINJOB=1)
 # The device tool brings back at most 8 files of $OUT: at exit the script keeps the summaries
 # (gpu_check.log, parity_errors.txt, bench_gpu.txt, bench_comm_gpu.txt, train_eval.txt) and
 # packs every other log into logs.tgz.
@@ -35,9 +37,17 @@ DEPS="$ROOT/.gpudeps"
 PKGS=(libopenmpi-dev libopenmpi3 openmpi-bin openmpi-common libpmix2 libhwloc15 libevent-core-2.1-7
       libevent-pthreads-2.1-7 libfabric1 libucx0 libpsm2-2 libpsm-infinipath1 librdmacm1
       libibverbs1 libnl-3-200 libnl-route-3-200 libnuma1 libmunge2 libltdl7 libhdf5-dev
-      libhdf5-103-1 libhdf5-hl-100 libsz2 libaec0 libcurl3-gnutls libdnnl-dev libdnnl2
+      libhdf5-103-1 libhdf5-hl-100 libsz2 libaec0 libdnnl-dev libdnnl2
       libgtest-dev googletest libjpeg62-turbo libjpeg62-turbo-dev libjpeg-dev libpng-dev
-      libpng16-16 zlib1g-dev libxnvctrl0 libpciaccess0)
+      libpng16-16 zlib1g-dev libxnvctrl0 libpciaccess0
+      # The rest of the shared libraries firetrain loads (`ldd build/firetrain` on Debian 12,
+      # less glibc, libstdc++, libgcc and CUDA): Debian's libhdf5 links libcurl4 (OpenSSL), which
+      # needs libldap-2.5.so.0 (Ubuntu 24.04 has libldap.so.2), Kerberos, ... (8.8 MB).
+      libcurl4 libldap-2.5-0 libsasl2-2 libsasl2-modules-db libdb5.3 libnghttp2-14 librtmp1
+      libssh2-1 libpsl5 libbrotli1 libgssapi-krb5-2 libkrb5-3 libk5crypto3 libkrb5support0
+      libkeyutils1 libcom-err2 libidn2-0 libunistring2 libgnutls30 libp11-kit0 libtasn1-6
+      libnettle8 libhogweed6 libgmp10 libssl3 libzstd1 libffi8 ocl-icd-libopencl1 libudev1
+      libgomp1)
 
 if [[ ${1:-} == --prepare ]]; then
   mkdir -p "$DEPS" && cd "$DEPS" && apt-get download "${PKGS[@]}" && du -sh "$DEPS"
@@ -65,18 +75,30 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,m
 export PATH="/usr/local/cuda/bin:$PATH"
 command -v nvcc >/dev/null || { echo "gpu_check: no nvcc (CUDA toolkit) found" >&2; exit 2; }
 
-# Dependencies: the system's (as launch/setup.sh installs them), else the carried .gpudeps/.
+# Dependencies: the system's (as launch/setup.sh installs them), else the carried .gpudeps/
+# (extracted once into /tmp/ftsys: a second call on the still-warm machine reuses it and need
+# not carry .gpudeps again).
 CMAKE_EXTRA=()
+ORIG_LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"  # for python3 (PyTorch): not the Debian libraries
 if [[ ! -e /usr/include/oneapi/dnnl/dnnl.hpp ]] || ! command -v mpicc >/dev/null; then
-  [[ -d $DEPS ]] || { echo "gpu_check: oneDNN/MPI/HDF5 missing; run launch/setup.sh, or run" \
-    "'tests/gpu_check.sh --prepare' where apt works and carry .gpudeps/" >&2; exit 2; }
   SYS=/tmp/ftsys
-  log "extracting $(ls "$DEPS"/*.deb | wc -l) Debian packages into $SYS"
-  for f in "$DEPS"/*.deb; do dpkg-deb -x "$f" "$SYS"; done
+  if [[ ! -e $SYS/.complete ]]; then
+    [[ -d $DEPS ]] || { echo "gpu_check: oneDNN/MPI/HDF5 missing; run launch/setup.sh, or run" \
+      "'tests/gpu_check.sh --prepare' where apt works and carry .gpudeps/" >&2; exit 2; }
+    log "extracting $(ls "$DEPS"/*.deb | wc -l) Debian packages into $SYS"
+    for f in "$DEPS"/*.deb; do dpkg-deb -x "$f" "$SYS"; done
+    touch "$SYS/.complete"
+  fi
   L=$SYS/usr/lib/x86_64-linux-gnu
+  # Every library those packages need must resolve here, or the build links but nothing runs.
+  missing=$(LD_LIBRARY_PATH="$L:$L/openmpi/lib:${LD_LIBRARY_PATH:-}" ldd "$L/hdf5/serial/libhdf5.so" \
+    "$L/libdnnl.so" "$L/openmpi/lib/libmpi.so" "$L/libjpeg.so" "$L/libpng.so" 2>&1 \
+    | awk '/not found/ {print $1}' | sort -u | tr '\n' ' ')
+  [[ -z $missing ]] || { echo "gpu_check: shared libraries missing on this machine: $missing-" \
+    "add their Debian packages to PKGS in tests/gpu_check.sh and run --prepare again" >&2; exit 2; }
   export OPAL_PREFIX=$SYS/usr PATH="$SYS/usr/bin:$PATH" LD_LIBRARY_PATH="$L:$L/openmpi/lib:${LD_LIBRARY_PATH:-}"
   CMAKE_EXTRA+=(-DCMAKE_PREFIX_PATH="$SYS/usr" -DMPI_C_COMPILER="$SYS/usr/bin/mpicc.openmpi"
-    -DMPI_C_HEADER_DIR="$L/openmpi/include" -DMPI_C_LIB_NAMES=mpi -DMPI_mpi_LIBRARY="$L/libmpi.so"
+    -DMPI_C_HEADER_DIR="$L/openmpi/include" -DMPI_C_LIB_NAMES=mpi -DMPI_mpi_LIBRARY="$L/openmpi/lib/libmpi.so"
     -DHDF5_C_INCLUDE_DIR="$SYS/usr/include/hdf5/serial" -DHDF5_C_LIBRARY_hdf5="$L/hdf5/serial/libhdf5.so"
     -DHDF5_INCLUDE_DIRS="$SYS/usr/include/hdf5/serial" -DHDF5_C_LIBRARIES="$L/hdf5/serial/libhdf5.so"
     -DHDF5_FOUND=ON -DDNNL_LIB="$L/libdnnl.so" -DDNNL_INCLUDE="$SYS/usr/include"
@@ -84,8 +106,8 @@ if [[ ! -e /usr/include/oneapi/dnnl/dnnl.hpp ]] || ! command -v mpicc >/dev/null
 fi
 # cuDNN and NCCL: the toolkit's, else the nvidia-cudnn / nvidia-nccl Python wheels' (PyTorch's).
 if [[ ! -e /usr/local/cuda/include/cudnn.h ]]; then
-  export CUDNN_ROOT=$(python3 -c 'import nvidia.cudnn as m; print(m.__path__[0])' 2>/dev/null)
-  export NCCL_ROOT=$(python3 -c 'import nvidia.nccl as m; print(m.__path__[0])' 2>/dev/null)
+  export CUDNN_ROOT=$(LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" python3 -c 'import nvidia.cudnn as m; print(m.__path__[0])' 2>/dev/null)
+  export NCCL_ROOT=$(LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" python3 -c 'import nvidia.nccl as m; print(m.__path__[0])' 2>/dev/null)
   export LD_LIBRARY_PATH="$CUDNN_ROOT/lib:$NCCL_ROOT/lib:${LD_LIBRARY_PATH:-}"
 fi
 
@@ -148,7 +170,7 @@ if [[ ${SKIP_BENCH:-0} != 1 ]]; then
     for prec in $precs; do
       ft_ms=$("$FT" bench step --device cuda --precision "$prec" --arch "$arch" --batch "$BATCH" \
         --size 224 --steps "$STEPS" --warmup 5 2>>"$OUT/bench.err" | awk '!/^#/ {print $5}')
-      pt_ms=$(python3 "$ROOT/bench/torch_gpu_step.py" --arch "$arch" --batch "$BATCH" --steps "$STEPS" \
+      pt_ms=$(LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" python3 "$ROOT/bench/torch_gpu_step.py" --arch "$arch" --batch "$BATCH" --steps "$STEPS" \
         --precision "$prec" 2>>"$OUT/bench.err" | sed -n 's/.*median_ms=\([0-9.]*\).*/\1/p')
       awk -v a="$arch" -v p="$prec" -v f="${ft_ms:-0}" -v t="${pt_ms:-0}" -v b="$BATCH" 'BEGIN {
         printf "  %-14s %-9s %10s %10s %10.2f %10.1f %7s\n", a, p,
