@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstdio>
 #include <random>
 #include <sstream>
@@ -722,6 +723,22 @@ TEST(CudaOps, HalfConvolutionsMatchTheCpu) {
     conv_case(shape(3, 64, 31, 29, 3, 2, 1, true, 0, t), 2, true, 400);     // 1.1's stem
     conv_case(shape(64, 16, 9, 11, 1, 1, 0, true, 64, t), 2, false, 500);   // two-part squeeze
     conv_case(shape(5, 7, 10, 9, 3, 2, 1, false, 11, t), 3, false, 600);    // uneven parts
+  }
+}
+
+// The fp32 fallback of a 16-bit convolution for which cuDNN has no 16-bit algorithm (forced by
+// the test hook FT_TEST_CONV_NO_HALF_ALGO=1): the same bounds hold (the fallback keeps more
+// precision: fp32 products, y rounded once).
+TEST(CudaOps, HalfConvolutionFallsBackToFp32WithoutAnAlgorithm) {
+  FT_REQUIRE_GPU();
+  struct Hook {  // set for this test only, whatever happens in it
+    Hook() { setenv("FT_TEST_CONV_NO_HALF_ALGO", "1", 1); }
+    ~Hook() { unsetenv("FT_TEST_CONV_NO_HALF_ALGO"); }
+  } hook;
+  for (DType t : kHalves) {
+    conv_case(shape(3, 64, 31, 29, 3, 2, 1, true, 0, t), 2, true, 700);    // a stem, fp32 x
+    conv_case(shape(16, 64, 13, 13, 3, 1, 1, true, 0, t), 2, false, 710);  // 16-bit x
+    conv_case(shape(64, 16, 9, 11, 1, 1, 0, true, 64, t), 2, false, 720);  // two-part
   }
 }
 

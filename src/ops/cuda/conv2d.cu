@@ -61,6 +61,7 @@
 /// Everything is queued on ft::cuda::stream() (the stream of the cuDNN handle) and is
 /// asynchronous, except the one-off algorithm search.
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -295,6 +296,23 @@ void* scratch(ScratchSlot slot, size_t bytes) {
 
 // ---------------------------------------------------------------------------------------------
 
+/// A 16-bit convolution for which cuDNN has no algorithm (CudaConvHalf then runs the layer in
+/// fp32).
+struct NoAlgorithm : Error {
+  explicit NoAlgorithm(const std::string& what) : Error(what) {}
+};
+
+/// Test hook: FT_TEST_CONV_NO_HALF_ALGO=1 makes every 16-bit algorithm search report "no
+/// algorithm", so the GPU tests run the fp32 fallback on purpose.
+bool test_no_half_algo() {
+  const char* e = std::getenv("FT_TEST_CONV_NO_HALF_ALGO");
+  return e && std::strcmp(e, "1") == 0;
+}
+
+// An algorithm search call: CUDNN_STATUS_NOT_SUPPORTED from a 16-bit search (or the test hook)
+// is NoAlgorithm; any other failure throws as FT_CUDNN does.
+#define FT_CONV_SEARCH(stmt) search_status((stmt), #stmt, __FILE__, __LINE__)
+
 /// Descriptors and algorithms for one batch size.
 struct Plan {
   TensorDesc x, y;  // NHWC (N, C, H, W) and (N, O, OH, OW)
@@ -336,6 +354,18 @@ struct CudaConv final : Conv2d::Impl {
   /// The math type of a 16-bit search's searches (tensor cores allowed; the results say which
   /// one each algorithm used).
   static constexpr cudnnMathType_t kSearchMath = CUDNN_TENSOR_OP_MATH;
+  void search_status(cudnnStatus_t st, const char* stmt, const char* file, int line) const {
+    if (dt_ != DType::F32 && (st == CUDNN_STATUS_NOT_SUPPORTED || test_no_half_algo()))
+      throw NoAlgorithm(std::string(stmt) + ": " + cudnnGetErrorString(st) + " for " +
+                        shape_str(s_, 0) + (test_no_half_algo() ? " (test hook)" : ""));
+    if (st != CUDNN_STATUS_SUCCESS)
+      detail::throw_call_failed("cuDNN", stmt, cudnnGetErrorString(st), file, line);
+  }
+  /// No usable algorithm: NoAlgorithm for 16-bit (the caller falls back to fp32), else an error.
+  [[noreturn]] void no_algorithm(const std::string& why) const {
+    if (dt_ != DType::F32) throw NoAlgorithm(why);
+    detail::throw_call_failed("check", "cuDNN algorithm choice", why, __FILE__, __LINE__);
+  }
 
   ConvShape s_;
   DType dt_;                  // F32, BF16 or F16
@@ -438,17 +468,18 @@ void CudaConv::choose_fwd(Plan& p, int N, const void* x, const void* wk, void* y
   int returned = 0;
   if (use_find()) {
     void* ws = cuda::workspace(kWorkspaceCap);
-    FT_CUDNN(cudnnFindConvolutionForwardAlgorithmEx(h, p.x.d, x, wdesc_.d, wk, conv_.d, p.y.d, y,
+    FT_CONV_SEARCH(cudnnFindConvolutionForwardAlgorithmEx(h, p.x.d, x, wdesc_.d, wk, conv_.d, p.y.d, y,
                                                     int(perf.size()), &returned, perf.data(), ws,
                                                     kWorkspaceCap));
   } else {
-    FT_CUDNN(cudnnGetConvolutionForwardAlgorithm_v7(h, p.x.d, wdesc_.d, conv_.d, p.y.d,
+    FT_CONV_SEARCH(cudnnGetConvolutionForwardAlgorithm_v7(h, p.x.d, wdesc_.d, conv_.d, p.y.d,
                                                     int(perf.size()), &returned, perf.data()));
   }
   const int i = pick(perf, returned, dt_ != DType::F32);
-  FT_REQUIRE(i >= 0, std::string("cuDNN has no ") + dtype_name(dt_) +
-                         " NHWC forward convolution algorithm for " + shape_str(s_, N) +
-                         " within the workspace cap");
+  if (i < 0)
+    no_algorithm(std::string("cuDNN has no ") + dtype_name(dt_) +
+                 " NHWC forward convolution algorithm for " + shape_str(s_, N) +
+                 " within the workspace cap");
   p.fwd_algo = perf[size_t(i)].algo;
   if (dt_ != DType::F32) p.fwd_math = perf[size_t(i)].mathType;
   set_math(p.fwd_math);
@@ -468,18 +499,19 @@ void CudaConv::choose_bwd_data(Plan& p, int N, const void* wk, const void* dy, v
   int returned = 0;
   if (use_find()) {
     void* ws = cuda::workspace(kWorkspaceCap);
-    FT_CUDNN(cudnnFindConvolutionBackwardDataAlgorithmEx(h, wdesc_.d, wk, p.y.d, dy, conv_.d,
+    FT_CONV_SEARCH(cudnnFindConvolutionBackwardDataAlgorithmEx(h, wdesc_.d, wk, p.y.d, dy, conv_.d,
                                                          p.x.d, dx, int(perf.size()), &returned,
                                                          perf.data(), ws, kWorkspaceCap));
   } else {
-    FT_CUDNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, wdesc_.d, p.y.d, conv_.d, p.x.d,
+    FT_CONV_SEARCH(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, wdesc_.d, p.y.d, conv_.d, p.x.d,
                                                          int(perf.size()), &returned,
                                                          perf.data()));
   }
   const int i = pick(perf, returned, dt_ != DType::F32);
-  FT_REQUIRE(i >= 0, std::string("cuDNN has no ") + dtype_name(dt_) +
-                         " NHWC backward-data algorithm for " + shape_str(s_, N) +
-                         " within the workspace cap");
+  if (i < 0)
+    no_algorithm(std::string("cuDNN has no ") + dtype_name(dt_) +
+                 " NHWC backward-data algorithm for " + shape_str(s_, N) +
+                 " within the workspace cap");
   p.bwd_data_algo = perf[size_t(i)].algo;
   if (dt_ != DType::F32) p.bwd_data_math = perf[size_t(i)].mathType;
   set_math(p.bwd_data_math);
@@ -499,19 +531,20 @@ void CudaConv::choose_bwd_filter(Plan& p, int N, const void* x, const void* dy, 
   int returned = 0;
   if (use_find()) {
     void* ws = cuda::workspace(kWorkspaceCap);
-    FT_CUDNN(cudnnFindConvolutionBackwardFilterAlgorithmEx(h, p.x.d, x, p.y.d, dy, conv_.d,
+    FT_CONV_SEARCH(cudnnFindConvolutionBackwardFilterAlgorithmEx(h, p.x.d, x, p.y.d, dy, conv_.d,
                                                            wdesc_.d, dwk, int(perf.size()),
                                                            &returned, perf.data(), ws,
                                                            kWorkspaceCap));
   } else {
-    FT_CUDNN(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p.x.d, p.y.d, conv_.d, wdesc_.d,
+    FT_CONV_SEARCH(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p.x.d, p.y.d, conv_.d, wdesc_.d,
                                                            int(perf.size()), &returned,
                                                            perf.data()));
   }
   const int i = pick(perf, returned, dt_ != DType::F32);
-  FT_REQUIRE(i >= 0, std::string("cuDNN has no ") + dtype_name(dt_) +
-                         " NHWC backward-filter algorithm for " + shape_str(s_, N) +
-                         " within the workspace cap");
+  if (i < 0)
+    no_algorithm(std::string("cuDNN has no ") + dtype_name(dt_) +
+                 " NHWC backward-filter algorithm for " + shape_str(s_, N) +
+                 " within the workspace cap");
   p.bwd_filter_algo = perf[size_t(i)].algo;
   if (dt_ != DType::F32) p.bwd_filter_math = perf[size_t(i)].mathType;
   set_math(p.bwd_filter_math);
@@ -631,6 +664,69 @@ void CudaConv::backward(int N, ConstAct x, const float* w, ConstAct y, float* dy
   }
 }
 
+/// A 16-bit convolution (dense input) that runs in fp32 when cuDNN has no 16-bit algorithm for
+/// its shape (the algorithm searches throw NoAlgorithm; possible for layers whose C or O is not
+/// a multiple of 8, such as the stems' C = 3 or 1 and conv10's O = 10 or 1000): the layer then
+/// widens its input (and, in backward, y for the ReLU mask) into fp32 scratch, runs the fp32
+/// convolution (FMA math, the tested fp32 path) and rounds y to the 16-bit type; weights and
+/// gradients are fp32 anyway. The switch is permanent and reported once on stderr. Backward
+/// may switch after a 16-bit forward: it only reads x, y and w, and a 16-bit backward
+/// interrupted by NoAlgorithm has at most masked dy in place by the same mask (idempotent).
+struct CudaConvHalf final : Conv2d::Impl {
+  explicit CudaConvHalf(const ConvShape& s) : s_(s), half_(s) {}
+  void forward(int N, ConstAct x, const float* w, const float* b, Act y) override {
+    if (!f32_) try {
+        half_.forward(N, x, w, b, y);
+        return;
+      } catch (const NoAlgorithm& e) {
+        fall_back(e);
+      }
+    const int64_t ny = int64_t(N) * s_.OH() * s_.OW() * s_.O;
+    if (yf_.size() < size_t(ny)) yf_.resize(size_t(ny));
+    f32_->forward(N, widen(N, x, xf_, int64_t(s_.H) * s_.W * s_.C), w, b, yf_.data());
+    cuda::copy(ny, yf_.data(), y);
+  }
+  void backward(int N, ConstAct x, const float* w, ConstAct y, float* dy, float* dx, float* dw,
+                float* db) override {
+    if (!f32_) try {
+        half_.backward(N, x, w, y, dy, dx, dw, db);
+        return;
+      } catch (const NoAlgorithm& e) {
+        fall_back(e);
+      }
+    const float* yf = y ? widen(N, y, ymask_, int64_t(s_.OH()) * s_.OW() * s_.O) : nullptr;
+    f32_->backward(N, widen(N, x, xf_, int64_t(s_.H) * s_.W * s_.C), w, yf, dy, dx, dw, db);
+  }
+
+ private:
+  static ConvShape f32_shape(ConvShape s) {
+    s.bf16 = s.fp16 = false;
+    return s;
+  }
+  void fall_back(const NoAlgorithm& e) {
+    std::fprintf(stderr, "firetrain: %s; this layer runs in fp32 instead\n", e.what());
+    f32_ = std::make_unique<CudaConv>(f32_shape(s_));
+  }
+  // a (per_image elements per image) as fp32: itself, or widened into buf.
+  static const float* widen(int N, ConstAct a, Buffer& buf, int64_t per_image) {
+    if (a.dtype() == DType::F32) return a.f32();
+    const int64_t n = int64_t(N) * per_image;
+    if (buf.size() < size_t(n)) buf.resize(size_t(n));
+    cuda::copy(n, a, buf.data());
+    return buf.data();
+  }
+  ConvShape s_;
+  CudaConv half_;
+  std::unique_ptr<CudaConv> f32_;  // set once cuDNN has reported no 16-bit algorithm
+  Buffer xf_{Device::CUDA}, yf_{Device::CUDA}, ymask_{Device::CUDA};
+};
+
+/// The dense convolution of a shape: CudaConv, or CudaConvHalf for 16-bit shapes.
+std::unique_ptr<Conv2d::Impl> make_dense(const ConvShape& s) {
+  if (s.bf16 || s.fp16) return std::make_unique<CudaConvHalf>(s);
+  return std::make_unique<CudaConv>(s);
+}
+
 // (P, Ca) of element type T into channels [off, off + Ca) of y (P, Ctot), or the reverse.
 template <class T>
 __global__ void channel_copy_kernel(int64_t P, int Ca, int off, int Ctot, bool in, const T* src,
@@ -655,9 +751,9 @@ __global__ void channel_copy_kernel(int64_t P, int Ca, int off, int Ctot, bool i
 /// the dense convolution, but not zero-copy (the CPU backend runs one oneDNN convolution per
 /// part instead).
 struct CudaConvTwoPart final : Conv2d::Impl {
-  explicit CudaConvTwoPart(const ConvShape& s) : s_(s), dense_(dense_shape(s)) {}
+  explicit CudaConvTwoPart(const ConvShape& s) : s_(s), dense_(make_dense(dense_shape(s))) {}
   void forward(int N, ConstAct x, const float* w, const float* b, Act y) override {
-    dense_.forward(N, concat(N, x), w, b, y);
+    dense_->forward(N, concat(N, x), w, b, y);
   }
   void backward(int N, ConstAct x, const float* w, ConstAct y, float* dy, float* dx, float* dw,
                 float* db) override {
@@ -668,7 +764,7 @@ struct CudaConvTwoPart final : Conv2d::Impl {
       if (dxcat_.size() < size_t(P * s_.Ct())) dxcat_.resize(size_t(P * s_.Ct()));
       dxc = dxcat_.data();
     }
-    dense_.backward(N, xc, w, y, dy, dxc, dw, db);
+    dense_->backward(N, xc, w, y, dy, dxc, dw, db);
     if (dx) {
       cuda::channel_copy_out(P, s_.C, 0, s_.Ct(), dxc, dx);
       cuda::channel_copy_out(P, s_.C2, s_.C, s_.Ct(), dxc, dx + P * s_.C);
@@ -701,7 +797,7 @@ struct CudaConvTwoPart final : Conv2d::Impl {
     return xc;
   }
   ConvShape s_;
-  CudaConv dense_;
+  std::unique_ptr<Conv2d::Impl> dense_;
   std::unique_ptr<ActBuffer> xcat_;
   Buffer dxcat_{Device::CUDA};
 };
@@ -711,7 +807,7 @@ struct CudaConvTwoPart final : Conv2d::Impl {
 namespace cuda {
 std::unique_ptr<Conv2d::Impl> make_conv2d(const ConvShape& s) {
   if (s.C2 > 0) return std::make_unique<CudaConvTwoPart>(s);
-  return std::make_unique<CudaConv>(s);
+  return make_dense(s);
 }
 }  // namespace cuda
 
