@@ -17,9 +17,10 @@
 #                                                         "datasets/fashion-mnist-test.h5"] (32 MB)
 #   (if the machine was given back in between, call 2 must carry .gpudeps again and then has no
 #   room for the datasets: add SKIP_MAINJOB=1)
-# The device tool brings back at most 8 files of $OUT: at exit the script keeps the summaries
+# The device tool brings back at most 8 files of $OUT: the script writes 5 summaries there
 # (gpu_check.log, parity_errors.txt, bench_gpu.txt, bench_comm_gpu.txt, train_eval.txt) and
-# packs every other log into logs.tgz.
+# logs.tgz, refreshed after every section, with the detailed logs. First attempt on a short
+# lease: add SKIP_MAINJOB=1 (and STEPS=5) to call 2.
 #
 # Usage: tests/gpu_check.sh              build + tests + benchmarks; logs and tables in $OUT
 #                                        (default gpu-check-out/)
@@ -30,7 +31,9 @@
 #        SKIP_BENCH=1 / SKIP_TESTS=1 / SKIP_TRAIN=1 / SKIP_MAINJOB=1 (e.g. tests in one device
 #        call, then the benchmark and the training runs in a
 #        second call on the still-warm machine, which reuses BUILD_DIR), BUILD_DIR (build-gpu)
-# Exit:  0 all GPU tests passed; 1 a test failed; 2 no GPU / missing dependencies.
+# Exit:  0 everything passed; 1 a build, test, benchmark or training step failed, or the GPU
+#        tests skipped for want of a GPU (e.g. a driver too old for the toolkit); 2 no CUDA
+#        toolkit, no CUDA backend configured, or missing dependencies.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEPS="$ROOT/.gpudeps"
@@ -50,28 +53,25 @@ PKGS=(libopenmpi-dev libopenmpi3 openmpi-bin openmpi-common libpmix2 libhwloc15 
       libgomp1)
 
 if [[ ${1:-} == --prepare ]]; then
-  mkdir -p "$DEPS" && cd "$DEPS" && apt-get download "${PKGS[@]}" && du -sh "$DEPS"
+  mkdir -p "$DEPS" && cd "$DEPS" && apt-get download "${PKGS[@]}" && du -sh "$DEPS" || exit 1
   grep -qx '/.gpudeps/' "$ROOT/.git/info/exclude" 2>/dev/null || echo '/.gpudeps/' >>"$ROOT/.git/info/exclude"
   exit $?
 fi
 
 OUT="${OUT:-$ROOT/gpu-check-out}"
 mkdir -p "$OUT"
-KEEP_FILES="gpu_check.log parity_errors.txt bench_gpu.txt bench_comm_gpu.txt train_eval.txt logs.tgz"
-pack_logs() {  # at exit: the summaries stay, every other file of $OUT goes into logs.tgz
-  local others=()
-  for f in "$OUT"/*; do
-    [[ -f $f ]] || continue
-    [[ " $KEEP_FILES " == *" $(basename "$f") "* ]] || others+=("$(basename "$f")")
-  done
-  ((${#others[@]})) && tar czf "$OUT/logs.tgz" -C "$OUT" "${others[@]}" && (cd "$OUT" && rm -f "${others[@]}")
-}
+# $OUT holds at most 6 files (the device tool returns 8): the summaries gpu_check.log,
+# parity_errors.txt, bench_gpu.txt, bench_comm_gpu.txt, train_eval.txt, and logs.tgz, which
+# packs the detailed logs (written to $LOGS) after every section and at exit, so that a run
+# killed at its time limit still returns what it had.
+LOGS=$(mktemp -d /tmp/gpu_check_logs.XXXXXX)
+pack_logs() { tar czf "$OUT/logs.tgz" -C "$LOGS" . 2>/dev/null; }
 trap pack_logs EXIT
 BUILD_DIR="${BUILD_DIR:-$ROOT/build-gpu}"
 JOBS="${JOBS:-$(nproc)}"
 log() { echo "== $(date +%T) $*" | tee -a "$OUT/gpu_check.log"; }
 
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$LOGS/gpu.txt"
 export PATH="/usr/local/cuda/bin:$PATH"
 command -v nvcc >/dev/null || { echo "gpu_check: no nvcc (CUDA toolkit) found" >&2; exit 2; }
 
@@ -86,14 +86,16 @@ if [[ ! -e /usr/include/oneapi/dnnl/dnnl.hpp ]] || ! command -v mpicc >/dev/null
     [[ -d $DEPS ]] || { echo "gpu_check: oneDNN/MPI/HDF5 missing; run launch/setup.sh, or run" \
       "'tests/gpu_check.sh --prepare' where apt works and carry .gpudeps/" >&2; exit 2; }
     log "extracting $(ls "$DEPS"/*.deb | wc -l) Debian packages into $SYS"
-    for f in "$DEPS"/*.deb; do dpkg-deb -x "$f" "$SYS"; done
+    for f in "$DEPS"/*.deb; do
+      dpkg-deb -x "$f" "$SYS" || { echo "gpu_check: cannot extract $f" >&2; exit 2; }
+    done
     touch "$SYS/.complete"
   fi
   L=$SYS/usr/lib/x86_64-linux-gnu
   # Every library those packages need must resolve here, or the build links but nothing runs.
   missing=$(LD_LIBRARY_PATH="$L:$L/openmpi/lib:${LD_LIBRARY_PATH:-}" ldd "$L/hdf5/serial/libhdf5.so" \
     "$L/libdnnl.so" "$L/openmpi/lib/libmpi.so" "$L/libjpeg.so" "$L/libpng.so" 2>&1 \
-    | awk '/not found/ {print $1}' | sort -u | tr '\n' ' ')
+    | awk '/not found/ {print $1} /No such file/ {print $0}' | sort -u | tr '\n' ' ')
   [[ -z $missing ]] || { echo "gpu_check: shared libraries missing on this machine: $missing-" \
     "add their Debian packages to PKGS in tests/gpu_check.sh and run --prepare again" >&2; exit 2; }
   export OPAL_PREFIX=$SYS/usr PATH="$SYS/usr/bin:$PATH" LD_LIBRARY_PATH="$L:$L/openmpi/lib:${LD_LIBRARY_PATH:-}"
@@ -113,12 +115,13 @@ fi
 
 log "configure + build ($BUILD_DIR, sm_${CUDA_ARCH:-90}, $JOBS jobs)"
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFIRETRAIN_CUDA=ON \
-  -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" "${CMAKE_EXTRA[@]}" >"$OUT/cmake.log" 2>&1 \
-  || { tail -30 "$OUT/cmake.log"; exit 2; }
-grep -E "^-- firetrain:" "$OUT/cmake.log" | tee -a "$OUT/gpu_check.log"
-grep -q "building the CUDA backend" "$OUT/cmake.log" || { echo "gpu_check: CUDA backend not configured" >&2; exit 2; }
+  -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" "${CMAKE_EXTRA[@]}" >"$LOGS/cmake.log" 2>&1 \
+  || { tail -30 "$LOGS/cmake.log"; exit 2; }
+grep -E "^-- firetrain:" "$LOGS/cmake.log" | tee -a "$OUT/gpu_check.log"
+grep -q "building the CUDA backend" "$LOGS/cmake.log" || { echo "gpu_check: CUDA backend not configured" >&2; exit 2; }
 cmake --build "$BUILD_DIR" -j "$JOBS" --target firetrain firetrain_tests firetrain_mpi_tests ft_fault_tool \
-  >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+  >"$LOGS/build.log" 2>&1 || { tail -40 "$LOGS/build.log"; exit 1; }
+pack_logs
 FT="$BUILD_DIR/firetrain"
 "$FT" --version | tee -a "$OUT/gpu_check.log"
 
@@ -144,17 +147,18 @@ gtest_ok() {  # log file, exit code, what
 }
 if [[ ${SKIP_TESTS:-0} != 1 ]]; then
   log "GPU tests: op parity (CudaOps, fp32 and 16-bit), whole steps (Archs/CudaNet, Archs/CudaHalfNet)"
-  OMP_NUM_THREADS=4 "$BUILD_DIR/tests/firetrain_tests" --gtest_filter='Cuda*:*/Cuda*' >"$OUT/tests_cuda.log" 2>&1
+  OMP_NUM_THREADS=4 "$BUILD_DIR/tests/firetrain_tests" --gtest_filter='Cuda*:*/Cuda*' >"$LOGS/tests_cuda.log" 2>&1
   rc=$?
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) |OK \]|FAILED \]" "$OUT/tests_cuda.log"
-  gtest_ok "$OUT/tests_cuda.log" $rc "CUDA op/step tests" || fail=1
-  grep "\[ measured \]" "$OUT/tests_cuda.log" > "$OUT/parity_errors.txt"
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |OK \]|FAILED \]" "$LOGS/tests_cuda.log"
+  gtest_ok "$LOGS/tests_cuda.log" $rc "CUDA op/step tests" || fail=1
+  grep "\[ measured \]" "$LOGS/tests_cuda.log" > "$OUT/parity_errors.txt"
   echo "parity errors measured: $(wc -l < "$OUT/parity_errors.txt") lines in $OUT/parity_errors.txt (CPU vs CUDA, norm-wise)"
   log "NCCL all-reduce test (1 rank; more ranks need more GPUs)"
-  "$BUILD_DIR/tests/firetrain_mpi_tests" --gtest_filter='MpiNccl*:MpiReducer*' >"$OUT/tests_nccl.log" 2>&1
+  "$BUILD_DIR/tests/firetrain_mpi_tests" --gtest_filter='MpiNccl*:MpiReducer*' >"$LOGS/tests_nccl.log" 2>&1
   rc=$?
-  grep -E "PASSED|FAILED|SKIPPED" "$OUT/tests_nccl.log"
-  gtest_ok "$OUT/tests_nccl.log" $rc "NCCL tests" || fail=1
+  grep -E "PASSED|FAILED|SKIPPED" "$LOGS/tests_nccl.log"
+  gtest_ok "$LOGS/tests_nccl.log" $rc "NCCL tests" || fail=1
+  pack_logs
 fi
 
 if [[ ${SKIP_BENCH:-0} != 1 ]]; then
@@ -162,23 +166,23 @@ if [[ ${SKIP_BENCH:-0} != 1 ]]; then
   log "step benchmark: batch $BATCH, 224x224, median of $STEPS steps"
   T="$OUT/bench_gpu.txt"
   printf "# firetrain vs PyTorch on %s: one training step (fwd+loss+bwd+SGD), batch %d, 224x224, median of %d steps\n" \
-    "$(cat "$OUT/gpu.txt" 2>/dev/null | cut -d, -f1)" "$BATCH" "$STEPS" | tee "$T"
+    "$(cat "$LOGS/gpu.txt" 2>/dev/null | cut -d, -f1)" "$BATCH" "$STEPS" | tee "$T"
   printf "# %-14s %-9s %10s %10s %10s %10s %7s\n" arch precision ft_ms ft_img/s pt_ms pt_img/s ratio | tee -a "$T"
   for arch in squeezenet1_0 squeezenet1_1; do
     precs="fp32 bf16 fp16"
     [[ $arch == squeezenet1_1 ]] && precs="fp32 bf16"  # (fp16 on one arch: the 8-minute budget)
     for prec in $precs; do
       ft_ms=$("$FT" bench step --device cuda --precision "$prec" --arch "$arch" --batch "$BATCH" \
-        --size 224 --steps "$STEPS" --warmup 5 2>>"$OUT/bench.err" | awk '!/^#/ {print $5}')
+        --size 224 --steps "$STEPS" --warmup 5 2>>"$LOGS/bench.err" | awk '!/^#/ {print $5}')
       pt_ms=$(LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" python3 "$ROOT/bench/torch_gpu_step.py" --arch "$arch" --batch "$BATCH" --steps "$STEPS" \
-        --precision "$prec" 2>>"$OUT/bench.err" | sed -n 's/.*median_ms=\([0-9.]*\).*/\1/p')
+        --precision "$prec" 2>>"$LOGS/bench.err" | sed -n 's/.*median_ms=\([0-9.]*\).*/\1/p')
       awk -v a="$arch" -v p="$prec" -v f="${ft_ms:-0}" -v t="${pt_ms:-0}" -v b="$BATCH" 'BEGIN {
         printf "  %-14s %-9s %10s %10s %10.2f %10.1f %7s\n", a, p,
           (f > 0 ? sprintf("%.2f", f) : "n/a"), (f > 0 ? sprintf("%.1f", b * 1000 / f) : "n/a"),
           t, (t > 0 ? b * 1000 / t : 0), (f > 0 && t > 0 ? sprintf("%.2f", t / f) : "n/a") }' | tee -a "$T"
     done
   done
-  echo "# ratio = PyTorch ms / firetrain ms (> 1: firetrain faster); n/a: that side failed (see $OUT/bench.err)" | tee -a "$T"
+  echo "# ratio = PyTorch ms / firetrain ms (> 1: firetrain faster); n/a: that side failed (see $LOGS/bench.err)" | tee -a "$T"
   echo "# PyTorch: torchvision model, channels_last, autocast bf16/fp16 (fp16 with GradScaler), TF32 off for fp32;" \
     "firetrain's bench step runs no loss scaling (one scale+check pass over 1.2 M gradients: negligible)" | tee -a "$T"
 fi
@@ -189,6 +193,7 @@ if [[ ${SKIP_BENCH:-0} != 1 ]]; then
   log "bench comm --device cuda (1 rank)"
   "$FT" bench comm --device cuda --models squeezenet1_0,alexnet --repeats 20 --warmup 3 \
     2>&1 | tee "$OUT/bench_comm_gpu.txt" | grep -E "^  |^# (squeeze|alex|Out)" || fail=1
+  pack_logs
 fi
 
 # The trainer end to end on the GPU (1 rank: NCCL, uploads, checkpoints, resume, eval).
@@ -200,21 +205,31 @@ if [[ ${SKIP_TRAIN:-0} != 1 ]]; then
     A=(train --device cuda --precision "$prec" --data "$W/d.h5" --val "$W/d.h5" --batch 64
        --steps 60 --lr 0.01 --warmup-steps 5 --log-every 10 --progress plain
        --checkpoint-dir "$W/ck_$prec" --checkpoint-every 10)
-    if "$FT" "${A[@]}" --stop-at 30 >"$OUT/train_$prec.log" 2>&1 &&
-       "$FT" "${A[@]}" --resume auto >>"$OUT/train_$prec.log" 2>&1 &&
-       grep -q "resumed from" "$OUT/train_$prec.log"; then
-      echo "  $prec: $(grep -E 'final: val' "$OUT/train_$prec.log" | tail -1)"
+    if "$FT" "${A[@]}" --stop-at 30 >"$LOGS/train_$prec.log" 2>&1 &&
+       "$FT" "${A[@]}" --resume auto >>"$LOGS/train_$prec.log" 2>&1 &&
+       grep -q "resumed from" "$LOGS/train_$prec.log"; then
+      echo "  $prec: $(grep -E 'final: val' "$LOGS/train_$prec.log" | tail -1)"
     else
-      echo "gpu_check: train smoke test failed in $prec (see $OUT/train_$prec.log)" >&2
-      tail -5 "$OUT/train_$prec.log" >&2
+      echo "gpu_check: train smoke test failed in $prec (see $LOGS/train_$prec.log)" >&2
+      tail -5 "$LOGS/train_$prec.log" >&2
       fail=1
     fi
   done
-  # eval of the fp32 checkpoint: the GPU's top-1/loss against the CPU's on the same weights.
+  # eval of the fp32 checkpoint: the GPU's top-1 and loss against the CPU's on the same
+  # weights (top-1 within one image of 512, loss within 1e-3 relative: fp32 on both).
+  declare -A top1 loss
   for d in cuda cpu; do
-    "$FT" eval --device $d --weights "$W/ck_fp32/ckpt_60.h5" --data "$W/d.h5" 2>&1 | tail -1 \
-      | sed "s/^/  eval --device $d: /" | tee -a "$OUT/train_eval.txt"
+    line=$("$FT" eval --device $d --weights "$W/ck_fp32/ckpt_60.h5" --data "$W/d.h5" 2>&1 | tail -1)
+    echo "  eval --device $d: $line" | tee -a "$OUT/train_eval.txt"
+    top1[$d]=$(sed -n 's/.*top-1 \([0-9.]*\).*/\1/p' <<<"$line")
+    loss[$d]=$(sed -n 's/.*loss \([0-9.]*\).*/\1/p' <<<"$line")
   done
+  if [[ -z ${top1[cuda]} || -z ${top1[cpu]} ]] || ! awk -v a="${top1[cuda]}" -v b="${top1[cpu]}" \
+       -v la="${loss[cuda]}" -v lb="${loss[cpu]}" 'BEGIN { d = a - b; e = la - lb;
+         exit !((d < 0 ? -d : d) <= 1.0 / 512 + 1e-9 && (e < 0 ? -e : e) <= 1e-3 * lb + 1e-6) }'; then
+    echo "gpu_check: eval on the GPU differs from the CPU (or failed)" | tee -a "$OUT/train_eval.txt" >&2
+    fail=1
+  fi
   rm -rf "$W"
   # The main job on the GPU (1 rank, the README's config) where the Fashion-MNIST files were
   # carried (datasets/*.h5, 32 MB): test top-1 and time, fp32 and bf16.
@@ -224,11 +239,14 @@ if [[ ${SKIP_TRAIN:-0} != 1 ]]; then
       t0=$(date +%s.%N)
       "$FT" train --device cuda --precision "$prec" \
         --config "$ROOT/launch/fashion_mnist.cfg" --data "$ROOT/datasets/fashion-mnist-train.h5" \
-        --val "$ROOT/datasets/fashion-mnist-test.h5" --progress plain >"$OUT/mainjob_$prec.log" 2>&1 \
+        --val "$ROOT/datasets/fashion-mnist-test.h5" --progress plain >"$LOGS/mainjob_$prec.log" 2>&1 \
         || fail=1
-      echo "  $prec: $(grep "final: val" "$OUT/mainjob_$prec.log" | tail -1)  [$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s]"
+      echo "  $prec: $(grep "final: val" "$LOGS/mainjob_$prec.log" | tail -1)  [$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s]" \
+        | tee -a "$OUT/train_eval.txt"
+      pack_logs
     done
   fi
+  pack_logs
 fi
 log "done (fail=$fail); logs in $OUT"
 exit $fail

@@ -736,9 +736,17 @@ TEST(CudaOps, HalfConvolutionFallsBackToFp32WithoutAnAlgorithm) {
     ~Hook() { unsetenv("FT_TEST_CONV_NO_HALF_ALGO"); }
   } hook;
   for (DType t : kHalves) {
+    ::testing::internal::CaptureStderr();
     conv_case(shape(3, 64, 31, 29, 3, 2, 1, true, 0, t), 2, true, 700);    // a stem, fp32 x
     conv_case(shape(16, 64, 13, 13, 3, 1, 1, true, 0, t), 2, false, 710);  // 16-bit x
     conv_case(shape(64, 16, 9, 11, 1, 1, 0, true, 64, t), 2, false, 720);  // two-part
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    // The fallback did run (the 16-bit path meets the same bounds): once per convolution.
+    size_t n = 0;
+    for (size_t at = err.find("runs in fp32 instead"); at != std::string::npos;
+         at = err.find("runs in fp32 instead", at + 1))
+      ++n;
+    EXPECT_EQ(n, 3u) << dtype_name(t) << ": " << err;
   }
 }
 

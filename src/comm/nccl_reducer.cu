@@ -371,7 +371,8 @@ double NcclReducer::comm_span() const {
 
 double NcclReducer::floor_allreduce_s(int iters) {
   FT_REQUIRE(iters > 0, "floor_allreduce_s: iters must be > 0");
-  if (buf16_) return Reducer::floor_allreduce_s(iters);  // (fp32 only)
+  if (dtype_ != CommDtype::FP32) return Reducer::floor_allreduce_s(iters);  // (fp32 only)
+  settle();  // a pending comm_span() of the last step reads the timing events first
   // After the compute stream's work so far (the caller's upload), then nothing but the calls.
   FT_CUDA(cudaEventRecord(ev_ready_, cuda::stream()));
   FT_CUDA(cudaStreamWaitEvent(stream_, ev_ready_, 0));
@@ -379,6 +380,9 @@ double NcclReducer::floor_allreduce_s(int iters) {
   for (int i = 0; i < iters; ++i)
     FT_NCCL(ncclAllReduce(grads_, grads_, n_, ncclFloat, ncclSum, nccl_, stream_));
   FT_CUDA(cudaEventRecord(ev_end_, stream_));
+  // As finish(): the watchdog now waits for ev_end_ (a dead peer ends the job, no hang).
+  since_.store(collective_clock(), std::memory_order_relaxed);
+  gen_.fetch_add(1, std::memory_order_release);
   FT_CUDA(cudaEventSynchronize(ev_end_));
   check_async();
   float ms = 0;

@@ -98,6 +98,8 @@ std::vector<CommBenchRow> bench_comm(Communicator& comm, const CommBenchOptions&
     constexpr int kNcclFloorIters = 20;
     for (std::string variant : {"reducer", "1-bucket", "allreduce"}) {
       const bool nccl_floor = variant == "allreduce" && o.device == Device::CUDA;
+      // (1 rank: NCCL's in-place sum has nothing to do; a floor of ~0 would mislead)
+      if (nccl_floor && n == 1) continue;
       for (CommDtype dt : o.dtypes) {
         if (nccl_floor && dt != CommDtype::FP32) continue;
         std::unique_ptr<Reducer> red;

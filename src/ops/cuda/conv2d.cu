@@ -66,6 +66,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -309,9 +310,23 @@ bool test_no_half_algo() {
   return e && std::strcmp(e, "1") == 0;
 }
 
-// An algorithm search call: CUDNN_STATUS_NOT_SUPPORTED from a 16-bit search (or the test hook)
-// is NoAlgorithm; any other failure throws as FT_CUDNN does.
-#define FT_CONV_SEARCH(stmt) search_status((stmt), #stmt, __FILE__, __LINE__)
+/// cuDNN 9 reports "not supported" with detailed codes (NOT_SUPPORTED_SHAPE, _DATA_TYPE,
+/// _LAYOUT, ... 3001-3099): their category is CUDNN_STATUS_NOT_SUPPORTED.
+bool not_supported(cudnnStatus_t st) {
+#ifdef CUDNN_STATUS_CATEGORY
+  return CUDNN_STATUS_CATEGORY(st) == CUDNN_STATUS_NOT_SUPPORTED;
+#else
+  return st == CUDNN_STATUS_NOT_SUPPORTED;
+#endif
+}
+
+// An algorithm search (FT_CONV_SEARCH), or a workspace query or execution (FT_CONV_RUN; with
+// FT_CUDNN_FIND=0 the heuristics run nothing, so "not supported" can first show there): a
+// "not supported" status of a 16-bit convolution (or, for searches, the test hook) is
+// NoAlgorithm, which happens before the call writes anything; any other failure throws as
+// FT_CUDNN does.
+#define FT_CONV_SEARCH(stmt) check_status((stmt), #stmt, __FILE__, __LINE__, true)
+#define FT_CONV_RUN(stmt) check_status((stmt), #stmt, __FILE__, __LINE__, false)
 
 /// Descriptors and algorithms for one batch size.
 struct Plan {
@@ -354,10 +369,12 @@ struct CudaConv final : Conv2d::Impl {
   /// The math type of a 16-bit search's searches (tensor cores allowed; the results say which
   /// one each algorithm used).
   static constexpr cudnnMathType_t kSearchMath = CUDNN_TENSOR_OP_MATH;
-  void search_status(cudnnStatus_t st, const char* stmt, const char* file, int line) const {
-    if (dt_ != DType::F32 && (st == CUDNN_STATUS_NOT_SUPPORTED || test_no_half_algo()))
+  void check_status(cudnnStatus_t st, const char* stmt, const char* file, int line,
+                    bool search) const {
+    const bool hook = search && test_no_half_algo();
+    if (dt_ != DType::F32 && (not_supported(st) || hook))
       throw NoAlgorithm(std::string(stmt) + ": " + cudnnGetErrorString(st) + " for " +
-                        shape_str(s_, 0) + (test_no_half_algo() ? " (test hook)" : ""));
+                        shape_str(s_, 0) + (hook ? " (test hook)" : ""));
     if (st != CUDNN_STATUS_SUCCESS)
       detail::throw_call_failed("cuDNN", stmt, cudnnGetErrorString(st), file, line);
   }
@@ -484,7 +501,7 @@ void CudaConv::choose_fwd(Plan& p, int N, const void* x, const void* wk, void* y
   if (dt_ != DType::F32) p.fwd_math = perf[size_t(i)].mathType;
   set_math(p.fwd_math);
   size_t ws = 0;
-  FT_CUDNN(cudnnGetConvolutionForwardWorkspaceSize(h, p.x.d, wdesc_.d, conv_.d, p.y.d, p.fwd_algo,
+  FT_CONV_RUN(cudnnGetConvolutionForwardWorkspaceSize(h, p.x.d, wdesc_.d, conv_.d, p.y.d, p.fwd_algo,
                                                    &ws));
   p.fwd_ws = std::max(ws, perf[size_t(i)].memory);
   p.have_fwd = true;
@@ -516,7 +533,7 @@ void CudaConv::choose_bwd_data(Plan& p, int N, const void* wk, const void* dy, v
   if (dt_ != DType::F32) p.bwd_data_math = perf[size_t(i)].mathType;
   set_math(p.bwd_data_math);
   size_t ws = 0;
-  FT_CUDNN(cudnnGetConvolutionBackwardDataWorkspaceSize(h, wdesc_.d, p.y.d, conv_.d, p.x.d,
+  FT_CONV_RUN(cudnnGetConvolutionBackwardDataWorkspaceSize(h, wdesc_.d, p.y.d, conv_.d, p.x.d,
                                                         p.bwd_data_algo, &ws));
   p.bwd_data_ws = std::max(ws, perf[size_t(i)].memory);
   p.have_bwd_data = true;
@@ -549,7 +566,7 @@ void CudaConv::choose_bwd_filter(Plan& p, int N, const void* x, const void* dy, 
   if (dt_ != DType::F32) p.bwd_filter_math = perf[size_t(i)].mathType;
   set_math(p.bwd_filter_math);
   size_t ws = 0;
-  FT_CUDNN(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, p.x.d, p.y.d, conv_.d, wdesc_.d,
+  FT_CONV_RUN(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, p.x.d, p.y.d, conv_.d, wdesc_.d,
                                                           p.bwd_filter_algo, &ws));
   p.bwd_filter_ws = std::max(ws, perf[size_t(i)].memory);
   p.have_bwd_filter = true;
@@ -568,7 +585,7 @@ void CudaConv::forward(int N, ConstAct x, const float* w, const float* b, Act y)
   const float one = 1.f, zero = 0.f;
   void* ws = p.fwd_ws ? cuda::workspace(p.fwd_ws) : nullptr;
   set_math(p.fwd_math);
-  FT_CUDNN(cudnnConvolutionForward(cuda::cudnn(), &one, p.x.d, xk, wdesc_.d, wk, conv_.d,
+  FT_CONV_RUN(cudnnConvolutionForward(cuda::cudnn(), &one, p.x.d, xk, wdesc_.d, wk, conv_.d,
                                    p.fwd_algo, ws, p.fwd_ws, &zero, p.y.d, y.raw()));
   const int64_t n = int64_t(N) * s_.OH() * s_.OW() * s_.O;
   with_dtype(dt_, [&](auto t) {
@@ -627,7 +644,7 @@ void CudaConv::backward(int N, ConstAct x, const float* w, ConstAct y, float* dy
     if (!p.have_bwd_data) choose_bwd_data(p, N, wk, dyk, dxk);
     void* ws = p.bwd_data_ws ? cuda::workspace(p.bwd_data_ws) : nullptr;
     set_math(p.bwd_data_math);
-    FT_CUDNN(cudnnConvolutionBackwardData(cuda::cudnn(), &one, wdesc_.d, wk, p.y.d, dyk, conv_.d,
+    FT_CONV_RUN(cudnnConvolutionBackwardData(cuda::cudnn(), &one, wdesc_.d, wk, p.y.d, dyk, conv_.d,
                                           p.bwd_data_algo, ws, p.bwd_data_ws, &zero, p.x.d, dxk));
     if (half)
       with_dtype(dt_, [&](auto t) {
@@ -648,7 +665,7 @@ void CudaConv::backward(int N, ConstAct x, const float* w, ConstAct y, float* dy
   if (!p.have_bwd_filter) choose_bwd_filter(p, N, xk, dyk, dwk);
   void* ws = p.bwd_filter_ws ? cuda::workspace(p.bwd_filter_ws) : nullptr;
   set_math(p.bwd_filter_math);
-  FT_CUDNN(cudnnConvolutionBackwardFilter(cuda::cudnn(), &one, p.x.d, xk, p.y.d, dyk, conv_.d,
+  FT_CONV_RUN(cudnnConvolutionBackwardFilter(cuda::cudnn(), &one, p.x.d, xk, p.y.d, dyk, conv_.d,
                                           p.bwd_filter_algo, ws, p.bwd_filter_ws, &zero, wdesc_.d,
                                           dwk));
   if (!direct_w_) {
@@ -669,17 +686,17 @@ void CudaConv::backward(int N, ConstAct x, const float* w, ConstAct y, float* dy
 /// a multiple of 8, such as the stems' C = 3 or 1 and conv10's O = 10 or 1000): the layer then
 /// widens its input (and, in backward, y for the ReLU mask) into fp32 scratch, runs the fp32
 /// convolution (FMA math, the tested fp32 path) and rounds y to the 16-bit type; weights and
-/// gradients are fp32 anyway. The switch is permanent and reported once on stderr. Backward
+/// gradients are fp32 anyway. The switch is per batch size (plans are), reported on stderr. Backward
 /// may switch after a 16-bit forward: it only reads x, y and w, and a 16-bit backward
 /// interrupted by NoAlgorithm has at most masked dy in place by the same mask (idempotent).
 struct CudaConvHalf final : Conv2d::Impl {
   explicit CudaConvHalf(const ConvShape& s) : s_(s), half_(s) {}
   void forward(int N, ConstAct x, const float* w, const float* b, Act y) override {
-    if (!f32_) try {
+    if (!fp32_batches_.count(N)) try {
         half_.forward(N, x, w, b, y);
         return;
       } catch (const NoAlgorithm& e) {
-        fall_back(e);
+        fall_back(N, e);
       }
     const int64_t ny = int64_t(N) * s_.OH() * s_.OW() * s_.O;
     if (yf_.size() < size_t(ny)) yf_.resize(size_t(ny));
@@ -688,11 +705,11 @@ struct CudaConvHalf final : Conv2d::Impl {
   }
   void backward(int N, ConstAct x, const float* w, ConstAct y, float* dy, float* dx, float* dw,
                 float* db) override {
-    if (!f32_) try {
+    if (!fp32_batches_.count(N)) try {
         half_.backward(N, x, w, y, dy, dx, dw, db);
         return;
       } catch (const NoAlgorithm& e) {
-        fall_back(e);
+        fall_back(N, e);
       }
     const float* yf = y ? widen(N, y, ymask_, int64_t(s_.OH()) * s_.OW() * s_.O) : nullptr;
     f32_->backward(N, widen(N, x, xf_, int64_t(s_.H) * s_.W * s_.C), w, yf, dy, dx, dw, db);
@@ -703,9 +720,12 @@ struct CudaConvHalf final : Conv2d::Impl {
     s.bf16 = s.fp16 = false;
     return s;
   }
-  void fall_back(const NoAlgorithm& e) {
-    std::fprintf(stderr, "firetrain: %s; this layer runs in fp32 instead\n", e.what());
-    f32_ = std::make_unique<CudaConv>(f32_shape(s_));
+  void fall_back(int N, const NoAlgorithm& e) {
+    (void)cudaGetLastError();  // (a failed search may leave a launch error behind)
+    std::fprintf(stderr, "firetrain: %s; this layer runs in fp32 instead at batch size %d\n",
+                 e.what(), N);
+    fp32_batches_.insert(N);
+    if (!f32_) f32_ = std::make_unique<CudaConv>(f32_shape(s_));
   }
   // a (per_image elements per image) as fp32: itself, or widened into buf.
   static const float* widen(int N, ConstAct a, Buffer& buf, int64_t per_image) {
@@ -717,7 +737,8 @@ struct CudaConvHalf final : Conv2d::Impl {
   }
   ConvShape s_;
   CudaConv half_;
-  std::unique_ptr<CudaConv> f32_;  // set once cuDNN has reported no 16-bit algorithm
+  std::set<int> fp32_batches_;     // batch sizes cuDNN has no 16-bit algorithm for
+  std::unique_ptr<CudaConv> f32_;  // their fp32 convolution (made at the first such size)
   Buffer xf_{Device::CUDA}, yf_{Device::CUDA}, ymask_{Device::CUDA};
 };
 
