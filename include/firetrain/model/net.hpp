@@ -76,10 +76,10 @@ struct NetSpec {
   std::string bypass = "none";
   /// The Fire modules (squeezenet archs only; alexnet takes only the defaults).
   FireMeta fire{};
-  /// "fp32", or "bf16": convolutions compute in bf16 with fp32 accumulation (see
-  /// ConvShape::bf16) and the layer outputs they feed are stored as bf16 (half the activation
-  /// memory); weights, gradients, the net input, the logits and AlexNet's classifier stay fp32.
-  /// CPU only so far.
+  /// "fp32", "bf16" or "fp16": convolutions compute in 16 bits with fp32 accumulation (see
+  /// ConvShape::bf16 / fp16) and the layer outputs they feed are stored in 16 bits (half the
+  /// activation memory); weights, gradients, the net input, the logits and AlexNet's classifier
+  /// stay fp32. bf16 on the CPU and CUDA; fp16 on CUDA only (InputError on the CPU).
   std::string precision = "fp32";
 };
 

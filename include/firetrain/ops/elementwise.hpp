@@ -2,9 +2,9 @@
 /// FT_HD inline functions so the CPU and CUDA kernels share it.
 ///
 /// The ops that touch activations take them as ConstAct / Act (act.hpp): fp32 or bf16 on the
-/// CPU, where bf16 values are widened to fp32, combined in fp32 and rounded back (RNE) once per
-/// result; mixed dtypes convert. The CUDA versions take fp32 only (bf16 is CPU-only; a bf16
-/// view there throws). Gradients are fp32 everywhere.
+/// CPU, fp32, bf16 or fp16 on CUDA; 16-bit values are widened to fp32, combined in fp32 and
+/// rounded back (RNE) once per result, with the same cvt:: conversions on both devices; mixed
+/// dtypes convert. Gradients are fp32 everywhere.
 #pragma once
 
 #include <cstdint>

@@ -18,8 +18,8 @@ void linear_forward(int N, int I, int O, bool relu, const float* x, const float*
                     const float* b, float* y);
 void linear_backward(int N, int I, int O, bool relu, const float* x, const float* w,
                      const float* y, float* dy, float* dx, float* dw, float* db);
-/// x (N, H, W, C) -> y (N, C, H, W), and back. nhwc_to_nchw reads an activation of either
-/// dtype (AlexNet's bf16 features) and writes fp32 (its classifier is fp32).
+/// x (N, H, W, C) -> y (N, C, H, W), and back. nhwc_to_nchw reads an activation of any dtype
+/// (AlexNet's 16-bit features) and writes fp32 (its classifier is fp32).
 void nhwc_to_nchw(int N, int H, int W, int C, ConstAct x, float* y);
 void nchw_to_nhwc(int N, int H, int W, int C, const float* x, float* y);
 }  // namespace cpu

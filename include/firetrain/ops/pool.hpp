@@ -1,5 +1,5 @@
 /// @brief Max pooling (ceil mode, as Caffe and torchvision's SqueezeNet) and global average
-/// pooling, NHWC. Activations (x, y) are fp32 or, on the CPU, bf16 (act.hpp); gradients fp32.
+/// pooling, NHWC. Activations (x, y) are fp32, bf16 or (CUDA) fp16 (act.hpp); gradients fp32.
 #pragma once
 
 #include <memory>
@@ -26,8 +26,9 @@ class MaxPool2d {
   ~MaxPool2d();
   MaxPool2d(MaxPool2d&&) noexcept;
   const PoolShape& shape() const { return s_; }
-  /// x (N, H, W, C) -> y (N, OH, OW, C), both of one dtype (CPU: fp32 or bf16; the max of
-  /// bf16 values is exact, so bf16 gives the fp32 result on bf16-representable inputs).
+  /// x (N, H, W, C) -> y (N, OH, OW, C), both of one dtype (CPU: fp32 or bf16; CUDA: also
+  /// fp16; the max of 16-bit values is exact, so 16 bits give the fp32 result on
+  /// representable inputs).
   void forward(int N, ConstAct x, Act y);
   /// dy (N, OH, OW, C) -> dx (N, H, W, C) (fp32), overwritten, given the forward's x and y.
   /// Each window's gradient goes to its first maximum in row-major order, as in torch.
