@@ -2,9 +2,7 @@
 /// length-limited), fp16 and CRC-32, prune -> quantize -> file -> decode exactness, corrupt and
 /// truncated files rejected, and the CLI round trip (compress, then eval/predict read the file).
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>

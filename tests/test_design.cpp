@@ -2,7 +2,6 @@
 /// variants against hand-computed values, the complex bypass against the naive double
 /// reference and central differences, and `firetrain sweep` end to end on a tiny dataset.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <array>
 #include <cmath>
@@ -13,6 +12,7 @@
 #include <sstream>
 
 #include "common/check.hpp"
+#include "common/cli.hpp"
 #include "common/naive.hpp"
 #include "firetrain/core/error.hpp"
 #include "firetrain/data/dataset.hpp"
@@ -527,20 +527,8 @@ TEST(Design, SharedLinePlotAxesAndSeries) {
   EXPECT_THROW(render_line_plot(LinePlot{}), InputError);
 }
 
-struct CmdResult {
-  int code = -1;
-  std::string out;
-};
-CmdResult run_cmd(const std::string& cmd) {
-  CmdResult r;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using test::CmdResult;
+CmdResult run_cmd(const std::string& cmd) { return test::run_shell(cmd); }
 
 /// n random 28x28x1 images, labels i % 4, written to dir/name; returns the path.
 std::string tiny_dataset(const fs::path& dir, const std::string& name, int n, unsigned seed = 3) {

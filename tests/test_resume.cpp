@@ -3,10 +3,8 @@
 /// skipping a corrupt newest checkpoint, --keep-checkpoints, checksums, checkpoint write
 /// failures, non-finite gradients.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -50,18 +48,7 @@ class ResumeTest : public ::testing::Test {
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     // 64 images of 28x28x1, 10 classes: a bright 6x6 square whose place depends on the class.
-    const int n = 64, S = 28;
-    std::vector<uint8_t> img(size_t(n) * S * S);
-    std::vector<int32_t> lab(static_cast<size_t>(n));
-    for (int i = 0; i < n; ++i) {
-      lab[size_t(i)] = i % 10;
-      uint8_t* x = img.data() + size_t(i) * S * S;
-      for (int j = 0; j < S * S; ++j) x[j] = uint8_t((j * 37 + i * 11) % 40);
-      const int r0 = (lab[size_t(i)] * 3) % (S - 6), c0 = (lab[size_t(i)] * 7) % (S - 6);
-      for (int r = r0; r < r0 + 6; ++r)
-        for (int c = c0; c < c0 + 6; ++c) x[r * S + c] = 220;
-    }
-    write_dataset(p("d.h5"), img.data(), lab.data(), n, S, S, 1, 10, {});
+    test::write_square_dataset(p("d.h5"), 64);
   }
   void TearDown() override { fs::remove_all(dir_); }
   std::string p(const std::string& name) const { return (dir_ / name).string(); }

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <vector>
 
+#include "firetrain/data/dataset.hpp"
 #include "firetrain/io/h5.hpp"
 
 namespace ft::test {
@@ -47,6 +48,22 @@ CmdResult run_firetrain(const std::string& args, const std::string& env) {
                                            << " and " << b;
   }
   return ::testing::AssertionSuccess();
+}
+
+void write_square_dataset(const std::string& path, int n, const std::vector<float>& std) {
+  const int S = 28;
+  std::vector<uint8_t> img(size_t(n) * S * S);
+  std::vector<int32_t> lab(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    lab[size_t(i)] = i % 10;
+    uint8_t* x = img.data() + size_t(i) * S * S;
+    for (int j = 0; j < S * S; ++j) x[j] = uint8_t((j * 37 + i * 11) % 40);
+    const int r0 = (lab[size_t(i)] * 3) % (S - 6), c0 = (lab[size_t(i)] * 7) % (S - 6);
+    for (int r = r0; r < r0 + 6; ++r)
+      for (int c = c0; c < c0 + 6; ++c) x[r * S + c] = 220;
+  }
+  write_dataset(path, img.data(), lab.data(), n, S, S, 1, 10, {},
+                std.empty() ? std::vector<float>{} : std::vector<float>{0.f}, std);
 }
 
 }  // namespace ft::test

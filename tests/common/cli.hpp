@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 namespace ft::test {
 
@@ -24,5 +25,10 @@ CmdResult run_firetrain(const std::string& args, const std::string& env = "");
 /// differs.
 ::testing::AssertionResult same_tensors(const std::string& a, const std::string& b,
                                         const std::string& group);
+
+/// A small learnable dataset for short trainings: n images of 28x28x1, label i % 10, a bright
+/// 6x6 square whose place depends on the class on a fixed background pattern. `std`: the
+/// dataset's normalization (mean 0; empty: none, pixels in [0, 1]).
+void write_square_dataset(const std::string& path, int n, const std::vector<float>& std = {});
 
 }  // namespace ft::test

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cli.hpp"
 #include "firetrain/comm/communicator.hpp"
 #include "firetrain/data/dataset.hpp"
 #include "firetrain/model/net.hpp"
@@ -25,21 +26,7 @@ std::string write_data(Communicator& world, const std::string& name,
                        const std::vector<float>& std) {
   const std::string path =
       ::testing::TempDir() + "ft_mpi_ls_" + name + "_np" + std::to_string(world.size()) + ".h5";
-  if (world.rank() == 0) {
-    const int n = 48, S = 28;
-    std::vector<uint8_t> img(size_t(n) * S * S);
-    std::vector<int32_t> lab(static_cast<size_t>(n));
-    for (int i = 0; i < n; ++i) {
-      lab[size_t(i)] = i % 10;
-      uint8_t* x = img.data() + size_t(i) * S * S;
-      for (int j = 0; j < S * S; ++j) x[j] = uint8_t((j * 37 + i * 11) % 40);
-      const int r0 = (lab[size_t(i)] * 3) % (S - 6), c0 = (lab[size_t(i)] * 7) % (S - 6);
-      for (int r = r0; r < r0 + 6; ++r)
-        for (int c = c0; c < c0 + 6; ++c) x[r * S + c] = 220;
-    }
-    write_dataset(path, img.data(), lab.data(), n, S, S, 1, 10, {},
-                  std.empty() ? std::vector<float>{} : std::vector<float>{0.f}, std);
-  }
+  if (world.rank() == 0) test::write_square_dataset(path, 48, std);
   MPI_Barrier(MPI_COMM_WORLD);
   return path;
 }

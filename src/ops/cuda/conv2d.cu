@@ -150,21 +150,6 @@ __global__ void ohwi_to_oihw_kernel(int64_t total, int C, int k, const TI* in, T
   }
 }
 
-// out[i] = TO(in[i]).
-template <class TI, class TO>
-__global__ void convert_kernel(int64_t n, const TI* __restrict__ in, TO* __restrict__ out) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x)
-    store(out, i, load(in, i));
-}
-
-template <class TI, class TO>
-void convert(int64_t n, const TI* in, TO* out) {
-  if (n <= 0) return;
-  convert_kernel<TI, TO><<<cuda::grid_for(n), 256, 0, cuda::stream()>>>(n, in, out);
-  FT_CUDA_LAUNCH();
-}
-
 // y (n / O rows, O) = relu?(y + b), bias broadcast over the last (channel) dimension. Index type
 // I is 32-bit when n fits (cheaper modulo), 64-bit otherwise.
 template <class I, class T>
@@ -447,16 +432,16 @@ const void* CudaConv::weights_k(const float* w, bool reuse_ok) {
     w_src_ = nullptr;
   }
   if (!(reuse_ok && w_src_ == w)) {
-    with_dtype(dt_, [&](auto t) {
-      using T = decltype(t);
-      T* out = typed<T>(w_k_.view());
-      if (same_layout_)
-        convert_kernel<float, T><<<cuda::grid_for(total), 256, 0, cuda::stream()>>>(total, w, out);
-      else
+    if (same_layout_) {
+      cuda::copy(total, w, w_k_.view());  // (rounds to dt_)
+    } else {
+      with_dtype(dt_, [&](auto t) {
+        using T = decltype(t);
         oihw_to_ohwi_kernel<float, T><<<cuda::grid_for(total), 256, 0, cuda::stream()>>>(
-            total, s_.C, s_.k, w, out);
-    });
-    FT_CUDA_LAUNCH();
+            total, s_.C, s_.k, w, typed<T>(w_k_.view()));
+      });
+      FT_CUDA_LAUNCH();
+    }
     w_src_ = w;
   }
   return w_k_.view().raw();
@@ -469,10 +454,7 @@ const void* CudaConv::input_k(int N, ConstAct x) {
                  dtype_name(dt_) + " input, got " + dtype_name(x.dtype()));
   const int64_t n = int64_t(N) * s_.H * s_.W * s_.C;
   void* xk = scratch(kSlotX16, size_t(n) * dtype_size(dt_));
-  with_dtype(dt_, [&](auto t) {
-    using T = decltype(t);
-    convert(n, x.f32(), static_cast<T*>(xk));
-  });
+  with_dtype(dt_, [&](auto t) { cuda::copy(n, x, Act(static_cast<decltype(t)*>(xk))); });
   return xk;
 }
 
@@ -648,8 +630,7 @@ void CudaConv::backward(int N, ConstAct x, const float* w, ConstAct y, float* dy
                                           p.bwd_data_algo, ws, p.bwd_data_ws, &zero, p.x.d, dxk));
     if (half)
       with_dtype(dt_, [&](auto t) {
-        using T = decltype(t);
-        convert(nx, static_cast<const T*>(dxk), dx);
+        cuda::copy(nx, ConstAct(static_cast<const decltype(t)*>(dxk)), dx);  // widens
       });
   }
 
@@ -668,14 +649,13 @@ void CudaConv::backward(int N, ConstAct x, const float* w, ConstAct y, float* dy
   FT_CONV_RUN(cudnnConvolutionBackwardFilter(cuda::cudnn(), &one, p.x.d, xk, p.y.d, dyk, conv_.d,
                                           p.bwd_filter_algo, ws, p.bwd_filter_ws, &zero, wdesc_.d,
                                           dwk));
-  if (!direct_w_) {
+  if (same_layout_ && !direct_w_) {
+    cuda::copy(nw, dw_k_.view(), dw);  // widens
+  } else if (!direct_w_) {
     with_dtype(dt_, [&](auto t) {
       using T = decltype(t);
-      const T* in = static_cast<const T*>(dwk);
-      if (same_layout_)
-        convert_kernel<T, float><<<cuda::grid_for(nw), 256, 0, st>>>(nw, in, dw);
-      else
-        ohwi_to_oihw_kernel<T, float><<<cuda::grid_for(nw), 256, 0, st>>>(nw, s_.C, s_.k, in, dw);
+      ohwi_to_oihw_kernel<T, float><<<cuda::grid_for(nw), 256, 0, st>>>(
+          nw, s_.C, s_.k, static_cast<const T*>(dwk), dw);
     });
     FT_CUDA_LAUNCH();
   }
