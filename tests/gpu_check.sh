@@ -180,8 +180,17 @@ if [[ ${SKIP_BENCH:-0} != 1 ]]; then
         printf "  %-14s %-9s %10s %10s %10.2f %10.1f %7s\n", a, p,
           (f > 0 ? sprintf("%.2f", f) : "n/a"), (f > 0 ? sprintf("%.1f", b * 1000 / f) : "n/a"),
           t, (t > 0 ? b * 1000 / t : 0), (f > 0 && t > 0 ? sprintf("%.2f", t / f) : "n/a") }' | tee -a "$T"
+      [[ $arch == squeezenet1_0 && $prec == bf16 ]] && zc_ms=$ft_ms
     done
   done
+  # The zero-copy Fire concat (two-part 1x1 convolutions as cuBLAS GEMMs on the parts, the
+  # default) against copying the concat for cuDNN (FT_CONV_TWO_PART=copy), in the same run.
+  cp_ms=$(FT_CONV_TWO_PART=copy "$FT" bench step --device cuda --precision bf16 --arch squeezenet1_0 \
+    --batch "$BATCH" --size 224 --steps "$STEPS" --warmup 5 2>>"$LOGS/bench.err" | awk '!/^#/ {print $5}')
+  awk -v z="${zc_ms:-0}" -v c="${cp_ms:-0}" 'BEGIN {
+    printf "# squeezenet1_0 bf16, Fire concat copied (FT_CONV_TWO_PART=copy): %s ms; zero-copy: %s ms; copy/zero-copy %s\n",
+      (c > 0 ? sprintf("%.2f", c) : "n/a"), (z > 0 ? sprintf("%.2f", z) : "n/a"),
+      (c > 0 && z > 0 ? sprintf("%.2f", c / z) : "n/a") }' | tee -a "$T"
   echo "# ratio = PyTorch ms / firetrain ms (> 1: firetrain faster); n/a: that side failed (see $LOGS/bench.err)" | tee -a "$T"
   echo "# PyTorch: torchvision model, channels_last, autocast bf16/fp16 (fp16 with GradScaler), TF32 off for fp32;" \
     "firetrain's bench step runs no loss scaling (one scale+check pass over 1.2 M gradients: negligible)" | tee -a "$T"

@@ -353,7 +353,9 @@ TEST(Compress, CentroidGradientMatchesFiniteDifferencesThroughTheNet) {
     centroid_sgd_step(t, grads[ti].data(), lr, 0.9f, vel, true);
     for (size_t i = 0; i < t.numel(); ++i) {
       v[ti].data[i] = t.value(i);
-      if (!mask[v[ti].offset + i]) ASSERT_EQ(v[ti].data[i], 0.f) << t.name << " " << i;
+      if (!mask[v[ti].offset + i]) {
+        ASSERT_EQ(v[ti].data[i], 0.f) << t.name << " " << i;
+      }
     }
   }
   const double l1 = loss(), predicted = double(lr) * g2;

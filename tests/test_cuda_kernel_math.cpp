@@ -3,10 +3,14 @@
 /// 16-bit loads/stores of act.cuh) run on the CPU against the cpu:: ops, EXACTLY, in every
 /// build: the GPU kernels apply these functions once per output element, so their index math
 /// and first-maximum rule are checked here even where no GPU exists (the CudaOps tests then
-/// check the launches on a GPU).
+/// check the launches on a GPU). Also the GEMM plan of the zero-copy two-part 1×1 convolution
+/// (src/ops/cuda/two_part_gemm.hpp), run through a reference column-major GEMM against the CPU
+/// convolution.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <cstring>
 #include <random>
 #include <string>
@@ -14,9 +18,11 @@
 
 #include "common/check.hpp"
 #include "firetrain/core/half.hpp"
+#include "firetrain/ops/conv2d.hpp"
 #include "firetrain/ops/elementwise.hpp"
 #include "firetrain/ops/pool.hpp"
 #include "ops/cuda/kernel_math.cuh"
+#include "ops/cuda/two_part_gemm.hpp"
 
 namespace ft {
 namespace {
@@ -118,8 +124,12 @@ TEST(CudaKernelMath, DropoutEqualsTheCpu) {
       kept += g != 0.f;
     }
     EXPECT_EQ(bad, 0u) << "p=" << p;
-    if (p == 0.f) EXPECT_EQ(kept, n);
-    if (p == 0.5f) EXPECT_GT(kept, n / 4);
+    if (p == 0.f) {
+      EXPECT_EQ(kept, n);
+    }
+    if (p == 0.5f) {
+      EXPECT_GT(kept, n / 4);
+    }
   }
 }
 
@@ -153,6 +163,96 @@ TEST(CudaKernelMath, SixteenBitLoadsAndStoresAreTheCpuConversions) {
     EXPECT_EQ(cuda::load(&b, 0), cvt::bf16_to_fp32(b.bits));
     const float back = cuda::load(&h, 0), expect = cvt::fp16_to_fp32(h.bits);
     EXPECT_EQ(std::memcmp(&back, &expect, 4), 0) << f;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The two-part 1×1 convolution as GEMMs (two_part_gemm.hpp).
+
+struct GemmOperands {
+  fvec x, w, y, dy, dx, dw;
+  fvec& of(cuda::two_part::Operand o) {
+    using cuda::two_part::Operand;
+    switch (o) {
+      case Operand::X: return x;
+      case Operand::W: return w;
+      case Operand::Y: return y;
+      case Operand::DY: return dy;
+      case Operand::DX: return dx;
+      case Operand::DW: return dw;
+    }
+    return x;
+  }
+};
+
+/// A column-major (rows × cols) matrix m must lie inside v, with ld >= rows (what cuBLAS
+/// requires and what keeps the columns from overlapping).
+void expect_inside(const fvec& v, cuda::two_part::Mat m, int rows, int cols, const char* what) {
+  EXPECT_GE(m.ld, rows) << what;
+  EXPECT_GE(m.offset, 0) << what;
+  EXPECT_LE(m.offset + int64_t(cols - 1) * m.ld + rows, int64_t(v.size())) << what;
+}
+
+/// cublasGemmEx's semantics, column-major, fp32 with a double accumulator; C is not read when
+/// beta == 0 (as in BLAS).
+void reference_gemm(const cuda::two_part::Gemm& g, GemmOperands& t) {
+  const fvec& A = t.of(g.a.of);
+  const fvec& B = t.of(g.b.of);
+  fvec& Cm = t.of(g.c.of);
+  expect_inside(A, g.a, g.trans_a ? g.k : g.m, g.trans_a ? g.m : g.k, "A");
+  expect_inside(B, g.b, g.trans_b ? g.n : g.k, g.trans_b ? g.k : g.n, "B");
+  expect_inside(Cm, g.c, g.m, g.n, "C");
+  if (::testing::Test::HasFailure()) return;
+  for (int i = 0; i < g.m; ++i)
+    for (int j = 0; j < g.n; ++j) {
+      double s = 0.0;
+      for (int p = 0; p < g.k; ++p) {
+        const float a = g.trans_a ? A[size_t(g.a.offset + p + int64_t(i) * g.a.ld)]
+                                  : A[size_t(g.a.offset + i + int64_t(p) * g.a.ld)];
+        const float b = g.trans_b ? B[size_t(g.b.offset + j + int64_t(p) * g.b.ld)]
+                                  : B[size_t(g.b.offset + p + int64_t(j) * g.b.ld)];
+        s += double(a) * double(b);
+      }
+      float& c = Cm[size_t(g.c.offset + i + int64_t(j) * g.c.ld)];
+      c = g.beta == 0.f ? float(s) : float(s + double(g.beta) * double(c));
+    }
+}
+
+// The plan's GEMMs compute the CPU convolution's y, dx and dw (no bias, no ReLU: those are
+// the same kernels as the dense path's). Uneven parts (C != C2) catch a part offset taken from
+// the wrong part; NaN-filled outputs catch an element left unwritten; the extent checks catch
+// a leading dimension that would read across parts.
+TEST(CudaKernelMath, TwoPartGemmPlanIsTheConvolution) {
+  struct Case {
+    int N, C, C2, O, H, W;
+  };
+  for (const Case& k : {Case{2, 5, 11, 7, 3, 4}, Case{1, 16, 16, 8, 5, 5}, Case{3, 12, 4, 9, 2, 3}}) {
+    SCOPED_TRACE("N=" + std::to_string(k.N) + " C=" + std::to_string(k.C) + "+" +
+                 std::to_string(k.C2) + " O=" + std::to_string(k.O));
+    ConvShape s;
+    s.C = k.C, s.C2 = k.C2, s.O = k.O, s.H = k.H, s.W = k.W, s.k = 1, s.relu = false;
+    const int P = k.N * k.H * k.W;
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    GemmOperands t;
+    t.x = test::random_floats(size_t(P) * s.Ct(), 11);
+    t.w = test::random_floats(size_t(s.weight_numel()), 12);
+    t.dy = test::random_floats(size_t(P) * k.O, 13);
+    t.y.assign(size_t(P) * k.O, nan);
+    t.dx.assign(t.x.size(), nan);
+    t.dw.assign(t.w.size(), nan);
+
+    Conv2d cpu(s, Device::CPU);
+    const fvec zero_b(size_t(k.O), 0.f);
+    fvec y(t.y.size()), dx(t.dx.size()), dw(t.dw.size()), db(size_t(k.O)), dy = t.dy;
+    cpu.forward(k.N, t.x.data(), t.w.data(), zero_b.data(), y.data());
+    cpu.backward(k.N, t.x.data(), t.w.data(), nullptr, dy.data(), dx.data(), dw.data(), db.data());
+
+    for (const auto& g : cuda::two_part::forward(P, k.C, k.C2, k.O)) reference_gemm(g, t);
+    for (const auto& g : cuda::two_part::backward_data(P, k.C, k.C2, k.O)) reference_gemm(g, t);
+    for (const auto& g : cuda::two_part::backward_filter(P, k.C, k.C2, k.O)) reference_gemm(g, t);
+    EXPECT_TRUE(test::expect_close(t.y, y, 1e-5, 1e-6, "forward y"));
+    EXPECT_TRUE(test::expect_close(t.dx, dx, 1e-5, 1e-6, "backward dx"));
+    EXPECT_TRUE(test::expect_close(t.dw, dw, 1e-5, 1e-6, "backward dw"));
   }
 }
 

@@ -230,20 +230,46 @@ TEST(CudaOps, Conv1x1) {
   conv_parity(conv_shape(64, 100, 5, 5, 1, 1, 0, true), {2}, 320);  // conv10-like
 }
 
-// Two-part input (C2 > 0, a Fire module's planar output: [x1 | x2] back to back): the CUDA
-// backend concatenates into scratch and runs the dense convolution; dx is split back.
+/// Selects the CUDA two-part convolution (FT_CONV_TWO_PART, read when a Conv2d is made) for
+/// the lifetime of this object.
+struct TwoPartPath {
+  explicit TwoPartPath(const char* v) { setenv("FT_CONV_TWO_PART", v, 1); }
+  ~TwoPartPath() { unsetenv("FT_CONV_TWO_PART"); }
+};
+const char* const kTwoPartPaths[] = {"gemm", "copy"};
+
+// Two-part input (C2 > 0, a Fire module's planar output: [x1 | x2] back to back). 1x1 shapes
+// run as cuBLAS GEMMs on the parts in place (zero-copy, the default) or, with
+// FT_CONV_TWO_PART=copy, as the dense convolution on a concat in scratch (dx split back);
+// other shapes always copy. Both paths, uneven parts included.
 TEST(CudaOps, ConvTwoPartInput) {
   FT_REQUIRE_GPU();
-  ConvShape sq = conv_shape(64, 16, 9, 11, 1, 1, 0, true);  // a squeeze after a Fire module
-  sq.C2 = 64;
-  conv_parity(sq, {2, 3, 2}, 600);
-  conv_parity(sq, {2}, 610, /*with_dx=*/false);
-  ConvShape k3 = conv_shape(5, 7, 10, 9, 3, 2, 1, false);  // uneven parts, 3x3 stride 2
-  k3.C2 = 11;
-  conv_parity(k3, {3}, 620);
-  ConvShape c10 = conv_shape(48, 10, 4, 4, 1, 1, 0, true);  // conv10-like
-  c10.C2 = 80;
-  conv_parity(c10, {2}, 630, true, /*mask_y=*/false);
+  for (const char* path : kTwoPartPaths) {
+    SCOPED_TRACE(std::string("FT_CONV_TWO_PART=") + path);
+    TwoPartPath use(path);
+    ConvShape sq = conv_shape(64, 16, 9, 11, 1, 1, 0, true);  // a squeeze after a Fire module
+    sq.C2 = 64;
+    conv_parity(sq, {2, 3, 2}, 600);
+    conv_parity(sq, {2}, 610, /*with_dx=*/false);
+    ConvShape k3 = conv_shape(5, 7, 10, 9, 3, 2, 1, false);  // uneven parts, 3x3 stride 2
+    k3.C2 = 11;
+    conv_parity(k3, {3}, 620);
+    ConvShape c10 = conv_shape(48, 10, 4, 4, 1, 1, 0, true);  // conv10-like
+    c10.C2 = 80;
+    conv_parity(c10, {2}, 630, true, /*mask_y=*/false);
+    ConvShape odd = conv_shape(5, 9, 6, 7, 1, 1, 0, true);  // uneven, unaligned parts
+    odd.C2 = 11;
+    conv_parity(odd, {3, 1}, 640);
+  }
+  TwoPartPath bad("fast");
+  try {
+    ConvShape s2 = conv_shape(8, 4, 3, 3, 1, 1, 0, true);
+    s2.C2 = 8;
+    ft::Conv2d c2(s2, Device::CUDA);
+    ADD_FAILURE() << "FT_CONV_TWO_PART=fast was accepted";
+  } catch (const ft::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("FT_CONV_TWO_PART=fast"), std::string::npos) << e.what();
+  }
 }
 
 // Odd sizes, stride 2 with padding, no ReLU; and ReLU with y = nullptr (dy already masked).
@@ -721,8 +747,14 @@ TEST(CudaOps, HalfConvolutionsMatchTheCpu) {
     conv_case(shape(96, 16, 9, 11, 1, 1, 0, true, 0, t), 2, false, 200);    // squeeze 1x1
     conv_case(shape(3, 96, 39, 33, 7, 2, 0, true, 0, t), 2, true, 300, false);  // 1.0's stem
     conv_case(shape(3, 64, 31, 29, 3, 2, 1, true, 0, t), 2, true, 400);     // 1.1's stem
-    conv_case(shape(64, 16, 9, 11, 1, 1, 0, true, 64, t), 2, false, 500);   // two-part squeeze
     conv_case(shape(5, 7, 10, 9, 3, 2, 1, false, 11, t), 3, false, 600);    // uneven parts
+    for (const char* path : kTwoPartPaths) {
+      SCOPED_TRACE(std::string("FT_CONV_TWO_PART=") + path);
+      TwoPartPath use(path);
+      conv_case(shape(64, 16, 9, 11, 1, 1, 0, true, 64, t), 2, false, 500);  // two-part squeeze
+      conv_case(shape(48, 10, 4, 4, 1, 1, 0, true, 80, t), 2, false, 510);   // conv10-like
+      conv_case(shape(64, 16, 9, 11, 1, 1, 0, true, 64, t), 2, true, 520);   // fp32 x
+    }
   }
 }
 
@@ -739,7 +771,10 @@ TEST(CudaOps, HalfConvolutionFallsBackToFp32WithoutAnAlgorithm) {
     ::testing::internal::CaptureStderr();
     conv_case(shape(3, 64, 31, 29, 3, 2, 1, true, 0, t), 2, true, 700);    // a stem, fp32 x
     conv_case(shape(16, 64, 13, 13, 3, 1, 1, true, 0, t), 2, false, 710);  // 16-bit x
-    conv_case(shape(64, 16, 9, 11, 1, 1, 0, true, 64, t), 2, false, 720);  // two-part
+    {
+      TwoPartPath copy("copy");  // (the GEMM form of two-part 1x1 shapes does not use cuDNN)
+      conv_case(shape(64, 16, 9, 11, 1, 1, 0, true, 64, t), 2, false, 720);  // two-part
+    }
     const std::string err = ::testing::internal::GetCapturedStderr();
     // The fallback did run (the 16-bit path meets the same bounds): once per convolution.
     size_t n = 0;

@@ -1,11 +1,12 @@
 /// @brief The CUDA runtime services of firetrain (ft::cuda:: in device.hpp and common.cuh):
-/// device selection, the process's compute stream and cuDNN handle, memory, copies, the shared
+/// device selection, the process's compute stream and cuDNN / cuBLAS handles, memory, copies,
+/// the shared
 /// cuDNN workspace, and the version/description strings.
 ///
 /// Design:
 ///  * One GPU per process. set_device(k) selects it and creates ONE non-blocking compute
 ///    stream and ONE cuDNN handle bound to it; everything the library queues goes to that
-///    stream, so ordering between ops is plain stream order. Calling set_device again with the
+///    stream (and ONE cuBLAS handle, too), so ordering between ops is plain stream order. Calling set_device again with the
 ///    same ordinal is a no-op; with another ordinal it throws (Arrays, cuDNN plans and NCCL
 ///    communicators of the first GPU would silently become invalid otherwise).
 ///  * The state lives in a function-local static (no static-initialization-order issues) and
@@ -40,6 +41,7 @@ struct State {
   std::atomic<int> device{-1};         // published last, after stream and handle exist
   cudaStream_t stream = nullptr;
   cudnnHandle_t cudnn = nullptr;
+  cublasHandle_t blas = nullptr;
   void* ws = nullptr;
   size_t ws_bytes = 0;
 };
@@ -123,6 +125,9 @@ void set_device(int ordinal) {
   FT_CUDA(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
   FT_CUDNN(cudnnCreate(&s.cudnn));
   FT_CUDNN(cudnnSetStream(s.cudnn, s.stream));
+  FT_CUBLAS(cublasCreate(&s.blas));
+  FT_CUBLAS(cublasSetMathMode(s.blas, CUBLAS_DEFAULT_MATH));
+  FT_CUBLAS(cublasSetStream(s.blas, s.stream));
   s.device.store(ordinal, std::memory_order_release);
 }
 
@@ -136,6 +141,11 @@ cudaStream_t stream() {
 cudnnHandle_t cudnn() {
   ensure_device();
   return state().cudnn;
+}
+
+cublasHandle_t blas() {
+  ensure_device();
+  return state().blas;
 }
 
 void* workspace(size_t bytes) {
@@ -219,9 +229,15 @@ std::string versions() {
   FT_CUDA(cudaDriverGetVersion(&drv));  // 0 (and success) when no driver is installed
   FT_NCCL(ncclGetVersion(&nccl));
   const size_t dnn = cudnnGetVersion();
+  int blas[3] = {0, 0, 0};
+  FT_CUBLAS(cublasGetProperty(MAJOR_VERSION, &blas[0]));
+  FT_CUBLAS(cublasGetProperty(MINOR_VERSION, &blas[1]));
+  FT_CUBLAS(cublasGetProperty(PATCH_LEVEL, &blas[2]));
   return "CUDA runtime " + cuda_version_string(rt) + ", driver " +
          (drv > 0 ? cuda_version_string(drv) : std::string("none")) + ", cuDNN " +
-         cudnn_version_string(dnn) + ", NCCL " + nccl_version_string(nccl);
+         cudnn_version_string(dnn) + ", cuBLAS " + std::to_string(blas[0]) + "." +
+         std::to_string(blas[1]) + "." + std::to_string(blas[2]) + ", NCCL " +
+         nccl_version_string(nccl);
 }
 
 std::string device_description(int ordinal) {

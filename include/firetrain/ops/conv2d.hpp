@@ -12,7 +12,8 @@
 /// the all-reduce and torch-h5) to the layout the kernel prefers. The CUDA one
 /// (src/ops/cuda/conv2d.cu) runs cuDNN (fp32 FMA math, or bf16 / fp16 on tensor cores with
 /// fp32 accumulation) with the algorithms chosen once per (shape, batch) and a shared
-/// workspace.
+/// workspace; its two-part 1×1 convolutions are cuBLAS GEMMs on the two parts in place
+/// (zero-copy; src/ops/cuda/two_part_gemm.hpp).
 #pragma once
 
 #include <cstdint>

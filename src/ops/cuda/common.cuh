@@ -1,11 +1,14 @@
-/// @brief Internal header of the CUDA backend: the check macros for CUDA, cuDNN and NCCL
-/// calls, the process's compute stream and cuDNN handle, and launch helpers.
+/// @brief Internal header of the CUDA backend: the check macros for CUDA, cuDNN, cuBLAS and
+/// NCCL calls, the process's compute stream and its cuDNN and cuBLAS handles, and launch
+/// helpers.
 ///
-/// Every CUDA/cuDNN/NCCL call goes through FT_CUDA / FT_CUDNN / FT_NCCL, which throw ft::Error
+/// Every CUDA/cuDNN/cuBLAS/NCCL call goes through FT_CUDA / FT_CUDNN / FT_CUBLAS / FT_NCCL,
+/// which throw ft::Error
 /// with the statement, file:line, MPI rank and host (ft::detail::throw_call_failed), like
 /// FT_MPI and FT_H5. Kernel launches are followed by FT_CUDA_LAUNCH().
 #pragma once
 
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
 #include <nccl.h>
@@ -31,6 +34,14 @@
                                       __LINE__);                                             \
   } while (0)
 
+#define FT_CUBLAS(stmt)                                                                      \
+  do {                                                                                       \
+    cublasStatus_t ft_b_ = (stmt);                                                           \
+    if (ft_b_ != CUBLAS_STATUS_SUCCESS)                                                      \
+      ::ft::detail::throw_call_failed("cuBLAS", #stmt, cublasGetStatusString(ft_b_),         \
+                                      __FILE__, __LINE__);                                   \
+  } while (0)
+
 #define FT_NCCL(stmt)                                                                        \
   do {                                                                                       \
     ncclResult_t ft_r_ = (stmt);                                                             \
@@ -48,6 +59,9 @@ namespace ft::cuda {
 cudaStream_t stream();
 /// The cuDNN handle bound to stream().
 cudnnHandle_t cudnn();
+/// The cuBLAS handle bound to stream(), in CUBLAS_DEFAULT_MATH: fp32 GEMMs (CUBLAS_COMPUTE_32F)
+/// run in true fp32, never TF32, so CPU parity holds; 16-bit inputs use tensor cores.
+cublasHandle_t blas();
 /// A device workspace of at least `bytes`, shared by all cuDNN calls of this process (they
 /// are serialized on one stream). Grows, never shrinks; the pointer may change on growth.
 void* workspace(size_t bytes);

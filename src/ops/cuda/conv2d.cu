@@ -58,6 +58,12 @@
 ///   Shared scratch: a few grow-only device buffers of this file (Scratch below) reused by
 ///   every layer: all work is ordered on one stream, and growth synchronizes before freeing.
 ///
+/// * Two-part input (ConvShape::C2 > 0, a Fire module's planar output): 1×1 stride-1 shapes
+///   (all of SqueezeNet's) run as cuBLAS GEMMs straight on the two parts (CudaConvTwoPartGemm,
+///   zero-copy, plan in two_part_gemm.hpp); other shapes, or every one with
+///   FT_CONV_TWO_PART=copy, copy the parts into a dense scratch concat for cuDNN
+///   (CudaConvTwoPart).
+///
 /// Everything is queued on ft::cuda::stream() (the stream of the cuDNN handle) and is
 /// asynchronous, except the one-off algorithm search.
 #include <algorithm>
@@ -73,6 +79,7 @@
 #include "act.cuh"
 #include "common.cuh"
 #include "kernel_math.cuh"
+#include "two_part_gemm.hpp"
 
 // The legacy cudnnConvolution* API is deprecated in cuDNN 9 (still shipped and supported); keep
 // a build with CUDNN_WARN_DEPRECATED defined free of warnings.
@@ -150,15 +157,27 @@ __global__ void ohwi_to_oihw_kernel(int64_t total, int C, int k, const TI* in, T
   }
 }
 
-// y (n / O rows, O) = relu?(y + b), bias broadcast over the last (channel) dimension. Index type
-// I is 32-bit when n fits (cheaper modulo), 64-bit otherwise.
-template <class I, class T>
-__global__ void bias_act_kernel(I n, I O, const float* __restrict__ b, bool relu,
-                                T* __restrict__ y) {
+// y (n / O rows, O) = relu?(in + b), bias broadcast over the last (channel) dimension, stored
+// as TO (in place when in == y). Index type I is 32-bit when n fits (cheaper modulo), 64-bit
+// otherwise.
+template <class I, class TI, class TO>
+__global__ void bias_act_kernel(I n, I O, const float* __restrict__ b, bool relu, const TI* in,
+                                TO* y) {
   for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < n; i += I(gridDim.x) * I(blockDim.x)) {
-    const float v = load(y, i) + b[i % O];
+    const float v = load(in, i) + b[i % O];
     store(y, i, relu ? relu_fwd(v) : v);
   }
+}
+
+template <class TI, class TO>
+void bias_act(int64_t n, int O, const float* b, bool relu, const TI* in, TO* y) {
+  if (n <= (int64_t(1) << 30))  // i + grid stride (< 2^28) stays below 2^31
+    bias_act_kernel<int, TI, TO><<<cuda::grid_for(n), 256, 0, cuda::stream()>>>(int(n), O, b,
+                                                                                relu, in, y);
+  else
+    bias_act_kernel<int64_t, TI, TO><<<cuda::grid_for(n), 256, 0, cuda::stream()>>>(n, O, b,
+                                                                                    relu, in, y);
+  FT_CUDA_LAUNCH();
 }
 
 constexpr int kBiasTx = 32;  // channels per block
@@ -211,6 +230,30 @@ __global__ void bias_grad_final_kernel(int chunks, int O, const float* __restric
   }
 }
 
+/// Step 1 of every convolution backward, over dy (P, O): masks dy in place by (y > 0) when y is
+/// given (fused ReLU), sums it over the P rows into db (per-chunk partial sums in `partial`,
+/// then a fixed-order double sum per channel: deterministic, the chunking depends only on P),
+/// and with dyh (16-bit convolutions) writes the masked dy rounded to dt into dyh.
+void bias_backward(int64_t P, int O, DType dt, ConstAct y, float* dy, void* dyh, Buffer& partial,
+                   float* db) {
+  const int64_t rows = std::max<int64_t>(kBiasMinRows, (P + kBiasMaxChunks - 1) / kBiasMaxChunks);
+  const int chunks = int((P + rows - 1) / rows);
+  const size_t need = size_t(chunks) * size_t(O);
+  if (partial.size() < need) partial.resize(need);
+  cudaStream_t st = cuda::stream();
+  dim3 block(kBiasTx, kBiasTy);
+  dim3 grid(unsigned((O + kBiasTx - 1) / kBiasTx), unsigned(chunks));
+  with_dtype(dt, [&](auto t) {
+    using T = decltype(t);
+    // fp32: TH = float and no dyh (dy itself is the convolutions' input).
+    bias_grad_partial_kernel<T, T><<<grid, block, 0, st>>>(
+        P, O, rows, y ? typed<T>(y) : nullptr, dy, static_cast<T*>(dyh), partial.data());
+  });
+  FT_CUDA_LAUNCH();
+  bias_grad_final_kernel<<<cuda::grid_for(O, 128), 128, 0, st>>>(chunks, O, partial.data(), db);
+  FT_CUDA_LAUNCH();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Algorithm selection.
 
@@ -256,7 +299,7 @@ std::string shape_str(const ConvShape& s, int N) {
 // the process (all their work is ordered on the one compute stream). Growth synchronizes the
 // stream before freeing the old block (queued kernels may still use it), like the workspace.
 
-enum ScratchSlot { kSlotX16, kSlotDy16, kSlotDx16, kSlots };
+enum ScratchSlot { kSlotX16, kSlotDy16, kSlotDx16, kSlotY32, kSlots };
 
 void* scratch(ScratchSlot slot, size_t bytes) {
   struct Block {
@@ -279,6 +322,61 @@ void* scratch(ScratchSlot slot, size_t bytes) {
   }
   return b.p;
 }
+
+/// x (n elements) as dt: x itself, or (an fp32 x of a 16-bit convolution: the first layer's
+/// image) its rounding in the shared scratch.
+const void* input_as(DType dt, int64_t n, ConstAct x) {
+  if (x.dtype() == dt) return x.raw();
+  FT_REQUIRE(x.dtype() == DType::F32,
+             std::string("a ") + dtype_name(dt) + " convolution takes an fp32 or " +
+                 dtype_name(dt) + " input, got " + dtype_name(x.dtype()));
+  void* xk = scratch(kSlotX16, size_t(n) * dtype_size(dt));
+  with_dtype(dt, [&](auto t) { cuda::copy(n, x, Act(static_cast<decltype(t)*>(xk))); });
+  return xk;
+}
+
+/// The weights as a convolution's kernels read them: the fp32 OIHW arena itself (`direct`:
+/// fp32 with OIHW and OHWI the same bytes, k == 1 or C == 1), or a per-layer copy of dtype dt,
+/// reordered OIHW -> OHWI unless the two layouts are the same bytes (then only rounded).
+class KernelWeights {
+ public:
+  KernelWeights(DType dt, const ConvShape& s)
+      : s_(s), same_layout_(s.k == 1 || s.Ct() == 1), direct_(same_layout_ && dt == DType::F32),
+        copy_(Device::CUDA, dt) {}
+  bool direct() const { return direct_; }
+  bool same_layout() const { return same_layout_; }
+  /// The kernel-layout weights of w; the copy is remade unless it was made from this same
+  /// pointer and reuse_ok (backward after forward: the weights are only updated after
+  /// backward; forward always remakes it, the values may have changed in place).
+  const void* get(const float* w, bool reuse_ok) {
+    if (direct_) return w;
+    const int64_t total = s_.weight_numel();
+    if (copy_.size() != size_t(total)) {
+      copy_.resize(size_t(total));
+      src_ = nullptr;
+    }
+    if (!(reuse_ok && src_ == w)) {
+      if (same_layout_) {
+        cuda::copy(total, w, copy_.view());  // (rounds to dt)
+      } else {
+        with_dtype(copy_.dtype(), [&](auto t) {
+          using T = decltype(t);
+          oihw_to_ohwi_kernel<float, T><<<cuda::grid_for(total), 256, 0, cuda::stream()>>>(
+              total, s_.Ct(), s_.k, w, typed<T>(copy_.view()));
+        });
+        FT_CUDA_LAUNCH();
+      }
+      src_ = w;
+    }
+    return copy_.view().raw();
+  }
+
+ private:
+  ConvShape s_;
+  bool same_layout_, direct_;
+  ActBuffer copy_;
+  const float* src_ = nullptr;  // the weights the copy was made from
+};
 
 // ---------------------------------------------------------------------------------------------
 
@@ -325,8 +423,6 @@ struct Plan {
   // descriptor before its call (as PyTorch does): 16-bit only; fp32 stays CUDNN_FMA_MATH.
   cudnnMathType_t fwd_math = CUDNN_FMA_MATH, bwd_data_math = CUDNN_FMA_MATH,
                   bwd_filter_math = CUDNN_FMA_MATH;
-  int bias_chunks = 1;
-  int64_t bias_rows_per_chunk = 1;
 };
 
 struct CudaConv final : Conv2d::Impl {
@@ -337,12 +433,10 @@ struct CudaConv final : Conv2d::Impl {
 
  private:
   Plan& plan_for(int N);
-  /// The weights in the filter descriptor's layout and type (OHWI, dt_): w itself when that
-  /// is the same bytes (fp32 and k == 1 or C == 1), else the device copy, remade unless it was
-  /// made from `w` (reuse_ok).
-  const void* weights_k(const float* w, bool reuse_ok);
   /// x as dt_: x itself, or (an fp32 x of a 16-bit convolution) its rounding in scratch.
-  const void* input_k(int N, ConstAct x);
+  const void* input_k(int N, ConstAct x) {
+    return input_as(dt_, int64_t(N) * s_.H * s_.W * s_.C, x);
+  }
   void choose_fwd(Plan& p, int N, const void* x, const void* wk, void* y);
   void choose_bwd_data(Plan& p, int N, const void* wk, const void* dy, void* dx);
   void choose_bwd_filter(Plan& p, int N, const void* x, const void* dy, void* dwk);
@@ -372,15 +466,12 @@ struct CudaConv final : Conv2d::Impl {
   ConvShape s_;
   DType dt_;                  // F32, BF16 or F16
   cudnnDataType_t cdt_;       // its cuDNN type
-  bool same_layout_;          // OIHW and OHWI are the same bytes (k == 1 or C == 1)
-  bool direct_w_;             // the arena's w / dw are used as they are (fp32 and same_layout_)
   FilterDesc wdesc_;          // NHWC (KRSC = OHWI) cdt_, dims (O, C, k, k)
   ConvDesc conv_;
   std::map<int, std::unique_ptr<Plan>> plans_;
-  ActBuffer w_k_;             // the weights as the kernel wants them (when !direct_w_)
+  KernelWeights w_k_;         // the weights in the filter descriptor's layout and type
   ActBuffer dw_k_;            // backward-filter output before the OIHW transpose / widening
   Buffer bias_partial_{Device::CUDA};
-  const float* w_src_ = nullptr;  // the weights w_k_ was made from by the last forward
 };
 
 cudnnDataType_t cudnn_type(DType t) {
@@ -392,10 +483,9 @@ CudaConv::CudaConv(const ConvShape& s)
     : s_(s),
       dt_(s.bf16 ? DType::BF16 : s.fp16 ? DType::F16 : DType::F32),
       cdt_(cudnn_type(dt_)),
-      same_layout_(s.k == 1 || s.C == 1),
-      direct_w_(same_layout_ && dt_ == DType::F32),
-      w_k_(Device::CUDA, dt_),
+      w_k_(dt_, s),
       dw_k_(Device::CUDA, dt_) {
+  FT_REQUIRE(s.C2 == 0, "CudaConv takes a dense input (a two-part one goes to CudaConvTwoPart*)");
   FT_CUDNN(cudnnSetFilter4dDescriptor(wdesc_.d, cdt_, CUDNN_TENSOR_NHWC, s.O, s.C, s.k, s.k));
   // Accumulation in fp32 for every dtype (PSEUDO_HALF / PSEUDO_BFLOAT16 for 16-bit).
   FT_CUDNN(cudnnSetConvolution2dDescriptor(conv_.d, s.pad, s.pad, s.stride, s.stride, 1, 1,
@@ -417,45 +507,7 @@ Plan& CudaConv::plan_for(int N) {
   FT_REQUIRE(n == N && c == s_.O && h == OH && w == OW,
              "cuDNN's convolution output shape differs from ConvShape's (" + shape_str(s_, N) +
                  ")");
-  const int64_t P = int64_t(N) * OH * OW;
-  int64_t rows = std::max<int64_t>(kBiasMinRows, (P + kBiasMaxChunks - 1) / kBiasMaxChunks);
-  p->bias_rows_per_chunk = rows;
-  p->bias_chunks = int((P + rows - 1) / rows);
   return *plans_.emplace(N, std::move(p)).first->second;
-}
-
-const void* CudaConv::weights_k(const float* w, bool reuse_ok) {
-  if (direct_w_) return w;
-  const int64_t total = s_.weight_numel();
-  if (w_k_.size() != size_t(total)) {
-    w_k_.resize(size_t(total));
-    w_src_ = nullptr;
-  }
-  if (!(reuse_ok && w_src_ == w)) {
-    if (same_layout_) {
-      cuda::copy(total, w, w_k_.view());  // (rounds to dt_)
-    } else {
-      with_dtype(dt_, [&](auto t) {
-        using T = decltype(t);
-        oihw_to_ohwi_kernel<float, T><<<cuda::grid_for(total), 256, 0, cuda::stream()>>>(
-            total, s_.C, s_.k, w, typed<T>(w_k_.view()));
-      });
-      FT_CUDA_LAUNCH();
-    }
-    w_src_ = w;
-  }
-  return w_k_.view().raw();
-}
-
-const void* CudaConv::input_k(int N, ConstAct x) {
-  if (x.dtype() == dt_) return x.raw();
-  FT_REQUIRE(x.dtype() == DType::F32,
-             std::string("a ") + dtype_name(dt_) + " convolution takes an fp32 or " +
-                 dtype_name(dt_) + " input, got " + dtype_name(x.dtype()));
-  const int64_t n = int64_t(N) * s_.H * s_.W * s_.C;
-  void* xk = scratch(kSlotX16, size_t(n) * dtype_size(dt_));
-  with_dtype(dt_, [&](auto t) { cuda::copy(n, x, Act(static_cast<decltype(t)*>(xk))); });
-  return xk;
 }
 
 void CudaConv::choose_fwd(Plan& p, int N, const void* x, const void* wk, void* y) {
@@ -562,7 +614,7 @@ void CudaConv::forward(int N, ConstAct x, const float* w, const float* b, Act y)
   const void* xk = input_k(N, x);
   // Forward always remakes the copy: the weights may have been updated in place since the
   // last step (same pointer, new values).
-  const void* wk = weights_k(w, /*reuse_ok=*/false);
+  const void* wk = w_k_.get(w, /*reuse_ok=*/false);
   if (!p.have_fwd) choose_fwd(p, N, xk, wk, y.raw());
   const float one = 1.f, zero = 0.f;
   void* ws = p.fwd_ws ? cuda::workspace(p.fwd_ws) : nullptr;
@@ -572,15 +624,8 @@ void CudaConv::forward(int N, ConstAct x, const float* w, const float* b, Act y)
   const int64_t n = int64_t(N) * s_.OH() * s_.OW() * s_.O;
   with_dtype(dt_, [&](auto t) {
     using T = decltype(t);
-    T* yt = typed<T>(y);
-    if (n <= (int64_t(1) << 30))  // i + grid stride (< 2^28) stays below 2^31
-      bias_act_kernel<int, T><<<cuda::grid_for(n), 256, 0, cuda::stream()>>>(int(n), s_.O, b,
-                                                                             s_.relu, yt);
-    else
-      bias_act_kernel<int64_t, T><<<cuda::grid_for(n), 256, 0, cuda::stream()>>>(n, s_.O, b,
-                                                                                 s_.relu, yt);
+    bias_act(n, s_.O, b, s_.relu, typed<T>(y), typed<T>(y));
   });
-  FT_CUDA_LAUNCH();
 }
 
 void CudaConv::backward(int N, ConstAct x, const float* w, ConstAct y, float* dy, float* dx,
@@ -597,30 +642,14 @@ void CudaConv::backward(int N, ConstAct x, const float* w, ConstAct y, float* dy
   //    it into scratch: the dy the backward convolutions read.
   void* dyk = dy;
   if (half) dyk = scratch(kSlotDy16, size_t(P) * s_.O * dtype_size(dt_));
-  {
-    const size_t need = size_t(p.bias_chunks) * size_t(s_.O);
-    if (bias_partial_.size() < need) bias_partial_.resize(need);
-    dim3 block(kBiasTx, kBiasTy);
-    dim3 grid(unsigned((s_.O + kBiasTx - 1) / kBiasTx), unsigned(p.bias_chunks));
-    const bool mask = s_.relu && y;
-    with_dtype(dt_, [&](auto t) {
-      using T = decltype(t);
-      // fp32: TH = float and no dyh (dy itself is the convolutions' input).
-      bias_grad_partial_kernel<T, T><<<grid, block, 0, st>>>(
-          P, s_.O, p.bias_rows_per_chunk, mask ? typed<T>(y) : nullptr, dy,
-          half ? static_cast<T*>(dyk) : nullptr, bias_partial_.data());
-    });
-    FT_CUDA_LAUNCH();
-    bias_grad_final_kernel<<<cuda::grid_for(s_.O, 128), 128, 0, st>>>(
-        p.bias_chunks, s_.O, bias_partial_.data(), db);
-    FT_CUDA_LAUNCH();
-  }
+  bias_backward(P, s_.O, dt_, s_.relu ? y : ConstAct(), dy, half ? dyk : nullptr, bias_partial_,
+                db);
 
   const float one = 1.f, zero = 0.f;
   // 2. dx: backward data with the kernel-layout weights (the forward's copy when w is the
   //    same); 16-bit: into scratch, then widened into dx.
   if (dx) {
-    const void* wk = weights_k(w, /*reuse_ok=*/true);
+    const void* wk = w_k_.get(w, /*reuse_ok=*/true);
     const int64_t nx = int64_t(N) * s_.H * s_.W * s_.C;
     void* dxk = half ? scratch(kSlotDx16, size_t(nx) * dtype_size(dt_)) : dx;
     if (!p.have_bwd_data) choose_bwd_data(p, N, wk, dyk, dxk);
@@ -639,7 +668,7 @@ void CudaConv::backward(int N, ConstAct x, const float* w, ConstAct y, float* dy
   const void* xk = input_k(N, x);  // (an fp32 x of a 16-bit conv is rounded again: scratch)
   const int64_t nw = s_.weight_numel();
   void* dwk = dw;
-  if (!direct_w_) {
+  if (!w_k_.direct()) {
     if (dw_k_.size() != size_t(nw)) dw_k_.resize(size_t(nw));
     dwk = dw_k_.view().raw();
   }
@@ -649,9 +678,9 @@ void CudaConv::backward(int N, ConstAct x, const float* w, ConstAct y, float* dy
   FT_CONV_RUN(cudnnConvolutionBackwardFilter(cuda::cudnn(), &one, p.x.d, xk, p.y.d, dyk, conv_.d,
                                           p.bwd_filter_algo, ws, p.bwd_filter_ws, &zero, wdesc_.d,
                                           dwk));
-  if (same_layout_ && !direct_w_) {
+  if (w_k_.same_layout() && !w_k_.direct()) {
     cuda::copy(nw, dw_k_.view(), dw);  // widens
-  } else if (!direct_w_) {
+  } else if (!w_k_.direct()) {
     with_dtype(dt_, [&](auto t) {
       using T = decltype(t);
       ohwi_to_oihw_kernel<T, float><<<cuda::grid_for(nw), 256, 0, st>>>(
@@ -745,12 +774,13 @@ __global__ void channel_copy_kernel(int64_t P, int Ca, int off, int Ctot, bool i
 }
 
 /// Two-part input (ConvShape::C2 > 0: x = [x1 (N, H, W, C) | x2 (N, H, W, C2)], a Fire
-/// module's planar output): the parts are copied into one dense (N, H, W, C + C2) scratch
-/// tensor (of x's dtype) and the dense convolution (C + C2 input channels, the same OIHW
-/// weights) runs on it; backward recopies x, lets the dense convolution write the dense fp32
-/// input gradient to scratch and splits it into dx's two parts. Simple and obviously equal to
-/// the dense convolution, but not zero-copy (the CPU backend runs one oneDNN convolution per
-/// part instead).
+/// module's planar output), copying: the parts are copied into one dense (N, H, W, C + C2)
+/// scratch tensor (of x's dtype) and the dense convolution (C + C2 input channels, the same
+/// OIHW weights) runs on it; backward recopies x, lets the dense convolution write the dense
+/// fp32 input gradient to scratch and splits it into dx's two parts. Simple and obviously equal
+/// to the dense convolution, but not zero-copy: used for two-part shapes that are not 1×1
+/// (none in SqueezeNet), or for every two-part shape with FT_CONV_TWO_PART=copy (to compare
+/// with the zero-copy CudaConvTwoPartGemm below).
 struct CudaConvTwoPart final : Conv2d::Impl {
   explicit CudaConvTwoPart(const ConvShape& s) : s_(s), dense_(make_dense(dense_shape(s))) {}
   void forward(int N, ConstAct x, const float* w, const float* b, Act y) override {
@@ -803,11 +833,117 @@ struct CudaConvTwoPart final : Conv2d::Impl {
   Buffer dxcat_{Device::CUDA};
 };
 
+cudaDataType_t cuda_data_type(DType t) {
+  return t == DType::BF16 ? CUDA_R_16BF : t == DType::F16 ? CUDA_R_16F : CUDA_R_32F;
+}
+
+/// Two-part input, zero-copy, for 1×1 stride-1 unpadded shapes (every two-part convolution of
+/// SqueezeNet: the squeeze after a Fire module, conv10, the complex bypass): cuBLAS GEMMs
+/// straight on the two parts, with w's column blocks read in place (the plan, its derivation
+/// and its CPU test: src/ops/cuda/two_part_gemm.hpp). No concat is ever materialized, in
+/// forward or backward (CudaConvTwoPart copies x twice and dx once per step).
+///  * fp32: cublasGemmEx on fp32 with CUBLAS_COMPUTE_32F in CUBLAS_DEFAULT_MATH (true fp32,
+///    never TF32: the 1e-4 parity of cuDNN's FMA path); y is accumulated in place (β = 1 for
+///    part 2), then the bias + ReLU kernel runs on it.
+///  * 16-bit: x (rounded into scratch if fp32), the weights (rounded once per forward) and the
+///    masked dy (rounded by the bias-gradient kernel) are 16-bit, accumulation is fp32 on
+///    tensor cores. y is accumulated in fp32 scratch and rounded ONCE by the bias + ReLU kernel
+///    (as the CPU's oneDNN does; the cuDNN path rounds twice); dx and dw are written in fp32
+///    directly (the cuDNN path rounds them to 16 bits first).
+/// cuBLAS always has a kernel for these types, so no fp32 fallback is needed. Deterministic:
+/// cuBLAS GEMMs give bitwise-identical results run to run on one stream and one GPU model.
+struct CudaConvTwoPartGemm final : Conv2d::Impl {
+  explicit CudaConvTwoPartGemm(const ConvShape& s)
+      : s_(s), dt_(s.bf16 ? DType::BF16 : s.fp16 ? DType::F16 : DType::F32), w_k_(dt_, s) {
+    FT_REQUIRE(s.C2 > 0 && s.k == 1 && s.stride == 1 && s.pad == 0,
+               "the GEMM form of a two-part convolution needs a 1x1, stride-1, unpadded shape");
+  }
+  void forward(int N, ConstAct x, const float* w, const float* b, Act y) override {
+    FT_REQUIRE(y.dtype() == dt_, std::string("a ") + dtype_name(dt_) +
+                                     " convolution writes a " + dtype_name(dt_) +
+                                     " output, got " + dtype_name(y.dtype()));
+    const int P = pixels(N);
+    const void* xk = input_as(dt_, int64_t(P) * s_.Ct(), x);
+    const void* wk = w_k_.get(w, /*reuse_ok=*/false);
+    const int64_t ny = int64_t(P) * s_.O;
+    float* yf = dt_ == DType::F32 ? y.f32()
+                                  : static_cast<float*>(scratch(kSlotY32, size_t(ny) * 4));
+    for (const cuda::two_part::Gemm& g : cuda::two_part::forward(P, s_.C, s_.C2, s_.O))
+      gemm(g, xk, wk, nullptr, yf);
+    with_dtype(dt_, [&](auto t) {
+      using T = decltype(t);
+      bias_act(ny, s_.O, b, s_.relu, static_cast<const float*>(yf), typed<T>(y));
+    });
+  }
+  void backward(int N, ConstAct x, const float* w, ConstAct y, float* dy, float* dx, float* dw,
+                float* db) override {
+    FT_REQUIRE(!y || y.dtype() == dt_, std::string("a ") + dtype_name(dt_) +
+                                           " convolution's output is " + dtype_name(dt_) +
+                                           ", got " + dtype_name(y.dtype()));
+    const int P = pixels(N);
+    const bool half = dt_ != DType::F32;
+    void* dyk = half ? scratch(kSlotDy16, size_t(P) * s_.O * dtype_size(dt_)) : dy;
+    bias_backward(P, s_.O, dt_, s_.relu ? y : ConstAct(), dy, half ? dyk : nullptr,
+                  bias_partial_, db);
+    if (dx) {
+      const void* wk = w_k_.get(w, /*reuse_ok=*/true);
+      for (const cuda::two_part::Gemm& g : cuda::two_part::backward_data(P, s_.C, s_.C2, s_.O))
+        gemm(g, nullptr, wk, dyk, dx);
+    }
+    const void* xk = input_as(dt_, int64_t(P) * s_.Ct(), x);
+    for (const cuda::two_part::Gemm& g : cuda::two_part::backward_filter(P, s_.C, s_.C2, s_.O))
+      gemm(g, xk, nullptr, dyk, dw);
+  }
+
+ private:
+  int pixels(int N) const {
+    const int64_t P = int64_t(N) * s_.H * s_.W;
+    FT_REQUIRE(N > 0 && P <= int64_t(INT32_MAX) / std::max(1, std::max(s_.Ct(), s_.O)),
+               "convolution batch too large for 32-bit cuBLAS sizes: " + shape_str(s_, N));
+    return int(P);
+  }
+  /// One GEMM of the plan: A and B are x, w or dy (all of dt_), C is fp32 (y, dx or dw: `c`).
+  void gemm(const cuda::two_part::Gemm& g, const void* x, const void* w, const void* dy, float* c) {
+    using cuda::two_part::Operand;
+    const auto in = [&](const cuda::two_part::Mat& m) {
+      const void* base = m.of == Operand::X ? x : m.of == Operand::W ? w : m.of == Operand::DY ? dy
+                                                                                            : nullptr;
+      FT_REQUIRE(base, "two-part GEMM plan reads an operand it was not given");
+      return static_cast<const void*>(static_cast<const char*>(base) +
+                                      m.offset * int64_t(dtype_size(dt_)));
+    };
+    const float one = 1.f;
+    const cudaDataType_t t = cuda_data_type(dt_);
+    FT_CUBLAS(cublasGemmEx(cuda::blas(), g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                           g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, g.m, g.n, g.k, &one, in(g.a), t,
+                           g.a.ld, in(g.b), t, g.b.ld, &g.beta, c + g.c.offset, CUDA_R_32F, g.c.ld,
+                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+
+  ConvShape s_;
+  DType dt_;
+  KernelWeights w_k_;  // fp32: w itself; 16-bit: its rounding (k == 1: OIHW == OHWI)
+  Buffer bias_partial_{Device::CUDA};
+};
+
+/// FT_CONV_TWO_PART=copy selects the copying two-part convolution for every two-part shape
+/// (read when a layer is made); default or "gemm": the zero-copy GEMM form where it applies.
+bool two_part_copy_forced() {
+  const char* e = std::getenv("FT_CONV_TWO_PART");
+  if (!e || !*e || std::strcmp(e, "gemm") == 0) return false;
+  if (std::strcmp(e, "copy") == 0) return true;
+  throw InputError(std::string("FT_CONV_TWO_PART=") + e + ": expected gemm or copy");
+}
+
 }  // namespace
 
 namespace cuda {
 std::unique_ptr<Conv2d::Impl> make_conv2d(const ConvShape& s) {
-  if (s.C2 > 0) return std::make_unique<CudaConvTwoPart>(s);
+  if (s.C2 > 0) {
+    if (s.k == 1 && s.stride == 1 && s.pad == 0 && !two_part_copy_forced())
+      return std::make_unique<CudaConvTwoPartGemm>(s);
+    return std::make_unique<CudaConvTwoPart>(s);
+  }
   return make_dense(s);
 }
 }  // namespace cuda

@@ -6,35 +6,14 @@
 ///   dx:        DX[I×N] = W_cm(I×O) · DY_cm(O×N)     -> gemm(N, N, I, N, O, w, I, dy, O, dx, I)
 ///   dw:        DW[I×O] = X_cm(I×N) · DY_cmᵀ(N×O)    -> gemm(N, T, I, O, N, x, I, dy, O, dw, I)
 /// FP32 math without TF32 (CUBLAS_DEFAULT_MATH), so CPU parity holds at 1e-4.
-#include <cublas_v2.h>
-
 #include "act.cuh"
 #include "common.cuh"
 #include "firetrain/ops/elementwise.hpp"
 #include "firetrain/ops/linear.hpp"
 
-#define FT_CUBLAS(stmt)                                                                      \
-  do {                                                                                       \
-    cublasStatus_t ft_b_ = (stmt);                                                           \
-    if (ft_b_ != CUBLAS_STATUS_SUCCESS)                                                      \
-      ::ft::detail::throw_call_failed("cuBLAS", #stmt, cublasGetStatusString(ft_b_),         \
-                                      __FILE__, __LINE__);                                   \
-  } while (0)
-
 namespace ft::cuda {
 
 namespace {
-
-cublasHandle_t blas() {
-  static cublasHandle_t h = [] {
-    cublasHandle_t b;
-    FT_CUBLAS(cublasCreate(&b));
-    FT_CUBLAS(cublasSetMathMode(b, CUBLAS_DEFAULT_MATH));
-    return b;
-  }();
-  FT_CUBLAS(cublasSetStream(h, stream()));
-  return h;
-}
 
 __global__ void bias_relu_kernel(int64_t n, int O, const float* b, bool relu, float* y) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
