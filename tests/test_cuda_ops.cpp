@@ -601,13 +601,15 @@ TEST(CudaOps, LinearAndTransposes) {
 // EXACTLY.
 // bf16 convolutions against the CPU's bf16 convolutions (oneDNN): both multiply the same bf16 x
 // and bf16-rounded weights exactly and accumulate in fp32 (in different orders: ~1e-6). The CPU
-// rounds y once (bias and ReLU fused); CUDA rounds the convolution's output, then y + b: at
-// most two bf16 half-ulps, 2^-8 relative per element. dx and dw: the same bf16 products of the
-// rounded dy, fp32 sums; CUDA rounds dx and dw to bf16 once more (2^-9). Bound, norm-wise: 1e-2
-// (a wrong layout or a missed element gives O(1)).
+// rounds y once (bias and ReLU fused); CUDA's cuDNN path rounds the convolution's output, then
+// y + b: at most two bf16 half-ulps, 2^-8 relative per element. dx and dw: the same bf16
+// products of the rounded dy, fp32 sums; the cuDNN path rounds dx and dw to bf16 once more
+// (2^-9). Bound, norm-wise: 1e-2 (a wrong layout or a missed element gives O(1)). The GEMM
+// path of two-part 1x1 convolutions rounds y once and writes dx and dw in fp32 (closer to the
+// reference, whose two-part y is rounded twice: part 1 + bias, then + part 2).
 // fp16 convolutions (no CPU fp16) against the CPU's fp32 convolution on the same
-// fp16-representable x and weights: CUDA rounds y (twice), dy, dx and dw to fp16 (2^-11
-// relative each): bound 4e-3 norm-wise.
+// fp16-representable x and weights: CUDA rounds y (twice on the cuDNN path), dy, dx and dw
+// (cuDNN path) to fp16 (2^-11 relative each): bound 4e-3 norm-wise.
 
 using ft::Act;
 using ft::ActBuffer;
@@ -754,6 +756,42 @@ TEST(CudaOps, HalfConvolutionsMatchTheCpu) {
       conv_case(shape(64, 16, 9, 11, 1, 1, 0, true, 64, t), 2, false, 500);  // two-part squeeze
       conv_case(shape(48, 10, 4, 4, 1, 1, 0, true, 80, t), 2, false, 510);   // conv10-like
       conv_case(shape(64, 16, 9, 11, 1, 1, 0, true, 64, t), 2, true, 520);   // fp32 x
+      // Odd, unaligned parts (cuBLAS's less-aligned kernels), two batch sizes, no dx.
+      conv_case(shape(9, 7, 6, 7, 1, 1, 0, true, 11, t), 3, false, 530);
+      conv_case(shape(9, 7, 6, 7, 1, 1, 0, true, 11, t), 1, false, 540, /*with_dx=*/false);
+    }
+  }
+}
+
+// Which two-part path ran, told apart by what each one writes: the cuDNN (copy) path computes
+// a 16-bit dx and widens it, so every dx value is representable in 16 bits; the GEMM path
+// writes dx in fp32 from fp32 accumulators, so (with random data) many are not. Guards the
+// path selection: otherwise both loops above could silently test the same path.
+TEST(CudaOps, TwoPartPathSelectionTakesEffect) {
+  FT_REQUIRE_GPU();
+  for (DType t : kHalves) {
+    const ConvShape s = shape(32, 16, 5, 6, 1, 1, 0, false, 32, t);
+    const int N = 2;
+    const size_t nx = size_t(N) * s.H * s.W * s.Ct(), ny = size_t(N) * s.H * s.W * s.O;
+    const fvec x = round16(random_floats(nx, 900), t);
+    const fvec w = random_floats(size_t(s.weight_numel()), 901, -0.2f, 0.2f);
+    const fvec b(size_t(s.O), 0.f), dy = random_floats(ny, 902);
+    for (const char* path : kTwoPartPaths) {
+      TwoPartPath use(path);
+      Conv2d gpu(s, Device::CUDA);
+      DevAct xd(x, t), yd(fvec(ny, 0.f), t);
+      auto wd = to_dev(w), bd = to_dev(b), dyd = to_dev(dy), dxd = to_dev(filled(nx, 0.f));
+      auto dwd = to_dev(filled(w.size(), 0.f)), dbd = to_dev(filled(size_t(s.O), 0.f));
+      gpu.forward(N, xd.view(), wd.data(), bd.data(), yd.view());
+      gpu.backward(N, xd.view(), wd.data(), nullptr, dyd.data(), dxd.data(), dwd.data(),
+                   dbd.data());
+      const fvec dx = to_host(dxd), dx16 = round16(dx, t);
+      size_t not16 = 0;
+      for (size_t i = 0; i < nx; ++i) not16 += dx[i] != dx16[i];
+      if (std::string(path) == "copy")
+        EXPECT_EQ(not16, 0u) << dtype_name(t) << ": the copy path's dx should be 16-bit values";
+      else
+        EXPECT_GT(not16, nx / 2) << dtype_name(t) << ": the GEMM path's dx should be fp32 values";
     }
   }
 }
