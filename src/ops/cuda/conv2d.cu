@@ -323,6 +323,21 @@ void* scratch(ScratchSlot slot, size_t bytes) {
   return b.p;
 }
 
+/// The activation dtype of a convolution shape: BF16, F16 or F32.
+DType conv_dtype(const ConvShape& s) {
+  return s.bf16 ? DType::BF16 : s.fp16 ? DType::F16 : DType::F32;
+}
+
+/// A convolution of dtype dt writes (forward) and reads (backward's ReLU mask) a y of dt.
+void require_y_dtype(DType dt, ConstAct y, bool forward) {
+  FT_REQUIRE(y.dtype() == dt, std::string("a ") + dtype_name(dt) +
+                        (forward ? " convolution writes a " + std::string(dtype_name(dt)) +
+                                       " output, got "
+                                 : " convolution's output is " + std::string(dtype_name(dt)) +
+                                       ", got ") +
+                        dtype_name(y.dtype()));
+}
+
 /// x (n elements) as dt: x itself, or (an fp32 x of a 16-bit convolution: the first layer's
 /// image) its rounding in the shared scratch.
 const void* input_as(DType dt, int64_t n, ConstAct x) {
@@ -481,7 +496,7 @@ cudnnDataType_t cudnn_type(DType t) {
 
 CudaConv::CudaConv(const ConvShape& s)
     : s_(s),
-      dt_(s.bf16 ? DType::BF16 : s.fp16 ? DType::F16 : DType::F32),
+      dt_(conv_dtype(s)),
       cdt_(cudnn_type(dt_)),
       w_k_(dt_, s),
       dw_k_(Device::CUDA, dt_) {
@@ -607,9 +622,7 @@ void CudaConv::choose_bwd_filter(Plan& p, int N, const void* x, const void* dy, 
 }
 
 void CudaConv::forward(int N, ConstAct x, const float* w, const float* b, Act y) {
-  FT_REQUIRE(y.dtype() == dt_, std::string("a ") + dtype_name(dt_) +
-                                   " convolution writes a " + dtype_name(dt_) + " output, got " +
-                                   dtype_name(y.dtype()));
+  require_y_dtype(dt_, y, /*forward=*/true);
   Plan& p = plan_for(N);
   const void* xk = input_k(N, x);
   // Forward always remakes the copy: the weights may have been updated in place since the
@@ -630,9 +643,7 @@ void CudaConv::forward(int N, ConstAct x, const float* w, const float* b, Act y)
 
 void CudaConv::backward(int N, ConstAct x, const float* w, ConstAct y, float* dy, float* dx,
                         float* dw, float* db) {
-  FT_REQUIRE(!y || y.dtype() == dt_, std::string("a ") + dtype_name(dt_) +
-                                         " convolution's output is " + dtype_name(dt_) +
-                                         ", got " + dtype_name(y.dtype()));
+  if (y) require_y_dtype(dt_, y, /*forward=*/false);
   Plan& p = plan_for(N);
   cudaStream_t st = cuda::stream();
   const int64_t P = int64_t(N) * s_.OH() * s_.OW();
@@ -855,14 +866,12 @@ cudaDataType_t cuda_data_type(DType t) {
 /// cuBLAS GEMMs give bitwise-identical results run to run on one stream and one GPU model.
 struct CudaConvTwoPartGemm final : Conv2d::Impl {
   explicit CudaConvTwoPartGemm(const ConvShape& s)
-      : s_(s), dt_(s.bf16 ? DType::BF16 : s.fp16 ? DType::F16 : DType::F32), w_k_(dt_, s) {
+      : s_(s), dt_(conv_dtype(s)), w_k_(dt_, s) {
     FT_REQUIRE(s.C2 > 0 && s.k == 1 && s.stride == 1 && s.pad == 0,
                "the GEMM form of a two-part convolution needs a 1x1, stride-1, unpadded shape");
   }
   void forward(int N, ConstAct x, const float* w, const float* b, Act y) override {
-    FT_REQUIRE(y.dtype() == dt_, std::string("a ") + dtype_name(dt_) +
-                                     " convolution writes a " + dtype_name(dt_) +
-                                     " output, got " + dtype_name(y.dtype()));
+    require_y_dtype(dt_, y, /*forward=*/true);
     const int P = pixels(N);
     const void* xk = input_as(dt_, int64_t(P) * s_.Ct(), x);
     const void* wk = w_k_.get(w, /*reuse_ok=*/false);
@@ -878,9 +887,7 @@ struct CudaConvTwoPartGemm final : Conv2d::Impl {
   }
   void backward(int N, ConstAct x, const float* w, ConstAct y, float* dy, float* dx, float* dw,
                 float* db) override {
-    FT_REQUIRE(!y || y.dtype() == dt_, std::string("a ") + dtype_name(dt_) +
-                                           " convolution's output is " + dtype_name(dt_) +
-                                           ", got " + dtype_name(y.dtype()));
+    if (y) require_y_dtype(dt_, y, /*forward=*/false);
     const int P = pixels(N);
     const bool half = dt_ != DType::F32;
     void* dyk = half ? scratch(kSlotDy16, size_t(P) * s_.O * dtype_size(dt_)) : dy;

@@ -43,67 +43,40 @@ struct Gemm {
   float beta;
 };
 
-/// Part j's first input channel and channel count.
-inline int part_offset(int C, int j) { return j == 0 ? 0 : C; }
-inline int part_channels(int C, int C2, int j) { return j == 0 ? C : C2; }
+/// The plan of both parts: make(off, Cj, j) builds part j's GEMM, part j being the input
+/// channels [off, off + Cj) (part 0: [0, C), part 1: [C, C + C2)).
+template <class Make>
+std::array<Gemm, 2> per_part(int C, int C2, Make make) {
+  return {make(0, C, 0), make(C, C2, 1)};
+}
 
 /// y (P, O) = Σ_j xj · wjᵀ: column-major yᵀ (O×P, ld O) = wj (O×Cj: the Cj×O block of w's
 /// column-major (Ct×O, ld Ct) view, transposed) · xjᵀ (Cj×P, ld Cj). Part 0 overwrites y,
 /// part 1 accumulates into it.
 inline std::array<Gemm, 2> forward(int P, int C, int C2, int O) {
-  std::array<Gemm, 2> g{};
-  for (int j = 0; j < 2; ++j) {
-    const int off = part_offset(C, j), Cj = part_channels(C, C2, j);
-    g[size_t(j)] = Gemm{true,
-                        false,
-                        O,
-                        P,
-                        Cj,
-                        {Operand::W, off, C + C2},
-                        {Operand::X, int64_t(P) * off, Cj},
-                        {Operand::Y, 0, O},
-                        j == 0 ? 0.f : 1.f};
-  }
-  return g;
+  return per_part(C, C2, [&](int off, int Cj, int j) {
+    return Gemm{true, false, O, P, Cj, {Operand::W, off, C + C2},
+                {Operand::X, int64_t(P) * off, Cj}, {Operand::Y, 0, O}, j == 0 ? 0.f : 1.f};
+  });
 }
 
 /// dxj (P, Cj) = dy (P, O) · wj (O, Cj): column-major dxjᵀ (Cj×P, ld Cj) = wjᵀ (Cj×O, ld Ct)
 /// · dyᵀ (O×P, ld O). Each part of dx is overwritten.
 inline std::array<Gemm, 2> backward_data(int P, int C, int C2, int O) {
-  std::array<Gemm, 2> g{};
-  for (int j = 0; j < 2; ++j) {
-    const int off = part_offset(C, j), Cj = part_channels(C, C2, j);
-    g[size_t(j)] = Gemm{false,
-                        false,
-                        Cj,
-                        P,
-                        O,
-                        {Operand::W, off, C + C2},
-                        {Operand::DY, 0, O},
-                        {Operand::DX, int64_t(P) * off, Cj},
-                        0.f};
-  }
-  return g;
+  return per_part(C, C2, [&](int off, int Cj, int) {
+    return Gemm{false, false, Cj, P, O, {Operand::W, off, C + C2}, {Operand::DY, 0, O},
+                {Operand::DX, int64_t(P) * off, Cj}, 0.f};
+  });
 }
 
 /// dw[:, part j] (O, Cj) = dyᵀ (O×P) · xj (P, Cj): column-major dwjᵀ (Cj×O, ld Ct) =
 /// xjᵀ (Cj×P, ld Cj) · dy (P×O: dyᵀ's column-major (O×P, ld O) view, transposed). Each column
 /// block of dw is overwritten.
 inline std::array<Gemm, 2> backward_filter(int P, int C, int C2, int O) {
-  std::array<Gemm, 2> g{};
-  for (int j = 0; j < 2; ++j) {
-    const int off = part_offset(C, j), Cj = part_channels(C, C2, j);
-    g[size_t(j)] = Gemm{false,
-                        true,
-                        Cj,
-                        O,
-                        P,
-                        {Operand::X, int64_t(P) * off, Cj},
-                        {Operand::DY, 0, O},
-                        {Operand::DW, off, C + C2},
-                        0.f};
-  }
-  return g;
+  return per_part(C, C2, [&](int off, int Cj, int) {
+    return Gemm{false, true, Cj, O, P, {Operand::X, int64_t(P) * off, Cj}, {Operand::DY, 0, O},
+                {Operand::DW, off, C + C2}, 0.f};
+  });
 }
 
 }  // namespace ft::cuda::two_part
