@@ -36,6 +36,7 @@
 #include "firetrain/ops/loss.hpp"
 #include "firetrain/ops/ops.hpp"
 #include "firetrain/ops/pool.hpp"
+#include "firetrain/ops/scale.hpp"
 #include "firetrain/ops/sgd.hpp"
 
 namespace {
@@ -385,6 +386,44 @@ TEST(CudaOps, AddInplaceAndCopy) {
   auto c_d = to_dev(filled(size_t(n), 7.f));
   ft::cuda::copy(n, x_d.data(), c_d.data());
   expect_same(to_host(c_d), x, "copy");
+}
+
+TEST(CudaOps, ScaleInplace) {
+  FT_REQUIRE_GPU();
+  const int64_t n = 10007;
+  const fvec x = random_floats(size_t(n), 13);
+  for (float a : {1.f / 1024.f, 65536.f, 0.3f}) {  // loss-scale un-scaling, and any factor
+    fvec y_cpu = x;
+    ft::cpu::scale_inplace(n, a, y_cpu.data());
+    auto y_d = to_dev(x);
+    ft::cuda::scale_inplace(n, a, y_d.data());
+    expect_same(to_host(y_d), y_cpu, "scale_inplace");
+  }
+}
+
+TEST(CudaOps, ElementwiseOpsCoverMoreThanOneGridPass) {
+  FT_REQUIRE_GPU();
+  // The kernels' grids are capped at 1,048,560 blocks of 256 threads (268,431,360 threads;
+  // common.cuh's grid_for) and loop over the rest: SqueezeNet 1.0's conv1 output at batch 256
+  // is 2.92e8 elements, so the loops' later passes run in training. 2.4 GB of GPU memory.
+  const int64_t n = 300000013;
+  fvec x(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) x[size_t(i)] = float(int(i % 2003) - 1001) * 0.5f;
+  auto x_d = to_dev(x);
+  ft::Array<float> y_d(Device::CUDA, size_t(n));
+  ft::cuda::relu_forward(n, x_d.data(), y_d.data());
+  ft::cuda::add_inplace(n, x_d.data(), y_d.data());  // y = relu(x) + x: exact (halves)
+  ft::cuda::scale_inplace(n, 0.25f, y_d.data());
+  const fvec y = to_host(y_d);
+  int64_t wrong = 0, first = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    const float xi = x[size_t(i)];
+    if (y[size_t(i)] != ((xi > 0.f ? xi : 0.f) + xi) * 0.25f) {
+      if (first < 0) first = i;
+      ++wrong;
+    }
+  }
+  EXPECT_EQ(wrong, 0) << "first wrong element " << first << " of " << n;
 }
 
 TEST(CudaOps, StridedAdd) {

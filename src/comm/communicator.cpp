@@ -4,11 +4,13 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <sstream>
 
 #include "firetrain/comm/watchdog.hpp"
 #include "firetrain/core/error.hpp"
+#include "firetrain/core/timeline.hpp"
 
 namespace ft {
 
@@ -166,6 +168,31 @@ void Communicator::barrier() {
   FT_MPI(MPI_Barrier(comm_));
 }
 
+std::vector<std::string> Communicator::gather(const std::string& s, int root) {
+  if (size_ == 1) return {s};
+  FT_REQUIRE(s.size() <= size_t(INT_MAX), "gather: a string over 2 GiB");
+  CollectiveScope scope(comm_, "MPI_Gatherv", s.size());
+  const int len = int(s.size());
+  std::vector<int> lens(rank_ == root ? size_ : 0), displs(lens.size());
+  FT_MPI(MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, root, comm_));
+  std::string all;
+  if (rank_ == root) {
+    size_t total = 0;
+    for (int r = 0; r < size_; ++r) {
+      FT_REQUIRE(total + size_t(lens[size_t(r)]) <= size_t(INT_MAX), "gather: over 2 GiB in all");
+      displs[size_t(r)] = int(total);
+      total += size_t(lens[size_t(r)]);
+    }
+    all.resize(total);
+  }
+  FT_MPI(MPI_Gatherv(s.data(), len, MPI_CHAR, all.data(), lens.data(), displs.data(), MPI_CHAR,
+                     root, comm_));
+  std::vector<std::string> out;
+  for (int r = 0; rank_ == root && r < size_; ++r)
+    out.push_back(all.substr(size_t(displs[size_t(r)]), size_t(lens[size_t(r)])));
+  return out;
+}
+
 void Communicator::check_consistent(const std::string& what, const std::string& desc) {
   if (size_ == 1) return;
   // Compare hashes first (cheap); on a mismatch, the first rank that differs from rank 0
@@ -258,6 +285,7 @@ void GradReducer::start(Bucket& b) {
   if (t_first_ == 0) t_first_ = MPI_Wtime();
   b.started = true;
   if (comm_.size() == 1) return;
+  trace_begin(b);
   MPI_Request req = MPI_REQUEST_NULL;
   if (mpi16_) {
     narrow(b);
@@ -271,6 +299,21 @@ void GradReducer::start(Bucket& b) {
   if (active_.empty()) watch(size_t(&b - buckets_.data()));
   active_.push_back(req);
   active_bucket_.push_back(size_t(&b - buckets_.data()));
+}
+
+void GradReducer::trace_begin(const Bucket& b) {
+  if (!tl_ || !tl_->recording()) return;
+  const size_t i = size_t(&b - buckets_.data());
+  char a[96];
+  std::snprintf(a, sizeof a, "\"bytes\":%zu,\"blocking\":%s",
+                (b.hi - b.lo) * comm_dtype_bytes(mpi16_ ? dtype_ : CommDtype::FP32),
+                i + 1 == buckets_.size() ? "true" : "false");
+  tl_->async_begin("allreduce", "bucket " + std::to_string(i), i, tl_->now_us(), a);
+}
+
+void GradReducer::trace_end(size_t i) {
+  if (tl_ && tl_->recording())
+    tl_->async_end("allreduce", "bucket " + std::to_string(i), i, tl_->now_us());
 }
 
 void GradReducer::watch(size_t i) {
@@ -305,6 +348,7 @@ void GradReducer::pump(bool block) {
       for (size_t j = 0; j < active_.size(); ++j) {
         if (active_[j] == MPI_REQUEST_NULL) {
           if (mpi16_) widen(buckets_[active_bucket_[j]]);
+          trace_end(active_bucket_[j]);
           continue;
         }
         active_[k] = active_[j];
@@ -338,6 +382,7 @@ double GradReducer::finish() {
     Bucket& b = buckets_[next_++];
     if (t_first_ == 0) t_first_ = MPI_Wtime();
     b.started = true;
+    if (comm_.size() > 1) trace_begin(b);
     if (comm_.size() > 1 && mpi16_) {
       narrow(b);
       {
@@ -353,6 +398,7 @@ double GradReducer::finish() {
       FT_MPI(MPI_Allreduce(MPI_IN_PLACE, grads_ + b.lo, int(b.hi - b.lo), MPI_FLOAT, MPI_SUM,
                            comm_.comm()));
     }
+    if (comm_.size() > 1) trace_end(buckets_.size() - 1);
   }
   const double t1 = MPI_Wtime();
   span_ = t1 - t_first_;

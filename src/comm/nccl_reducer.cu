@@ -45,6 +45,7 @@
 ///   NCCL path is exercised on a single GPU. NCCL needs one GPU per rank: two ranks on the same
 ///   GPU (compared by UUID) are refused with a clear InputError before ncclCommInitRank.
 #include <mpi.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -263,12 +264,22 @@ void NcclReducer::release() noexcept {
     ncclResult_t async = ncclSuccess;
     const bool broken = ncclCommGetAsyncError(nccl_, &async) != ncclSuccess ||
                         (async != ncclSuccess && async != ncclInProgress);
-    if (broken) {
-      ncclCommAbort(nccl_);
-    } else {
-      if (stream_) cudaStreamSynchronize(stream_);
-      ncclCommDestroy(nccl_);
+    // A step in flight whose peer died may never end: wait at most --collective-timeout
+    // (the watchdog no longer polls it), then abort the communicator instead of hanging.
+    bool drained = !broken;
+    if (drained && stream_) {
+      const double limit = collective_timeout(), t0 = collective_clock();
+      cudaError_t q;
+      while ((q = cudaStreamQuery(stream_)) == cudaErrorNotReady &&
+             (limit <= 0 || collective_clock() - t0 < limit))
+        usleep(1000);
+      drained = q == cudaSuccess;
+      (void)cudaGetLastError();
     }
+    if (drained)
+      ncclCommDestroy(nccl_);
+    else
+      ncclCommAbort(nccl_);
   }
   if (flag_host_) cudaFreeHost(flag_host_);
   if (flag_dev_) cudaFree(flag_dev_);
@@ -422,6 +433,8 @@ std::string NcclReducer::poll(double timeout_s) {
   if (q != cudaErrorNotReady)
     return std::string("CUDA error while waiting for the NCCL all-reduce of the gradients: ") +
            cudaGetErrorString(q);
+  // finish() may have recorded a newer step between the reads above: its start is later.
+  if (gen_.load(std::memory_order_acquire) != g) return "";
   if (collective_clock() - since <= timeout_s) return "";
   char b[256];
   std::snprintf(b, sizeof b,

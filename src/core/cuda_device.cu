@@ -104,6 +104,14 @@ int device_count() noexcept {
   return n;
 }
 
+std::string device_count_error() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e == cudaSuccess) return "";
+  (void)cudaGetLastError();
+  return std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+}
+
 void set_device(int ordinal) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);

@@ -42,9 +42,21 @@ void require_device(Device d) {
     throw InputError("--device cuda: this firetrain was built without the CUDA backend (no CUDA "
                      "toolkit with cuDNN and NCCL at configure time); use --device cpu or rebuild "
                      "where /usr/local/cuda has them");
-  if (cuda_device_count() == 0)
-    throw InputError("--device cuda: no GPU is visible on this machine (cudaGetDeviceCount is 0; "
-                     "check nvidia-smi and CUDA_VISIBLE_DEVICES); use --device cpu");
+  if (cuda_device_count() == 0) {
+#ifdef FT_HAVE_CUDA
+    const std::string why = cuda::device_count_error();
+#else
+    const std::string why;
+#endif
+    throw InputError(
+        "--device cuda: no GPU is visible on this machine (" +
+        (why.empty() ? std::string("cudaGetDeviceCount is 0; check nvidia-smi and "
+                                   "CUDA_VISIBLE_DEVICES")
+                     : "cudaGetDeviceCount failed with " + why +
+                           "; check nvidia-smi: no NVIDIA driver, or one older than the CUDA "
+                           "runtime this firetrain was built with") +
+        "); use --device cpu");
+  }
 }
 
 void bind_device(Device d, int local_rank) {

@@ -2,10 +2,6 @@
 /// protobuf encoder (varints, length-delimited fields, fixed32) with onnx.proto's field numbers.
 #include "firetrain/io/onnx.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -13,6 +9,7 @@
 #include <vector>
 
 #include "firetrain/core/error.hpp"
+#include "firetrain/io/file.hpp"
 #include "firetrain/model/net.hpp"
 
 namespace ft {
@@ -402,7 +399,7 @@ bool little_endian() {
   return c == 1;
 }
 
-using Sink = std::function<void(const char*, size_t)>;
+using Sink = ByteSink;
 
 /// Streams the ModelProto to `out`, the weights straight from the parameter views (the large
 /// initializers are never copied into an intermediate message).
@@ -473,29 +470,7 @@ std::string onnx_model_bytes(const Net& net, const OnnxOptions& opt) {
 }
 
 void save_onnx(const std::string& path, const Net& net, const OnnxOptions& opt) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  std::FILE* fp = std::fopen(tmp.c_str(), "wb");
-  if (!fp) throw InputError(path + ": cannot create: " + std::strerror(errno));
-  try {
-    write_model(net, opt, [&](const char* d, size_t n) {
-      if (n && std::fwrite(d, 1, n, fp) != n)
-        throw Error(tmp + ": write failed: " + std::strerror(errno));
-    });
-    if (std::fflush(fp) != 0 || ::fsync(fileno(fp)) != 0)
-      throw Error(tmp + ": flush failed: " + std::strerror(errno));
-  } catch (...) {
-    std::fclose(fp);
-    std::remove(tmp.c_str());
-    throw;
-  }
-  if (std::fclose(fp) != 0) {
-    std::remove(tmp.c_str());
-    throw Error(tmp + ": close failed: " + std::strerror(errno));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw Error(path + ": rename failed: " + std::strerror(errno));
-  }
+  write_file_atomic(path, [&](const ByteSink& out) { write_model(net, opt, out); });
 }
 
 }  // namespace ft

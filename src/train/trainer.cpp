@@ -24,6 +24,7 @@
 
 #include "firetrain/core/build_info.hpp"
 #include "firetrain/core/error.hpp"
+#include "firetrain/core/timeline.hpp"
 #include "firetrain/data/dataset.hpp"
 #include "firetrain/data/loader.hpp"
 #include "firetrain/io/h5.hpp"
@@ -32,6 +33,7 @@
 #include "firetrain/train/loss_scaler.hpp"
 #include "firetrain/train/options.hpp"
 #include "firetrain/train/sweep.hpp"
+#include "firetrain/train/timeline_file.hpp"
 
 namespace ft {
 
@@ -78,6 +80,11 @@ void add_train_options(Options& o, TrainConfig& c) {
       .opt("weights", &c.weights, "initial weights: torch-h5 file or checkpoint")
       .opt("metrics", &c.metrics, "metrics file, one row per logged step (.csv or .jsonl)")
       .opt("log-every", &c.log_every, "steps between logged lines / metrics rows")
+      .opt("timeline", &c.timeline,
+           "write a Chrome trace (open it in https://ui.perfetto.dev or chrome://tracing) of "
+           "--timeline-steps steps from the run's second one: every rank's phases, layers "
+           "(forward and backward) and gradient buckets in flight; CPU only")
+      .opt("timeline-steps", &c.timeline_steps, "steps recorded by --timeline (1 to 1000)")
       .opt("progress", &c.progress,
            "auto | live | plain: live line on a terminal (auto: if stdout is a tty; mpirun "
            "gives ranks a pty even when its own output is a file, so batch jobs want plain)")
@@ -128,6 +135,12 @@ void validate(const TrainConfig& c, int world) {
   if (c.lr_step_epochs <= 0) bad("train: --lr-step-epochs must be > 0");
   if (c.pad < 0) bad("train: --pad must be >= 0");
   if (c.log_every <= 0) bad("train: --log-every must be > 0");
+  if (c.timeline_steps < 1 || c.timeline_steps > 1000)
+    bad("train: --timeline-steps must be in 1..1000");
+  if (!c.timeline.empty() && c.device == "cuda")
+    bad("train: --timeline records host wall-clock spans, which with --device cuda would time "
+        "kernel launches rather than the kernels (they run asynchronously), so it is CPU-only; "
+        "on a GPU use Nsight Systems (nsys profile)");
   if (c.progress != "auto" && c.progress != "live" && c.progress != "plain")
     bad("train: --progress must be auto, live or plain");
   if (c.checkpoint_every < 0) bad("train: --checkpoint-every must be >= 0");
@@ -471,7 +484,7 @@ bool trajectory_key(const std::string& k) {
                                     "log-every", "progress",       "threads",
                                     "device",    "bucket-kb",      "eval-batch",
                                     "eval-each-epoch", "val",      "weights",
-                                    "collective-timeout"};
+                                    "collective-timeout", "timeline", "timeline-steps"};
   for (const char* f : free_keys)
     if (k == f) return false;
   return true;
@@ -596,6 +609,7 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
   const bool root = comm.rank() == 0;
   Progress prog(root, c.progress);
   if (root && !c.checkpoint_dir.empty()) probe_checkpoint_dir(c.checkpoint_dir);
+  if (root && !c.timeline.empty()) probe_timeline_path(c.timeline);
   const int threads = set_threads(c.threads, comm);
 
   Dataset train_ds = Dataset::open(c.data);
@@ -842,11 +856,49 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
   const int stall_rank = stall_rank_env ? std::atoi(stall_rank_env) : 1;
   int stop_sig = 0;
   bool stop = false;
+  // --timeline: steps [tl_first, tl_end) are recorded (not the run's first step when it has
+  // more: that one allocates and touches memory), then gathered and written by rank 0.
+  Timeline tl(comm.rank());
+  const bool tl_on = !c.timeline.empty();
+  const int64_t tl_first = total - step > 1 ? step + 1 : step;
+  const int64_t tl_end = std::min(total, tl_first + c.timeline_steps);
+  bool tl_done = !tl_on;
+  double tl_mark = 0;  // end of the last phase recorded
+  auto finish_timeline = [&] {
+    tl.set_recording(false);
+    net.set_timeline(nullptr);
+    reducer.set_timeline(nullptr);
+    tl_done = true;
+    try {
+      const std::string table = write_timeline(comm, tl, c.timeline);
+      if (root) prog.line(table);
+    } catch (const std::exception& e) {  // diagnostics only: training goes on
+      std::fprintf(stderr, "firetrain: warning: --timeline not written: %s\n", e.what());
+    }
+  };
+  if (tl_on) {
+    net.set_timeline(&tl);
+    reducer.set_timeline(&tl);
+    comm.barrier();
+    tl.reset_origin();
+  }
+  // A phase of the step on the timeline: from the end of the previous one to now.
+  auto phase = [&](const char* name) {
+    if (!tl.recording()) return;
+    const double t = tl.now_us();
+    tl.span("phase", name, tl_mark, t);
+    tl_mark = t;
+  };
   Batch batch;
   for (int64_t epoch = step / spe; epoch < epochs && step < total && !stop; ++epoch) {
     loader.start_epoch(epoch, epoch == step / spe ? step % spe : 0);
+    if (tl_on) tl_mark = tl.now_us();
     while (step < total && !stop && loader.next(batch)) {
       const double lr = lr_at(c, step, total, spe);
+      const int64_t this_step = step;
+      const double tl_step0 = tl_mark;  // the step starts where the loader was called
+      tl.set_recording(tl_on && step >= tl_first && step < tl_end);
+      tl.set_step(step);
       PassContext ctx;
       ctx.N = batch.n;
       ctx.train = true;
@@ -855,7 +907,9 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
       db.put(batch.n, batch.images.data(), batch.images.size(), batch.labels.data(),
              batch.indices.data());
       ctx.samples = db.ps;
+      phase("data");
       const float* logits = net.forward(ctx, db.px);
+      phase("forward");
       if (dlogits.size() < size_t(batch.n) * K) dlogits.resize(size_t(batch.n) * K);
       // Loss scaling: dlogits = (p - y) / (batch / S) = S * (p - y) / batch, computed in
       // double and rounded once; S is a power of two, so this is the unscaled gradient times S
@@ -872,18 +926,26 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
                     std::to_string(step) + " on rank " + std::to_string(bad_rank[0] - 1) + " (lr " +
                     fmt_g(lr) + "); " + last_good() +
                     "; lower --lr or add --warmup-steps");
+      phase("loss");
       if (step == stall_step && comm.rank() == stall_rank) {
         std::fprintf(stderr, "firetrain: test hook: rank %d stalls before the all-reduce of "
                      "step %lld\n", comm.rank(), (long long)step);
         for (;;) pause();
       }
       reducer.begin();
-      net.backward(ctx, dlogits.data(), [&](size_t lo_off) { reducer.ready(lo_off); });
+      net.backward(ctx, dlogits.data(), [&](size_t lo_off) {
+        const double t0 = tl.recording() ? tl.now_us() : 0;
+        reducer.ready(lo_off);  // starts the buckets now complete, progresses those in flight
+        if (tl.recording()) tl.span("comm", "reducer.ready", t0, tl.now_us());
+      });
+      phase("backward");
       const double ar = reducer.finish();
+      phase("allreduce wait");
       // After the all-reduce every rank holds the same sum, so all ranks stop alike (CPU: an
       // OpenMP scan; CUDA: a flag kernel after the NCCL stream, one 4-byte copy).
       if (step == nan_step && dev == Device::CPU) net.grads()[net.num_params() / 2] = NAN;
       const bool finite = reducer.grads_finite();
+      phase("gradient check");
       if (!finite && !scaler.can_skip())
         throw Error("train: non-finite gradient (NaN or Inf) at step " + std::to_string(step) +
                     " (lr " + fmt_g(lr) + ")" +
@@ -896,6 +958,7 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
         // The momentum buffer starts at the first step applied (skipped ones do not count).
         ops.sgd_update(net.num_params(), float(lr), float(c.momentum), float(c.weight_decay),
                        step == scaler.skipped(), net.params(), net.grads(), momentum.data());
+        phase("optimizer");
       } else {
         prog.line("step " + std::to_string(step) + ": non-finite gradient, step skipped, loss "
                   "scale " + LossScaler::format(S) + " -> " +
@@ -907,6 +970,7 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
       int flags[1] = {stop_requested()};
       comm.allreduce_max(flags, 1);
       stop_sig = flags[0];
+      phase("stop flags");
       stop = stop_sig != 0 || (c.stop_at > 0 && step >= c.stop_at && step < total);
       log_stats[0] += st.loss_sum;
       log_stats[1] += double(st.correct1);
@@ -952,10 +1016,22 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
         log_span = 0;
         log_steps = 0;
         t_log = clock::now();
+        phase("log");
       }
       if (!c.checkpoint_dir.empty() && c.checkpoint_every > 0 && step % c.checkpoint_every == 0 &&
-          step < total && !stop)
+          step < total && !stop) {
         checkpoint(step);
+        phase("checkpoint");
+      }
+      if (tl.recording()) {
+        tl_mark = tl.now_us();
+        char a[96];
+        std::snprintf(a, sizeof a, "\"lr\":%.6g,\"loss\":%.6g", lr, st.loss_sum / batch.n);
+        tl.span("step", "step " + std::to_string(this_step), tl_step0, tl_mark, a);
+      } else if (tl_on) {
+        tl_mark = tl.now_us();
+      }
+      if (!tl_done && step >= tl_end) finish_timeline();
     }
     if (val_ds && c.eval_each_epoch && step < total && !stop && step % spe == 0) {
       EvalResult r = evaluate(net, *val_ds, comm, c.eval_batch);
@@ -965,6 +1041,7 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
       prog.line(b);
     }
   }
+  if (!tl_done) finish_timeline();  // the run ended inside the window (or before it)
   sum.steps = step;
   sum.skipped_steps = scaler.skipped();
   sum.loss_scale = scaler.scale();

@@ -19,6 +19,8 @@
 
 namespace ft {
 
+class Timeline;
+
 /// What the gradient travels as in the all-reduce (`--grad-comm-dtype`). bf16 and fp16 halve
 /// the bytes: each rank rounds its fp32 gradient to 16 bits (round to nearest even), the
 /// reduction adds in fp32 and rounds each partial sum back to 16 bits, and the result is
@@ -77,6 +79,8 @@ class Communicator {
   /// In-place max over ranks (small flags, e.g. "a rank received SIGTERM").
   void allreduce_max(int* data, size_t n);
   void barrier();
+  /// Every rank's string, on `root` (in rank order; empty elsewhere).
+  std::vector<std::string> gather(const std::string& s, int root = 0);
 
   /// Every rank passes a description of what it is about to do (model, config, dataset,
   /// build). If they differ, every rank throws the same ft::InputError naming the ranks and
@@ -127,6 +131,12 @@ class Reducer {
   /// stream); returns seconds per all-reduce. The arena then holds sums of sums. NCCL fp32
   /// only (the MPI rows time MPI_Allreduce directly); others throw ft::Error.
   virtual double floor_allreduce_s(int iters);
+  /// Records each bucket's all-reduce on t while t records (category "allreduce", from its
+  /// start to the moment this rank saw it complete); nullptr: nothing. MPI reducer only.
+  void set_timeline(Timeline* t) { tl_ = t; }
+
+ protected:
+  Timeline* tl_ = nullptr;
 };
 
 /// The reducer for gradients living on `d`: MPI (GradReducer) for CPU, NCCL for CUDA.
@@ -175,6 +185,9 @@ class GradReducer : public Reducer {
     double since = 0;  // collective_clock() at its start
   };
   void start(Bucket& b);
+  /// Timeline events of bucket b's all-reduce (while tl_ records).
+  void trace_begin(const Bucket& b);
+  void trace_end(size_t i);
   /// Tells the watchdog that bucket i is the oldest in flight.
   void watch(size_t i);
   /// Starts ready buckets while fewer than max_inflight_ are in flight, and progresses (or,

@@ -39,6 +39,9 @@ void synchronize(Device d);
 namespace cuda {
 /// cudaGetDeviceCount, 0 on any error. Never throws.
 int device_count() noexcept;
+/// Why cudaGetDeviceCount fails ("cudaErrorInsufficientDriver: CUDA driver version is
+/// insufficient for CUDA runtime version", ...), or "" when it succeeds.
+std::string device_count_error();
 /// Selects the GPU for this process and creates its compute stream and cuDNN handle.
 void set_device(int ordinal);
 /// The selected GPU's ordinal (-1 before set_device).

@@ -15,6 +15,8 @@
 
 namespace ft {
 
+class Timeline;
+
 /// Torchvision: Kaiming-uniform convs, conv10 N(0, 0.01), zero biases. Xavier: Caffe's
 /// (uniform ±sqrt(3/fan_in)), conv10 N(0, 0.01). Kaiming: Kaiming-uniform for conv10 too, so
 /// the backward signal into the Fire modules is not scaled down 5-6x by conv10 at the start.
@@ -147,6 +149,9 @@ class Net {
     double fwd_s = 0, bwd_s = 0;
   };
   void set_profile(std::vector<LayerTime>* p) { profile_ = p; }
+  /// Records each layer's forward and backward on t while it records (categories "forward"
+  /// and "backward", named as in layer_table()); nullptr (the default): nothing.
+  void set_timeline(Timeline* t) { tl_ = t; }
 
   /// Bytes of the activations kept for backward after a forward: every layer's output plus
   /// what layers keep themselves (Fire's squeeze output and, with a bypass, its concat).
@@ -172,6 +177,7 @@ class Net {
   const float* input_ = nullptr;
   int buf_batch_ = 0, grad_batch_ = 0;
   std::vector<LayerTime>* profile_ = nullptr;
+  Timeline* tl_ = nullptr;
 };
 
 /// Known architectures, for --help and validation.

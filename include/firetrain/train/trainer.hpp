@@ -43,6 +43,10 @@ struct TrainConfig {
   int64_t stop_at = 0;               // end this run after global step N (checkpointed); 0: no
   std::string weights;               // initial weights (torch-h5 or checkpoint)
   std::string metrics;               // .csv or .jsonl
+  /// Chrome trace of steps [first, first + timeline_steps) of the run (first: the run's second
+  /// step; its first allocates and touches memory), all ranks in one file (core/timeline.hpp).
+  std::string timeline;
+  int64_t timeline_steps = 20;
   int64_t log_every = 50;
   std::string progress = "auto";     // auto | live | plain
   std::string device = "cpu";

@@ -288,6 +288,33 @@ int pick(const std::vector<Perf>& perf, int returned, bool tensor_ops) {
   return best;
 }
 
+/// What cuDNN returned for a search, for messages: each algorithm with its status, time,
+/// workspace, math type and determinism.
+template <class Perf>
+std::string perf_list(const std::vector<Perf>& perf, int returned) {
+  if (returned <= 0) return "cuDNN returned no algorithm";
+  std::string s;
+  for (int i = 0; i < returned; ++i) {
+    const Perf& p = perf[size_t(i)];
+    char b[240];
+    std::snprintf(b, sizeof b, "%s#%d algo %d: %s, %.3f ms, %.1f MB, %s math, %s",
+                  i ? "; " : "", i, int(p.algo), cudnnGetErrorString(p.status), double(p.time),
+                  double(p.memory) / 1e6, tensor_op_math(p.mathType) ? "tensor-op" : "FMA",
+                  p.determinism == CUDNN_DETERMINISTIC ? "deterministic" : "non-deterministic");
+    s += b;
+  }
+  return s;
+}
+
+/// FT_CONV_DEBUG=1: every algorithm choice is printed on stderr with the whole search result.
+bool conv_debug() {
+  static const bool v = [] {
+    const char* e = std::getenv("FT_CONV_DEBUG");
+    return e && *e && std::strcmp(e, "0") != 0;
+  }();
+  return v;
+}
+
 std::string shape_str(const ConvShape& s, int N) {
   return "N=" + std::to_string(N) + " C=" + std::to_string(s.C) + " O=" + std::to_string(s.O) +
          " " + std::to_string(s.H) + "x" + std::to_string(s.W) + " k=" + std::to_string(s.k) +
@@ -385,6 +412,8 @@ class KernelWeights {
     }
     return copy_.view().raw();
   }
+  /// The next get() remakes the copy (the weights may have changed since it was made).
+  void invalidate() { src_ = nullptr; }
 
  private:
   ConvShape s_;
@@ -409,13 +438,13 @@ bool test_no_half_algo() {
 }
 
 /// cuDNN 9 reports "not supported" with detailed codes (NOT_SUPPORTED_SHAPE, _DATA_TYPE,
-/// _LAYOUT, ... 3001-3099): their category is CUDNN_STATUS_NOT_SUPPORTED.
+/// _LAYOUT, ... 3001-3099) in the category CUDNN_STATUS_NOT_SUPPORTED (3000). Not those that
+/// say the installation is broken (3005 incompatible driver, 3006 incompatible runtime, 3007
+/// architecture mismatch, 3008 runtime prerequisite missing, 3009 sub-library unavailable):
+/// a fallback to fp32 would hide them, so they throw as any other failure.
 bool not_supported(cudnnStatus_t st) {
-#ifdef CUDNN_STATUS_CATEGORY
-  return CUDNN_STATUS_CATEGORY(st) == CUDNN_STATUS_NOT_SUPPORTED;
-#else
-  return st == CUDNN_STATUS_NOT_SUPPORTED;
-#endif
+  const int c = int(st);
+  return c / 1000 * 1000 == 3000 && !(c >= 3005 && c <= 3009);
 }
 
 // An algorithm search (FT_CONV_SEARCH), or a workspace query or execution (FT_CONV_RUN; with
@@ -445,6 +474,9 @@ struct CudaConv final : Conv2d::Impl {
   void forward(int N, ConstAct x, const float* w, const float* b, Act y) override;
   void backward(int N, ConstAct x, const float* w, ConstAct y, float* dy, float* dx, float* dw,
                 float* db) override;
+  /// The next backward remakes its kernel-layout weights (CudaConvHalf: its fp32 fallback's
+  /// backward without the fallback's forward in the same step).
+  void forget_weights() { w_k_.invalidate(); }
 
  private:
   Plan& plan_for(int N);
@@ -545,7 +577,10 @@ void CudaConv::choose_fwd(Plan& p, int N, const void* x, const void* wk, void* y
   if (i < 0)
     no_algorithm(std::string("cuDNN has no ") + dtype_name(dt_) +
                  " NHWC forward convolution algorithm for " + shape_str(s_, N) +
-                 " within the workspace cap");
+                 " within the workspace cap (" + perf_list(perf, returned) + ")");
+  if (conv_debug())
+    std::fprintf(stderr, "firetrain: conv %s %s: chose #%d of [%s]\n", dtype_name(dt_),
+                 ("forward " + shape_str(s_, N)).c_str(), i, perf_list(perf, returned).c_str());
   p.fwd_algo = perf[size_t(i)].algo;
   if (dt_ != DType::F32) p.fwd_math = perf[size_t(i)].mathType;
   set_math(p.fwd_math);
@@ -577,7 +612,10 @@ void CudaConv::choose_bwd_data(Plan& p, int N, const void* wk, const void* dy, v
   if (i < 0)
     no_algorithm(std::string("cuDNN has no ") + dtype_name(dt_) +
                  " NHWC backward-data algorithm for " + shape_str(s_, N) +
-                 " within the workspace cap");
+                 " within the workspace cap (" + perf_list(perf, returned) + ")");
+  if (conv_debug())
+    std::fprintf(stderr, "firetrain: conv %s %s: chose #%d of [%s]\n", dtype_name(dt_),
+                 ("backward-data " + shape_str(s_, N)).c_str(), i, perf_list(perf, returned).c_str());
   p.bwd_data_algo = perf[size_t(i)].algo;
   if (dt_ != DType::F32) p.bwd_data_math = perf[size_t(i)].mathType;
   set_math(p.bwd_data_math);
@@ -610,7 +648,10 @@ void CudaConv::choose_bwd_filter(Plan& p, int N, const void* x, const void* dy, 
   if (i < 0)
     no_algorithm(std::string("cuDNN has no ") + dtype_name(dt_) +
                  " NHWC backward-filter algorithm for " + shape_str(s_, N) +
-                 " within the workspace cap");
+                 " within the workspace cap (" + perf_list(perf, returned) + ")");
+  if (conv_debug())
+    std::fprintf(stderr, "firetrain: conv %s %s: chose #%d of [%s]\n", dtype_name(dt_),
+                 ("backward-filter " + shape_str(s_, N)).c_str(), i, perf_list(perf, returned).c_str());
   p.bwd_filter_algo = perf[size_t(i)].algo;
   if (dt_ != DType::F32) p.bwd_filter_math = perf[size_t(i)].mathType;
   set_math(p.bwd_filter_math);
@@ -730,6 +771,9 @@ struct CudaConvHalf final : Conv2d::Impl {
         return;
       } catch (const NoAlgorithm& e) {
         fall_back(N, e);
+        // This step's forward ran in 16 bits, so the fallback's weight copy (if it has one,
+        // from another batch size) predates SGD updates since.
+        f32_->forget_weights();
       }
     const float* yf = y ? widen(N, y, ymask_, int64_t(s_.OH()) * s_.OW() * s_.O) : nullptr;
     f32_->backward(N, widen(N, x, xf_, int64_t(s_.H) * s_.W * s_.C), w, yf, dy, dx, dw, db);
