@@ -3,37 +3,57 @@
 # every GPU test (CPU-vs-CUDA parity of every op and of whole training steps, NCCL all-reduce
 # with exact values), then the GPU step benchmark of SqueezeNet 1.0 and 1.1 at 224x224 side by
 # side with PyTorch (torchvision's models, channels_last, on the same GPU, in the same run), and
-# prints a table with the ratios; then the NCCL reducer against nccl-tests' measure (1 rank), the
-# trainer end to end on the GPU and, where the Fashion-MNIST files are there, the main job.
-# Budget: build ~2-3 min with 16 cores for one architecture, tests ~1-2 min, step benchmark
-# ~3-4 min, training ~3 min: more than one 10-minute device call; split it (below).
+# prints a table with the ratios; then the trainer end to end on the GPU, `bench comm` (the NCCL
+# reducer at 1 rank: its fixed overhead) and, where the Fashion-MNIST files are there, the main
+# job. Everything runs against one deadline, most valuable first:
+#   1. build firetrain + firetrain_tests, then firetrain_mpi_tests + ft_fault_tool (a failure
+#      there is reported; what can still run, runs)
+#   2. GPU tests, one process each, CUDA_LAUNCH_BLOCKING=1: CudaOps (op parity), Archs/CudaNet
+#      (fp32 steps), Archs/CudaHalfNet (bf16/fp16 steps), any other Cuda* suite, MpiNccl (1 rank)
+#   3. benchmark rows fp32 and bf16 of squeezenet1_0, then of squeezenet1_1
+#   4. train smoke test fp32, then bf16
+#   5. the rest: the fp16 row, the Fire-concat copy vs zero-copy row, bench comm, the fp16
+#      smoke test, eval GPU vs CPU, the main job (fp32, bf16)
+# Each step is started only before DEADLINE_S (default 420 s after the script's start); what is
+# left then prints "skipped: out of time (DEADLINE_S)", and every table is printed and the logs
+# packed all the same. Each command that could hang runs under `timeout -k 10` (test binary
+# 240 s, benchmark process 90 s, train/eval run 90 s, main job 240 s), cut so that it ends by
+# DEADLINE_S + 60 s: the whole script ends by ~DEADLINE_S + 80 s (~500 s). Estimates on 16
+# cores: configure + build ~1.5-2 min, tests ~1-2 min, the 4 first benchmark rows ~2 min, the
+# smoke tests ~30 s; the rest only where time is left.
 #
-# With the `device` tool (15 min of device time per task, <= 10 min per command, <= 64 MiB
-# carried; the tree is ~10 MB):
+# With the `device` tool (15 min of device time per task, all calls and machine starts together;
+# <= 10 min per call; the machine goes back 30 s after a call ends, so a second call usually
+# starts a fresh, bare machine that must build again): ONE call.
 #   here, once:  tests/gpu_check.sh --prepare      (29 MB of Debian packages into .gpudeps/)
-#   call 1:      SKIP_BENCH=1 SKIP_TRAIN=1 tests/gpu_check.sh          carry [".gpudeps"]
-#   call 2, at once (the machine is still warm: build-gpu/ and /tmp/ftsys are still there):
-#                SKIP_TESTS=1 tests/gpu_check.sh   carry ["datasets/fashion-mnist-train.h5",
-#                                                         "datasets/fashion-mnist-test.h5"] (32 MB)
-#   (if the machine was given back in between, call 2 must carry .gpudeps again and then has no
-#   room for the datasets: add SKIP_MAINJOB=1)
+#   the call:    run  command  "bash tests/gpu_check.sh"
+#                     carry    [".gpudeps"]
+#                     timeout_s 560       (script <= ~500 s; + machine start: ~11-12 min of 15)
+# The tree (~10 MB) + .gpudeps (29 MB) leave no room under the 64 MiB carry limit for the
+# Fashion-MNIST files (datasets/fashion-mnist-{train,test}.h5, 32 MB): the main job is then
+# skipped (it comes last anyway). Carry them only where they fit (a machine that needs no
+# .gpudeps). If the call ends at once with exit 2 (a missing library, no CUDA backend), fix that
+# and call again: a fresh machine costs ~2 min of the 15.
 # The device tool brings back at most 8 files of $OUT: the script writes 5 summaries there
 # (gpu_check.log, parity_errors.txt, bench_gpu.txt, bench_comm_gpu.txt, train_eval.txt) and
-# logs.tgz, refreshed after every section, with the detailed logs. First attempt on a short
-# lease: add SKIP_MAINJOB=1 (and STEPS=5) to call 2.
+# logs.tgz with the detailed logs (build, each test binary, each benchmark process, each
+# training run), refreshed after every step. The summary tables are printed last (the tool's
+# output_tail holds them); a failing test binary's failures are printed too.
 #
-# Usage: tests/gpu_check.sh              build + tests + benchmarks; logs and tables in $OUT
-#                                        (default gpu-check-out/)
+# Usage: tests/gpu_check.sh              build + tests + benchmarks + training; logs and tables
+#                                        in $OUT (default gpu-check-out/)
 #        tests/gpu_check.sh --prepare    on a Debian 12 machine with apt: download the Debian
 #                                        packages the build needs into .gpudeps/ (for a GPU
 #                                        machine that cannot reach a package archive)
-# Env:   CUDA_ARCH (default 90: Hopper; 80 for A100), BATCH (256), STEPS (10), JOBS (nproc),
-#        SKIP_BENCH=1 / SKIP_TESTS=1 / SKIP_TRAIN=1 / SKIP_MAINJOB=1 (e.g. tests in one device
-#        call, then the benchmark and the training runs in a
-#        second call on the still-warm machine, which reuses BUILD_DIR), BUILD_DIR (build-gpu)
-# Exit:  0 everything passed; 1 a build, test, benchmark or training step failed, or the GPU
-#        tests skipped for want of a GPU (e.g. a driver too old for the toolkit); 2 no CUDA
-#        toolkit, no CUDA backend configured, or missing dependencies.
+# Env:   DEADLINE_S (420: seconds after the start past which nothing new starts), CUDA_ARCH
+#        (default 90: Hopper; 80 for A100), BATCH (256), STEPS (10), JOBS (nproc),
+#        SKIP_BENCH=1 / SKIP_TESTS=1 / SKIP_TRAIN=1 / SKIP_MAINJOB=1 (leave a part out, e.g. to
+#        split the work across calls on a longer lease; a call on a still-warm machine reuses
+#        BUILD_DIR and /tmp/ftsys), BUILD_DIR (build-gpu)
+# Exit:  0 everything passed; 1 a build, test, benchmark or training step failed or timed out,
+#        or the GPU tests skipped for want of a GPU (e.g. a driver too old for the toolkit);
+#        2 no CUDA toolkit, no CUDA backend configured, or missing dependencies; 3 nothing
+#        failed but some steps were skipped for want of time (DEADLINE_S).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEPS="$ROOT/.gpudeps"
@@ -58,34 +78,137 @@ if [[ ${1:-} == --prepare ]]; then
   exit $?
 fi
 
+SECONDS=0
+DEADLINE_S="${DEADLINE_S:-420}"
+[[ $DEADLINE_S =~ ^[0-9]+$ ]] || { echo "gpu_check: DEADLINE_S must be a number of seconds" >&2; exit 2; }
+HARD_S=$((DEADLINE_S + 60))  # commands started before the deadline are cut here
 OUT="${OUT:-$ROOT/gpu-check-out}"
 mkdir -p "$OUT"
 # $OUT holds at most 6 files (the device tool returns 8): the summaries gpu_check.log,
 # parity_errors.txt, bench_gpu.txt, bench_comm_gpu.txt, train_eval.txt, and logs.tgz, which
-# packs the detailed logs (written to $LOGS) after every section and at exit, so that a run
+# packs the detailed logs (written to $LOGS) after every step and at exit, so that a run
 # killed at its time limit still returns what it had.
 LOGS=$(mktemp -d /tmp/gpu_check_logs.XXXXXX)
+W=""  # the training runs' scratch folder (synthetic dataset, checkpoints)
 pack_logs() { tar czf "$OUT/logs.tgz" -C "$LOGS" . 2>/dev/null; }
-trap pack_logs EXIT
+# shellcheck disable=SC2317  # (run by the EXIT trap)
+on_exit() { pack_logs; [[ -n $W ]] && rm -rf "$W"; }
+trap on_exit EXIT
 BUILD_DIR="${BUILD_DIR:-$ROOT/build-gpu}"
 JOBS="${JOBS:-$(nproc)}"
-log() { echo "== $(date +%T) $*" | tee -a "$OUT/gpu_check.log"; }
+log() { echo "== $(date +%T) [${SECONDS} s] $*" | tee -a "$OUT/gpu_check.log"; }
 
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$LOGS/gpu.txt"
+# --- time: one deadline for starting work, one timeout per command ---------------------------
+OOT="skipped: out of time (DEADLINE_S)"
+NOT_RUN=$OOT  # what the summary says of a step never reached
+oot=0  # 1 once anything was skipped for want of time
+in_time() {  # WHAT: true before DEADLINE_S; else prints "WHAT: skipped: out of time (DEADLINE_S)"
+  (( SECONDS < DEADLINE_S )) && return 0
+  if (( !oot )); then log "DEADLINE_S=$DEADLINE_S s passed: what is left is skipped"; fi
+  oot=1
+  echo "  $1: $OOT" | tee -a "$OUT/gpu_check.log"
+  return 1
+}
+LIMIT=0
+tm() {  # LIMIT_S CMD...: CMD under `timeout -k 10`, the limit cut to end by HARD_S (>= 10 s)
+  local lim=$1 left=$((HARD_S - SECONDS))
+  shift
+  (( left < 10 )) && left=10
+  (( lim > left )) && lim=$left
+  LIMIT=$lim
+  timeout -k 10 "$lim" "$@"
+}
+rc_text() {  # exit code of a tm command -> words
+  case $1 in
+    0) echo "exit code 0" ;;
+    124) echo "TIMED OUT: killed by timeout after ${LIMIT} s (exit 124)" ;;
+    137) echo "TIMED OUT or killed: SIGKILL (exit 137; timeout's KILL comes 10 s after ${LIMIT} s)" ;;
+    *) echo "exit code $1" ;;
+  esac
+}
+is_timeout() { [[ $1 == 124 || $1 == 137 ]]; }
+
+# --- what the summary prints (summary() is called at the end, and on SIGTERM/SIGINT) ----------
+fail=0
+BUILD_SUM=""
+TEST_SUM=()
+TE="$OUT/train_eval.txt"  # (rewritten only by a run that trains: SKIP_* runs can share $OUT)
+[[ ${SKIP_TRAIN:-0} != 1 ]] && rm -f "$TE"
+COMM_SUM=""
+BATCH="${BATCH:-256}" STEPS="${STEPS:-10}"
+T="$OUT/bench_gpu.txt"
+BROWS=("squeezenet1_0 fp32" "squeezenet1_0 bf16" "squeezenet1_0 fp16" "squeezenet1_1 fp32" "squeezenet1_1 bf16")
+declare -A BROW=()  # "arch prec" -> the table's row
+COPY_ROW=""
+pos() { [[ ${1:-} =~ ^[0-9]*\.?[0-9]+$ ]] && awk -v x="$1" 'BEGIN { exit !(x > 0) }'; }
+write_bench_table() {  # the table so far (FINAL=1: rows never run are marked skipped)
+  local k final=${1:-0}
+  {
+    printf "# firetrain vs PyTorch on %s: one training step (fwd+loss+bwd+SGD), batch %d, 224x224, median of %d steps\n" \
+      "$(cut -d, -f1 "$LOGS/gpu.txt" 2>/dev/null | grep . || echo '(no GPU name: nvidia-smi failed)')" "$BATCH" "$STEPS"
+    printf "# %-14s %-9s %10s %10s %10s %10s %7s\n" arch precision ft_ms ft_img/s pt_ms pt_img/s ratio
+    for k in "${BROWS[@]}"; do
+      if [[ -n ${BROW[$k]:-} ]]; then echo "${BROW[$k]}"
+      elif (( final )); then printf "  %-14s %-9s %s\n" "${k% *}" "${k#* }" "$NOT_RUN"; fi
+    done
+    if [[ -n $COPY_ROW ]]; then echo "$COPY_ROW"
+    elif (( final )); then echo "# squeezenet1_0 bf16, Fire concat copied (FT_CONV_TWO_PART=copy): $NOT_RUN"; fi
+    echo "# ratio = PyTorch ms / firetrain ms (> 1: firetrain faster); n/a: that side failed or timed out" \
+      "(bench_*.log in logs.tgz)"
+    echo "# PyTorch: torchvision model, channels_last, autocast bf16/fp16 (fp16 with GradScaler), TF32 off for fp32;" \
+      "firetrain's bench step runs no loss scaling (one scale+check pass over 1.2 M gradients: negligible)"
+  } >"$T"
+}
+summary() {
+  code=$fail
+  (( code == 0 && oot )) && code=3
+  {
+    echo
+    echo "==================== gpu_check summary: exit $code (fail=$fail), ${SECONDS} s of DEADLINE_S=$DEADLINE_S ===================="
+    [[ -s $LOGS/gpu.txt ]] && echo "# GPU: $(cat "$LOGS/gpu.txt")"
+    echo "# build:${BUILD_SUM%,}"
+    echo "# GPU tests (one process each, CUDA_LAUNCH_BLOCKING=1; logs tests_*.log in logs.tgz):"
+    (( ${#TEST_SUM[@]} )) && printf '%s\n' "${TEST_SUM[@]}"
+    [[ -s $OUT/parity_errors.txt ]] && echo "# parity errors measured: $(wc -l < "$OUT/parity_errors.txt") lines in parity_errors.txt"
+    if [[ ${SKIP_BENCH:-0} != 1 ]]; then
+      write_bench_table 1
+      cat "$T"
+      echo "# bench comm --device cuda, 1 rank (reducer, 1-bucket; no floor row at 1 rank):"
+      if [[ -n $COMM_SUM ]]; then echo "$COMM_SUM"
+      elif [[ -s $OUT/bench_comm_gpu.txt ]]; then grep -E "^  |^# (squeeze|alex|Out)" "$OUT/bench_comm_gpu.txt"
+      else echo "  $NOT_RUN"; fi
+    else
+      echo "# step benchmark and bench comm: skipped (SKIP_BENCH=1)"
+    fi
+    echo "# train smoke tests (60 steps, stop at 30 + resume), eval GPU vs CPU, main job:"
+    if [[ ${SKIP_TRAIN:-0} == 1 ]]; then echo "  skipped (SKIP_TRAIN=1)"
+    elif [[ -s $TE ]]; then cat "$TE"
+    else echo "  $NOT_RUN"; fi
+    (( oot )) && echo "# DEADLINE_S=$DEADLINE_S s: what says '$OOT' did not run (more time: DEADLINE_S and timeout_s; or leave parts out: SKIP_*)"
+    echo "# outputs in $OUT: gpu_check.log parity_errors.txt bench_gpu.txt bench_comm_gpu.txt train_eval.txt logs.tgz"
+  } | tee -a "$OUT/gpu_check.log"
+  log "done (exit $code, fail=$fail)"
+}
+trap 'echo "gpu_check: interrupted" >&2; fail=1; NOT_RUN="not run (interrupted)"; summary; exit 1' TERM INT
+
+command -v nvidia-smi >/dev/null && timeout 30 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$LOGS/gpu.txt"
 export PATH="/usr/local/cuda/bin:$PATH"
 command -v nvcc >/dev/null || { echo "gpu_check: no nvcc (CUDA toolkit) found" >&2; exit 2; }
+log "start: DEADLINE_S=$DEADLINE_S s (commands cut at $HARD_S s), OUT=$OUT"
 
 # Dependencies: the system's (as launch/setup.sh installs them), else the carried .gpudeps/
 # (extracted once into /tmp/ftsys: a second call on the still-warm machine reuses it and need
 # not carry .gpudeps again).
 CMAKE_EXTRA=()
 ORIG_LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"  # for python3 (PyTorch): not the Debian libraries
+if [[ -n $ORIG_LD_LIBRARY_PATH ]]; then PYENV=(env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH")
+else PYENV=(env -u LD_LIBRARY_PATH); fi
 if [[ ! -e /usr/include/oneapi/dnnl/dnnl.hpp ]] || ! command -v mpicc >/dev/null; then
   SYS=/tmp/ftsys
   if [[ ! -e $SYS/.complete ]]; then
     [[ -d $DEPS ]] || { echo "gpu_check: oneDNN/MPI/HDF5 missing; run launch/setup.sh, or run" \
       "'tests/gpu_check.sh --prepare' where apt works and carry .gpudeps/" >&2; exit 2; }
-    log "extracting $(ls "$DEPS"/*.deb | wc -l) Debian packages into $SYS"
+    log "extracting $(printf '%s\n' "$DEPS"/*.deb | wc -l) Debian packages into $SYS"
     for f in "$DEPS"/*.deb; do
       dpkg-deb -x "$f" "$SYS" || { echo "gpu_check: cannot extract $f" >&2; exit 2; }
     done
@@ -106,156 +229,370 @@ if [[ ! -e /usr/include/oneapi/dnnl/dnnl.hpp ]] || ! command -v mpicc >/dev/null
     -DHDF5_FOUND=ON -DDNNL_LIB="$L/libdnnl.so" -DDNNL_INCLUDE="$SYS/usr/include"
     -DGTEST_ROOT="$SYS/usr")
 fi
-# cuDNN and NCCL: the toolkit's, else the nvidia-cudnn / nvidia-nccl Python wheels' (PyTorch's).
-if [[ ! -e /usr/local/cuda/include/cudnn.h ]]; then
-  export CUDNN_ROOT=$(LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" python3 -c 'import nvidia.cudnn as m; print(m.__path__[0])' 2>/dev/null)
-  export NCCL_ROOT=$(LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" python3 -c 'import nvidia.nccl as m; print(m.__path__[0])' 2>/dev/null)
-  export LD_LIBRARY_PATH="$CUDNN_ROOT/lib:$NCCL_ROOT/lib:${LD_LIBRARY_PATH:-}"
+# cuDNN and NCCL: the toolkit's, else the nvidia-cudnn / nvidia-nccl Python wheels' (PyTorch's):
+# the folder of python3's `nvidia` packages whose include/ holds the header (nvidia/cudnn,
+# nvidia/nccl; found by name, so a wheel that moved its files is found too).
+wheel_root() {  # HEADER -> the wheel folder whose include/ holds it
+  tm 30 "${PYENV[@]}" python3 - "$1" <<'EOF' 2>/dev/null
+import os, sys
+import nvidia
+for base in list(nvidia.__path__):
+    for d, _, files in os.walk(base):
+        if sys.argv[1] in files and os.path.basename(d) == "include":
+            print(os.path.dirname(d)); sys.exit(0)
+EOF
+}
+if [[ ! -e /usr/local/cuda/include/cudnn.h && ! -e /usr/include/cudnn.h ]]; then
+  CUDNN_ROOT=$(wheel_root cudnn.h); export CUDNN_ROOT
+  [[ -n $CUDNN_ROOT ]] && export LD_LIBRARY_PATH="$CUDNN_ROOT/lib:${LD_LIBRARY_PATH:-}"
+fi
+if [[ ! -e /usr/local/cuda/include/nccl.h && ! -e /usr/include/nccl.h ]]; then
+  NCCL_ROOT=$(wheel_root nccl.h); export NCCL_ROOT
+  [[ -n $NCCL_ROOT ]] && export LD_LIBRARY_PATH="$NCCL_ROOT/lib:${LD_LIBRARY_PATH:-}"
 fi
 
+# --- 1. build: firetrain + firetrain_tests, then the rest ------------------------------------
 log "configure + build ($BUILD_DIR, sm_${CUDA_ARCH:-90}, $JOBS jobs)"
-cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFIRETRAIN_CUDA=ON \
+tm 180 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFIRETRAIN_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" "${CMAKE_EXTRA[@]}" >"$LOGS/cmake.log" 2>&1 \
-  || { tail -30 "$LOGS/cmake.log"; exit 2; }
+  || { rc=$?; echo "gpu_check: cmake: $(rc_text $rc)"; tail -30 "$LOGS/cmake.log"; exit 2; }
 grep -E "^-- firetrain:" "$LOGS/cmake.log" | tee -a "$OUT/gpu_check.log"
 grep -q "building the CUDA backend" "$LOGS/cmake.log" || { echo "gpu_check: CUDA backend not configured" >&2; exit 2; }
-cmake --build "$BUILD_DIR" -j "$JOBS" --target firetrain firetrain_tests firetrain_mpi_tests ft_fault_tool \
-  >"$LOGS/build.log" 2>&1 || { tail -40 "$LOGS/build.log"; exit 1; }
-pack_logs
+declare -A BUILT=()
+LIB_OK=1
+build_targets() {  # PHASE TARGET...: ninja -k 0 (builds all it can); BUILT[t]=1 for each one built
+  local rc t plog="$LOGS/build_$1.log"
+  shift
+  tm 420 cmake --build "$BUILD_DIR" -j "$JOBS" --target "$@" -- -k 0 >"$plog" 2>&1
+  rc=$?
+  # After a failure, which targets are fine: the library all of them link first (a failure
+  # there fails them all), then each target alone (up to date, or its own failure again).
+  if (( rc != 0 )) && { is_timeout $rc || (( SECONDS >= HARD_S - 10 )) ||
+       ! tm 300 cmake --build "$BUILD_DIR" -j "$JOBS" --target firetrain_lib >>"$LOGS/build_recheck.log" 2>&1; }; then
+    LIB_OK=0
+  fi
+  for t in "$@"; do
+    if (( rc == 0 )); then
+      BUILT[$t]=1
+    elif (( LIB_OK )) && (( SECONDS < HARD_S - 10 )) &&
+         tm 300 cmake --build "$BUILD_DIR" -j "$JOBS" --target "$t" >>"$LOGS/build_recheck.log" 2>&1; then
+      BUILT[$t]=1  # (this one was fine: another target failed)
+    fi
+    BUILD_SUM+=" $t $([[ ${BUILT[$t]:-0} == 1 ]] && echo ok || echo FAILED),"
+  done
+  if (( rc != 0 )); then
+    fail=1
+    echo "gpu_check: build of $*: $(rc_text $rc); first errors (${plog##*/} in logs.tgz):"
+    grep -E "^FAILED: " "$plog" | head -10
+    grep -A3 -E "error:|error [0-9]|undefined reference|ninja: build stopped" "$plog" | head -50
+  fi
+  pack_logs
+}
+build_targets 1 firetrain firetrain_tests
+if (( !LIB_OK )); then
+  BUILD_SUM+=" firetrain_mpi_tests ft_fault_tool skipped (firetrain_lib failed),"
+elif in_time "build of firetrain_mpi_tests ft_fault_tool"; then
+  build_targets 2 firetrain_mpi_tests ft_fault_tool
+else
+  BUILD_SUM+=" firetrain_mpi_tests ft_fault_tool $OOT,"
+fi
+log "build:${BUILD_SUM%,}"
 FT="$BUILD_DIR/firetrain"
-"$FT" --version | tee -a "$OUT/gpu_check.log"
+[[ ${BUILT[firetrain]:-0} == 1 ]] && tm 30 "$FT" --version | tee -a "$OUT/gpu_check.log"
+need() {  # TARGET WHAT: true if TARGET was built; else prints why WHAT is skipped
+  [[ ${BUILT[$1]:-0} == 1 ]] && return 0
+  echo "  $2: skipped: $1 not built" | tee -a "$OUT/gpu_check.log"
+  return 1
+}
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fail=0
+
+# --- 2. GPU tests --------------------------------------------------------------------------
 # A test binary's result counts only with its exit code 0 AND gtest's summary line (a crash
 # prints no FAILED line), and a "no GPU" skip is a failure here (e.g. a driver too old for the
-# toolkit makes cudaGetDeviceCount fail, which the library reports as 0 GPUs).
-gtest_ok() {  # log file, exit code, what
+# toolkit makes cudaGetDeviceCount fail, which the library reports as 0 GPUs). Each group runs
+# in its own process with CUDA_LAUNCH_BLOCKING=1 (an error is reported at the launch that made
+# it, and an illegal address in one group cannot poison the next).
+GT_WHY=""
+gtest_ok() {  # log file, exit code, what: false (GT_WHY says why) unless the binary passed
   local log=$1 rc=$2 what=$3
-  if (( rc != 0 )) || ! grep -q "^\[  PASSED  \] " "$log"; then
-    echo "gpu_check: $what: exit code $rc$(grep -q '^\[  PASSED  \] ' "$log" || echo ', no gtest summary (crashed?)')" >&2
-    return 1
+  GT_WHY=""
+  if is_timeout "$rc"; then
+    GT_WHY="$(rc_text "$rc"), in $(grep '^\[ RUN      \]' "$log" | tail -1 | cut -c14-)"
+  elif ! grep -q "^\[  PASSED  \] " "$log"; then
+    GT_WHY="exit code $rc, no gtest summary (crashed?)"
+  elif (( rc != 0 )); then
+    GT_WHY="FAILED: exit code $rc, $(gcount "$log" FAILED) failed"
+  elif grep -qE "^(no GPU visible|CUDA backend not built|needs one GPU per rank)" "$log"; then
+    GT_WHY="FAILED: tests skipped for want of a GPU"
+  elif grep -q "^\[==========\] 0 tests from" "$log"; then
+    GT_WHY="FAILED: no test ran (filter?)"
   fi
-  if grep -q "^\[  PASSED  \] 0 tests" "$log"; then
-    echo "gpu_check: $what: no test ran (filter?)" >&2
-    return 1
+  [[ -z $GT_WHY ]] && return 0
+  echo "gpu_check: $what: $GT_WHY" >&2
+  return 1
+}
+gcount() {  # LOG PASSED|FAILED|SKIPPED: the count on gtest's summary line (0 if none)
+  local n
+  n=$(sed -n "s/^\[  $2 *\] \([0-9]*\) tests\{0,1\}[,.].*/\1/p" "$1" | tail -1)
+  echo "${n:-0}"
+}
+run_gtest() {  # NAME TARGET FILTER WHAT
+  local name=$1 bin=$BUILD_DIR/tests/$2 filter=$3 what=$4 log="$LOGS/tests_$1.log" rc st
+  if ! need "$2" "$what"; then TEST_SUM+=("$(printf '  %-34s skipped: %s not built' "$what" "$2")"); return; fi
+  if ! in_time "$what"; then TEST_SUM+=("$(printf '  %-34s %s' "$what" "$OOT")"); return; fi
+  log "GPU tests: $what ($2 --gtest_filter='$filter')"
+  tm 240 env CUDA_LAUNCH_BLOCKING=1 OMP_NUM_THREADS=4 "$bin" --gtest_filter="$filter" >"$log" 2>&1
+  rc=$?
+  # each test's result line (with its time) and gtest's summary counts
+  grep -E "^\[ +(OK|FAILED|SKIPPED) +\] .*\([0-9]+ ms\)$|^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?[,.]" "$log"
+  if gtest_ok "$log" $rc "$what"; then
+    st="passed: $(gcount "$log" PASSED) tests, $(gcount "$log" SKIPPED) skipped"
+  else
+    fail=1
+    st="$GT_WHY ($(gcount "$log" PASSED) passed, $(gcount "$log" FAILED) failed, $(gcount "$log" SKIPPED) skipped)"
+    echo "---- $what: failure context (tests_$name.log in logs.tgz) ----"
+    if [[ $GT_WHY == *"want of a GPU"* ]]; then
+      grep -m1 -B2 -A1 -E "^(no GPU visible|CUDA backend not built|needs one GPU per rank)" "$log"
+    else
+      grep -B2 -A8 -E "Failure|error:|\[  FAILED" "$log" | head -80
+    fi
+    if is_timeout $rc || ! grep -q "^\[  PASSED  \] " "$log"; then
+      echo "-- last test started: $(grep '^\[ RUN      \]' "$log" | tail -1 | cut -c14-); last lines:"
+      tail -15 "$log"
+    fi
+    echo "---- end of $what failure context ----"
   fi
-  if grep -qE "^(no GPU visible|CUDA backend not built|needs one GPU per rank)" "$log"; then
-    echo "gpu_check: $what: tests skipped for want of a GPU: $(grep -cE '^\[  SKIPPED \] ' "$log") skipped" >&2
-    return 1
-  fi
+  TEST_SUM+=("$(printf '  %-34s %s' "$what" "$st")")
+  pack_logs
 }
 if [[ ${SKIP_TESTS:-0} != 1 ]]; then
-  log "GPU tests: op parity (CudaOps, fp32 and 16-bit), whole steps (Archs/CudaNet, Archs/CudaHalfNet)"
-  OMP_NUM_THREADS=4 "$BUILD_DIR/tests/firetrain_tests" --gtest_filter='Cuda*:*/Cuda*' >"$LOGS/tests_cuda.log" 2>&1
-  rc=$?
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) |OK \]|FAILED \]" "$LOGS/tests_cuda.log"
-  gtest_ok "$LOGS/tests_cuda.log" $rc "CUDA op/step tests" || fail=1
-  grep "\[ measured \]" "$LOGS/tests_cuda.log" > "$OUT/parity_errors.txt"
+  run_gtest cuda_ops firetrain_tests 'CudaOps.*:CudaKernelMath.*' "CudaOps (op parity, fp32+16-bit)"
+  run_gtest cuda_net firetrain_tests '*/CudaNet.*:CudaNet.*' "Archs/CudaNet (fp32 steps)"
+  run_gtest cuda_halfnet firetrain_tests '*/CudaHalfNet.*:CudaHalfNet.*' "Archs/CudaHalfNet (16-bit steps)"
+  # any other GPU suite (Cuda* that the three above do not cover), in a process of its own
+  OTHER='Cuda*:*/Cuda*:-CudaOps.*:CudaKernelMath.*:*/CudaNet.*:CudaNet.*:*/CudaHalfNet.*:CudaHalfNet.*'
+  if [[ ${BUILT[firetrain_tests]:-0} == 1 ]] &&
+     timeout 60 "$BUILD_DIR/tests/firetrain_tests" --gtest_list_tests --gtest_filter="$OTHER" 2>/dev/null | grep -q '^  '; then
+    run_gtest cuda_other firetrain_tests "$OTHER" "other Cuda* suites"
+  fi
+  run_gtest nccl firetrain_mpi_tests 'MpiNccl*:MpiReducer*' "MpiNccl+MpiReducer (1 rank)"
+  cat "$LOGS"/tests_cuda_*.log 2>/dev/null | grep "\[ measured \]" > "$OUT/parity_errors.txt"
   echo "parity errors measured: $(wc -l < "$OUT/parity_errors.txt") lines in $OUT/parity_errors.txt (CPU vs CUDA, norm-wise)"
-  log "NCCL all-reduce test (1 rank; more ranks need more GPUs)"
-  "$BUILD_DIR/tests/firetrain_mpi_tests" --gtest_filter='MpiNccl*:MpiReducer*' >"$LOGS/tests_nccl.log" 2>&1
-  rc=$?
-  grep -E "PASSED|FAILED|SKIPPED" "$LOGS/tests_nccl.log"
-  gtest_ok "$LOGS/tests_nccl.log" $rc "NCCL tests" || fail=1
   pack_logs
+else
+  TEST_SUM+=("  skipped (SKIP_TESTS=1)")
 fi
 
-if [[ ${SKIP_BENCH:-0} != 1 ]]; then
-  BATCH="${BATCH:-256}" STEPS="${STEPS:-10}"
-  log "step benchmark: batch $BATCH, 224x224, median of $STEPS steps"
-  T="$OUT/bench_gpu.txt"
-  printf "# firetrain vs PyTorch on %s: one training step (fwd+loss+bwd+SGD), batch %d, 224x224, median of %d steps\n" \
-    "$(cat "$LOGS/gpu.txt" 2>/dev/null | cut -d, -f1)" "$BATCH" "$STEPS" | tee "$T"
-  printf "# %-14s %-9s %10s %10s %10s %10s %7s\n" arch precision ft_ms ft_img/s pt_ms pt_img/s ratio | tee -a "$T"
-  for arch in squeezenet1_0 squeezenet1_1; do
-    precs="fp32 bf16 fp16"
-    [[ $arch == squeezenet1_1 ]] && precs="fp32 bf16"  # (fp16 on one arch: the 8-minute budget)
-    for prec in $precs; do
-      ft_ms=$("$FT" bench step --device cuda --precision "$prec" --arch "$arch" --batch "$BATCH" \
-        --size 224 --steps "$STEPS" --warmup 5 2>>"$LOGS/bench.err" | awk '!/^#/ {print $5}')
-      pt_ms=$(LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" python3 "$ROOT/bench/torch_gpu_step.py" --arch "$arch" --batch "$BATCH" --steps "$STEPS" \
-        --precision "$prec" 2>>"$LOGS/bench.err" | sed -n 's/.*median_ms=\([0-9.]*\).*/\1/p')
-      awk -v a="$arch" -v p="$prec" -v f="${ft_ms:-0}" -v t="${pt_ms:-0}" -v b="$BATCH" 'BEGIN {
-        printf "  %-14s %-9s %10s %10s %10.2f %10.1f %7s\n", a, p,
-          (f > 0 ? sprintf("%.2f", f) : "n/a"), (f > 0 ? sprintf("%.1f", b * 1000 / f) : "n/a"),
-          t, (t > 0 ? b * 1000 / t : 0), (f > 0 && t > 0 ? sprintf("%.2f", t / f) : "n/a") }' | tee -a "$T"
-      [[ $arch == squeezenet1_0 && $prec == bf16 ]] && zc_ms=$ft_ms
-    done
-  done
-  # The zero-copy Fire concat (two-part 1x1 convolutions as cuBLAS GEMMs on the parts, the
-  # default) against copying the concat for cuDNN (FT_CONV_TWO_PART=copy), in the same run.
-  cp_ms=$(FT_CONV_TWO_PART=copy "$FT" bench step --device cuda --precision bf16 --arch squeezenet1_0 \
-    --batch "$BATCH" --size 224 --steps "$STEPS" --warmup 5 2>>"$LOGS/bench.err" | awk '!/^#/ {print $5}')
-  awk -v z="${zc_ms:-0}" -v c="${cp_ms:-0}" 'BEGIN {
+# --- 3. (and 5.) step benchmark against PyTorch ------------------------------------------------
+ft_step() {  # ARCH PREC LOGNAME [ENV=VALUE...]: firetrain bench step; prints the median ms, if any
+  local arch=$1 prec=$2 name=$3 lg="$LOGS/$3" rc ms
+  shift 3
+  tm 90 env "$@" "$FT" bench step --device cuda --precision "$prec" --arch "$arch" --batch "$BATCH" \
+    --size 224 --steps "$STEPS" --warmup 5 >"$lg" 2>&1
+  rc=$?
+  ms=$(awk -v a="$arch" '$1 == a && NF >= 11 { v = $5 } END { if (v != "") print v }' "$lg")
+  if (( rc != 0 )) || ! pos "$ms"; then
+    fail=1
+    echo "gpu_check: firetrain bench step $arch $prec: $(rc_text $rc)$(pos "$ms" || echo ', no figure'); last lines of $name:" >&2
+    tail -5 "$lg" >&2
+    ms=""
+  fi
+  echo "$ms"
+}
+bench_row() {  # ARCH PREC
+  local arch=$1 prec=$2 ft_ms pt_ms rc
+  need firetrain "bench $arch $prec" || { BROW["$arch $prec"]=$(printf "  %-14s %-9s skipped: firetrain not built" "$arch" "$prec"); return; }
+  in_time "bench $arch $prec" || { BROW["$arch $prec"]=$(printf "  %-14s %-9s %s" "$arch" "$prec" "$OOT"); return; }
+  ft_ms=$(ft_step "$arch" "$prec" "bench_${arch}_${prec}_ft.log")
+  [[ -z $ft_ms ]] && fail=1  # (set in the $(...) subshell too: that one is lost)
+  tm 90 "${PYENV[@]}" python3 "$ROOT/bench/torch_gpu_step.py" --arch "$arch" --batch "$BATCH" --steps "$STEPS" \
+    --warmup 5 --precision "$prec" >"$LOGS/bench_${arch}_${prec}_pt.log" 2>&1
+  rc=$?
+  pt_ms=$(sed -n 's/.*median_ms=\([0-9.]*\).*/\1/p' "$LOGS/bench_${arch}_${prec}_pt.log" | tail -1)
+  if (( rc != 0 )) || ! pos "$pt_ms"; then
+    fail=1
+    echo "gpu_check: PyTorch peer $arch $prec: $(rc_text $rc)$(pos "$pt_ms" || echo ', no figure'); last lines:" >&2
+    tail -5 "$LOGS/bench_${arch}_${prec}_pt.log" >&2
+    pt_ms=""
+  fi
+  BROW["$arch $prec"]=$(awk -v a="$arch" -v p="$prec" -v f="$ft_ms" -v t="$pt_ms" -v b="$BATCH" 'BEGIN {
+    printf "  %-14s %-9s %10s %10s %10s %10s %7s\n", a, p,
+      (f > 0 ? sprintf("%.2f", f) : "n/a"), (f > 0 ? sprintf("%.1f", b * 1000 / f) : "n/a"),
+      (t > 0 ? sprintf("%.2f", t) : "n/a"), (t > 0 ? sprintf("%.1f", b * 1000 / t) : "n/a"),
+      (f > 0 && t > 0 ? sprintf("%.2f", t / f) : "n/a") }')
+  echo "${BROW["$arch $prec"]}"
+  [[ $arch == squeezenet1_0 && $prec == bf16 ]] && ZC_MS=$ft_ms
+  write_bench_table
+  pack_logs
+}
+ZC_MS=""
+# The zero-copy Fire concat (two-part 1x1 convolutions as cuBLAS GEMMs on the parts, the
+# default) against copying the concat for cuDNN (FT_CONV_TWO_PART=copy), in the same run.
+copy_row() {
+  local cp_ms
+  need firetrain "bench copy vs zero-copy" || { COPY_ROW="# squeezenet1_0 bf16, Fire concat copied: skipped: firetrain not built"; return; }
+  in_time "bench squeezenet1_0 bf16 FT_CONV_TWO_PART=copy" || return
+  cp_ms=$(ft_step squeezenet1_0 bf16 bench_squeezenet1_0_bf16_copy_ft.log FT_CONV_TWO_PART=copy)
+  [[ -z $cp_ms ]] && fail=1
+  COPY_ROW=$(awk -v z="$ZC_MS" -v c="$cp_ms" 'BEGIN {
     printf "# squeezenet1_0 bf16, Fire concat copied (FT_CONV_TWO_PART=copy): %s ms; zero-copy: %s ms; copy/zero-copy %s\n",
       (c > 0 ? sprintf("%.2f", c) : "n/a"), (z > 0 ? sprintf("%.2f", z) : "n/a"),
-      (c > 0 && z > 0 ? sprintf("%.2f", c / z) : "n/a") }' | tee -a "$T"
-  echo "# ratio = PyTorch ms / firetrain ms (> 1: firetrain faster); n/a: that side failed (see $LOGS/bench.err)" | tee -a "$T"
-  echo "# PyTorch: torchvision model, channels_last, autocast bf16/fp16 (fp16 with GradScaler), TF32 off for fp32;" \
-    "firetrain's bench step runs no loss scaling (one scale+check pass over 1.2 M gradients: negligible)" | tee -a "$T"
-fi
-# The NCCL reducer against nccl-tests' measure of ncclAllReduce on the same bytes (1 rank here:
-# NCCL's all-reduce is then a local copy, so this shows the reducer's fixed overhead; run it
-# under mpirun on a multi-GPU node for the real comparison).
-if [[ ${SKIP_BENCH:-0} != 1 ]]; then
-  log "bench comm --device cuda (1 rank)"
-  "$FT" bench comm --device cuda --models squeezenet1_0,alexnet --repeats 20 --warmup 3 \
-    2>&1 | tee "$OUT/bench_comm_gpu.txt" | grep -E "^  |^# (squeeze|alex|Out)" || fail=1
+      (c > 0 && z > 0 ? sprintf("%.2f", c / z) : "n/a") }')
+  echo "$COPY_ROW"
+  write_bench_table
   pack_logs
+}
+if [[ ${SKIP_BENCH:-0} != 1 ]]; then
+  log "step benchmark (fp32, bf16): batch $BATCH, 224x224, median of $STEPS steps"
+  printf "  %-14s %-9s %10s %10s %10s %10s %7s\n" arch precision ft_ms ft_img/s pt_ms pt_img/s ratio
+  for a in squeezenet1_0 squeezenet1_1; do
+    for p in fp32 bf16; do bench_row "$a" "$p"; done
+  done
 fi
 
-# The trainer end to end on the GPU (1 rank: NCCL, uploads, checkpoints, resume, eval).
-if [[ ${SKIP_TRAIN:-0} != 1 ]]; then
-  log "train smoke test: synthetic 28x28 data, 60 steps per precision, stop at 30 + resume"
-  W=$(mktemp -d)
-  "$BUILD_DIR/tests/ft_fault_tool" dataset "$W/d.h5" 512 28 1 10 >/dev/null
-  for prec in fp32 bf16 fp16; do
-    A=(train --device cuda --precision "$prec" --data "$W/d.h5" --val "$W/d.h5" --batch 64
-       --steps 60 --lr 0.01 --warmup-steps 5 --log-every 10 --progress plain
-       --checkpoint-dir "$W/ck_$prec" --checkpoint-every 10)
-    if "$FT" "${A[@]}" --stop-at 30 >"$LOGS/train_$prec.log" 2>&1 &&
-       "$FT" "${A[@]}" --resume auto >>"$LOGS/train_$prec.log" 2>&1 &&
-       grep -q "resumed from" "$LOGS/train_$prec.log"; then
-      echo "  $prec: $(grep -E 'final: val' "$LOGS/train_$prec.log" | tail -1)"
-    else
-      echo "gpu_check: train smoke test failed in $prec (see $LOGS/train_$prec.log)" >&2
-      tail -5 "$LOGS/train_$prec.log" >&2
-      fail=1
-    fi
+# --- 4. (and 5.) the trainer end to end on the GPU (1 rank: NCCL, uploads, checkpoints, resume,
+# eval) --------------------------------------------------------------------------------------
+declare -A TRAINED=()
+DS=0  # the synthetic dataset: 0 not made yet, 1 made, 2 cannot be made (DS_WHY says why)
+DS_WHY="no synthetic dataset (ft_fault_tool dataset failed)"
+train_setup() {  # the synthetic 28x28 dataset, once; false if it cannot be made
+  local rc t
+  (( DS == 0 )) || return $((DS - 1))
+  DS=2
+  for t in firetrain ft_fault_tool; do
+    [[ ${BUILT[$t]:-0} == 1 ]] || { DS_WHY="$t not built"; return 1; }
   done
-  # eval of the fp32 checkpoint: the GPU's top-1 and loss against the CPU's on the same
-  # weights (top-1 within one image of 512, loss within 1e-3 relative: fp32 on both).
-  declare -A top1 loss
+  W=$(mktemp -d)
+  tm 60 "$BUILD_DIR/tests/ft_fault_tool" dataset "$W/d.h5" 512 28 1 10 >"$LOGS/dataset.log" 2>&1
+  rc=$?
+  if (( rc != 0 )); then
+    echo "gpu_check: ft_fault_tool dataset: $(rc_text $rc)" >&2
+    tail -5 "$LOGS/dataset.log" >&2
+    fail=1
+    return 1
+  fi
+  DS=1
+}
+train_case() {  # PREC: 60 steps, stopped at 30, resumed
+  local prec=$1 rc why
+  in_time "train smoke $prec" || { echo "  train $prec: $OOT" >>"$TE"; return; }
+  if ! train_setup; then echo "  train $prec: skipped: $DS_WHY" | tee -a "$TE"; return; fi
+  log "train smoke test $prec: synthetic 28x28 data, 60 steps, stop at 30 + resume"
+  local A=(train --device cuda --precision "$prec" --data "$W/d.h5" --val "$W/d.h5" --batch 64
+     --steps 60 --lr 0.01 --warmup-steps 5 --log-every 10 --progress plain
+     --checkpoint-dir "$W/ck_$prec" --checkpoint-every 10)
+  tm 90 "$FT" "${A[@]}" --stop-at 30 >"$LOGS/train_$prec.log" 2>&1
+  rc=$?
+  (( rc == 0 )) && { tm 90 "$FT" "${A[@]}" --resume auto >>"$LOGS/train_$prec.log" 2>&1; rc=$?; }
+  if (( rc == 0 )) && grep -q "resumed from" "$LOGS/train_$prec.log"; then
+    TRAINED[$prec]=1
+    echo "  train $prec: $(grep -E 'final: val' "$LOGS/train_$prec.log" | tail -1)" | tee -a "$TE"
+  else
+    fail=1
+    if (( rc == 0 )); then why='exit code 0 but no "resumed from"'; else why=$(rc_text $rc); fi
+    echo "  train $prec: FAILED ($why)" | tee -a "$TE"
+    echo "gpu_check: train smoke test failed in $prec (train_$prec.log in logs.tgz):" >&2
+    tail -8 "$LOGS/train_$prec.log" >&2
+  fi
+  pack_logs
+}
+# eval of the fp32 checkpoint: the GPU's top-1 and loss against the CPU's on the same
+# weights (top-1 within one image of 512, loss within 1e-3 relative: fp32 on both).
+eval_check() {
+  local d line rc
+  in_time "eval GPU vs CPU" || { echo "  eval: $OOT" >>"$TE"; return; }
+  [[ ${TRAINED[fp32]:-0} == 1 ]] || { echo "  eval: skipped: no fp32 checkpoint (train fp32 did not pass)" | tee -a "$TE"; return; }
+  log "eval of the fp32 checkpoint on the GPU and on the CPU"
+  declare -A top1=() loss=()
   for d in cuda cpu; do
-    line=$("$FT" eval --device $d --weights "$W/ck_fp32/ckpt_60.h5" --data "$W/d.h5" 2>&1 | tail -1)
-    echo "  eval --device $d: $line" | tee -a "$OUT/train_eval.txt"
+    tm 90 "$FT" eval --device $d --weights "$W/ck_fp32/ckpt_60.h5" --data "$W/d.h5" >"$LOGS/eval_$d.log" 2>&1
+    rc=$?
+    line=$(tail -1 "$LOGS/eval_$d.log")
+    (( rc != 0 )) && line="$(rc_text $rc): $line"
+    echo "  eval --device $d: $line" | tee -a "$TE"
     top1[$d]=$(sed -n 's/.*top-1 \([0-9.]*\).*/\1/p' <<<"$line")
     loss[$d]=$(sed -n 's/.*loss \([0-9.]*\).*/\1/p' <<<"$line")
   done
   if [[ -z ${top1[cuda]} || -z ${top1[cpu]} ]] || ! awk -v a="${top1[cuda]}" -v b="${top1[cpu]}" \
        -v la="${loss[cuda]}" -v lb="${loss[cpu]}" 'BEGIN { d = a - b; e = la - lb;
          exit !((d < 0 ? -d : d) <= 1.0 / 512 + 1e-9 && (e < 0 ? -e : e) <= 1e-3 * lb + 1e-6) }'; then
-    echo "gpu_check: eval on the GPU differs from the CPU (or failed)" | tee -a "$OUT/train_eval.txt" >&2
+    echo "gpu_check: eval on the GPU differs from the CPU (or failed)" | tee -a "$TE" >&2
     fail=1
   fi
-  rm -rf "$W"
+  pack_logs
+}
+if [[ ${SKIP_TRAIN:-0} != 1 ]]; then
+  train_case fp32
+  train_case bf16
+fi
+
+# --- 5. the rest, while time is left ----------------------------------------------------------
+if [[ ${SKIP_BENCH:-0} != 1 ]]; then
+  log "step benchmark (fp16, Fire concat copy vs zero-copy)"
+  bench_row squeezenet1_0 fp16  # (fp16 on one arch only: the time budget)
+  copy_row
+fi
+# The NCCL reducer at 1 rank: NCCL's in-place all-reduce on one rank has nothing to sum, so
+# `bench comm` prints only the bucketed reducer and the 1-bucket reducer (the reducer's fixed
+# overhead); it leaves out the nccl-tests-style floor row ("allreduce": ncclAllReduce back to
+# back, CUDA-event timed) and the reducer/floor ratios at 1 rank, where the floor would be ~0
+# (src/train/bench_comm.cpp). Those need >= 2 GPUs: mpirun -np N firetrain bench comm
+# --device cuda on a multi-GPU node.
+if [[ ${SKIP_BENCH:-0} != 1 ]]; then
+  if ! need firetrain "bench comm"; then COMM_SUM="  skipped: firetrain not built"
+  elif ! in_time "bench comm"; then COMM_SUM="  $OOT"; echo "# bench comm --device cuda: $OOT" >"$OUT/bench_comm_gpu.txt"
+  else
+    log "bench comm --device cuda (1 rank: reducer and 1-bucket rows; no floor row at 1 rank)"
+    tm 90 "$FT" bench comm --device cuda --models squeezenet1_0,alexnet --repeats 20 --warmup 3 \
+      >"$OUT/bench_comm_gpu.txt" 2>&1
+    rc=$?
+    grep -E "^  |^# (squeeze|alex|Out)" "$OUT/bench_comm_gpu.txt"
+    if (( rc != 0 )) || ! grep -q "^  " "$OUT/bench_comm_gpu.txt"; then
+      fail=1
+      COMM_SUM="  FAILED: $(rc_text $rc)"
+      echo "gpu_check: bench comm: $(rc_text $rc); last lines:" >&2
+      tail -5 "$OUT/bench_comm_gpu.txt" >&2
+    fi
+    pack_logs
+  fi
+fi
+if [[ ${SKIP_TRAIN:-0} != 1 ]]; then
+  train_case fp16
+  eval_check
   # The main job on the GPU (1 rank, the README's config) where the Fashion-MNIST files were
   # carried (datasets/*.h5, 32 MB): test top-1 and time, fp32 and bf16.
-  if [[ -e $ROOT/datasets/fashion-mnist-train.h5 && ${SKIP_MAINJOB:-0} != 1 ]]; then
+  if [[ ${SKIP_MAINJOB:-0} == 1 ]]; then
+    echo "  main job: skipped (SKIP_MAINJOB=1)" | tee -a "$TE"
+  elif [[ ! -e $ROOT/datasets/fashion-mnist-train.h5 || ! -e $ROOT/datasets/fashion-mnist-test.h5 ]]; then
+    echo "  main job: skipped: datasets/fashion-mnist-{train,test}.h5 not carried" | tee -a "$TE"
+  elif [[ ${BUILT[firetrain]:-0} != 1 ]]; then
+    echo "  main job: skipped: firetrain not built" | tee -a "$TE"
+  else
     for prec in fp32 bf16; do
+      in_time "main job $prec" || { echo "  main job $prec: $OOT" >>"$TE"; continue; }
       log "main job on the GPU, $prec (launch/fashion_mnist.cfg, 1 rank)"
-      t0=$(date +%s.%N)
-      "$FT" train --device cuda --precision "$prec" \
+      t0=$SECONDS
+      tm 240 "$FT" train --device cuda --precision "$prec" \
         --config "$ROOT/launch/fashion_mnist.cfg" --data "$ROOT/datasets/fashion-mnist-train.h5" \
-        --val "$ROOT/datasets/fashion-mnist-test.h5" --progress plain >"$LOGS/mainjob_$prec.log" 2>&1 \
-        || fail=1
-      echo "  $prec: $(grep "final: val" "$LOGS/mainjob_$prec.log" | tail -1)  [$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s]" \
-        | tee -a "$OUT/train_eval.txt"
+        --val "$ROOT/datasets/fashion-mnist-test.h5" --progress plain >"$LOGS/mainjob_$prec.log" 2>&1
+      rc=$?
+      if is_timeout $rc && (( LIMIT < 240 )); then  # cut short by the deadline, not its own limit
+        oot=1
+        echo "  main job $prec: cut at ${LIMIT} s, $OOT [$((SECONDS - t0)) s]" | tee -a "$TE"
+      elif (( rc != 0 )); then
+        fail=1
+        echo "  main job $prec: FAILED ($(rc_text $rc)) [$((SECONDS - t0)) s]" | tee -a "$TE"
+        tail -5 "$LOGS/mainjob_$prec.log" >&2
+      else
+        echo "  main job $prec: $(grep "final: val" "$LOGS/mainjob_$prec.log" | tail -1)  [$((SECONDS - t0)) s]" \
+          | tee -a "$TE"
+      fi
       pack_logs
     done
   fi
-  pack_logs
 fi
-log "done (fail=$fail); logs in $OUT"
-exit $fail
+
+# --- the summary: every table, last (the device tool's output_tail holds the end) -------------
+summary
+exit $code
