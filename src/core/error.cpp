@@ -6,6 +6,7 @@
 
 #include <hdf5.h>
 
+#include <cstring>
 #include <sstream>
 
 namespace ft {
@@ -24,13 +25,20 @@ std::string where_am_i() {
 
 namespace detail {
 
-void throw_call_failed(const char* api, const char* stmt, const std::string& why,
-                       const char* file, int line) {
+namespace {
+std::string call_failed_text(const char* api, const char* stmt, const std::string& why,
+                             const char* file, int line) {
   std::ostringstream os;
   os << api << " failed: " << stmt;
   if (!why.empty()) os << ": " << why;
   os << " (" << file << ":" << line << ", " << where_am_i() << ")";
-  throw Error(os.str());
+  return os.str();
+}
+}  // namespace
+
+void throw_call_failed(const char* api, const char* stmt, const std::string& why,
+                       const char* file, int line) {
+  throw Error(call_failed_text(api, stmt, why, file, line));
 }
 
 void check_mpi(int rc, const char* stmt, const char* file, int line) {
@@ -41,9 +49,11 @@ void check_mpi(int rc, const char* stmt, const char* file, int line) {
   throw_call_failed("MPI", stmt, std::string(msg, len), file, line);
 }
 
-void check_h5(long long rc, const char* stmt, const char* file, int line) {
+void check_h5(long long rc, const char* stmt, const char* file, int line, int err) {
   if (rc >= 0) return;
-  throw_call_failed("HDF5", stmt, "returned " + std::to_string(rc), file, line);
+  std::string why = "returned " + std::to_string(rc);
+  if (err != 0) why += " (errno: " + std::string(std::strerror(err)) + ")";
+  throw Error(call_failed_text("HDF5", stmt, why, file, line), kExitFailure, err);
 }
 
 }  // namespace detail

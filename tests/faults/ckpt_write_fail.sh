@@ -3,6 +3,8 @@
 # the file and the system's reason, the previous checkpoint stays valid and no temporary file is
 # left; a vanished directory is re-created. Cases:
 #   full      a 9 MB tmpfs, --keep-checkpoints 1: ckpt_2 (5.8 MB) fits, ckpt_4 does not
+#   race      the same, with the free-space check made to pass (test hook): the write itself
+#             fails with ENOSPC, as when the disk fills between the check and the write
 #   pre-prune a 15 MB tmpfs, --keep-checkpoints 2: room for 2, so the oldest is deleted before
 #             the third is written; the run ends normally
 #   read-only the checkpoint directory remounted read-only (bind mount) after ckpt_12
@@ -41,6 +43,20 @@ if mount -t tmpfs -o size=9m tmpfs ck 2>/dev/null; then
   printf "full: exit %s after %.1f s; ck/ckpt_2.h5 valid\n" $rc "$(awk "BEGIN{print $t1 - $t0}")"
   umount ck
 
+  # race: the disk fills between the free-space check and the write (the test hook makes the
+  # check pass): the failed write's errno (ENOSPC) names the problem.
+  mount -t tmpfs -o size=9m tmpfs ck
+  $MPI -np 2 -x FT_TEST_IGNORE_FREE_SPACE=1 $FT $CK --steps 6 --checkpoint-every 2 \
+    --keep-checkpoints 1 > run.log 2>&1
+  rc=$?
+  [ $rc -eq 1 ] || { cat run.log; fail "race: exit $rc, expected 1"; }
+  grep -q "cannot write checkpoint ck/ckpt_4.h5 at step 4: No space left on device during the write (HDF5 failed: .*(errno: No space left on device).*; the previous checkpoint ck/ckpt_2.h5 is intact" run.log ||
+    { cat run.log; fail "race: no clear message"; }
+  "$TOOL" check ck/ckpt_2.h5 > /dev/null || fail "race: ckpt_2 not valid"
+  no_tmp race
+  echo "race: the write's ENOSPC reported; ck/ckpt_2.h5 valid"
+  umount ck
+
   mount -t tmpfs -o size=15m tmpfs ck
   $MPI -np 2 $FT $CK --steps 10 --checkpoint-every 2 --keep-checkpoints 2 > run.log 2>&1 ||
     { cat run.log; fail "pre-prune: the run failed"; }
@@ -61,7 +77,7 @@ if mount -t tmpfs -o size=9m tmpfs ck 2>/dev/null; then
   grep "Read-only" run.log | head -1
   umount ck
 else
-  skipped="tmpfs/bind mounts not permitted here (needs root with CAP_SYS_ADMIN): skipped full, pre-prune, read-only"
+  skipped="tmpfs/bind mounts not permitted here (needs root with CAP_SYS_ADMIN): skipped full, race, pre-prune, read-only"
 fi
 
 rm -rf ck
