@@ -544,7 +544,8 @@ if [[ ${SKIP_BENCH:-0} != 1 ]]; then
   elif ! in_time "bench comm"; then COMM_SUM="  $OOT"; echo "# bench comm --device cuda: $OOT" >"$OUT/bench_comm_gpu.txt"
   else
     log "bench comm --device cuda (1 rank: reducer and 1-bucket rows; no floor row at 1 rank)"
-    tm 90 "$FT" bench comm --device cuda --models squeezenet1_0,alexnet --repeats 20 --warmup 3 \
+    tm 90 "$FT" bench comm --device cuda --models squeezenet1_0,alexnet --grad-comm-dtype fp32,bf16 \
+      --repeats 20 --warmup 3 \
       >"$OUT/bench_comm_gpu.txt" 2>&1
     rc=$?
     grep -E "^  |^# (squeeze|alex|Out)" "$OUT/bench_comm_gpu.txt"
