@@ -433,6 +433,34 @@ TEST(OpsTest, MaxPoolTiesFollowTorch) {
   expect_close(dxf, dx, 1e-6, 1e-7, "dx (torch's first-maximum rule)");
 }
 
+// Backward normally reuses the maxima its forward found; given other tensors than the last
+// forward's (other buffers or batch size), it must find them again.
+TEST(OpsTest, MaxPoolBackwardAfterAnotherForwardUsesItsOwnTensors) {
+  const int N = 2, C = 9, H = 11, W = 12;
+  PoolShape ps{C, H, W, 3, 2, 0, true};
+  const size_t nx = size_t(N) * H * W * C, ny = size_t(N) * ps.OH() * ps.OW() * C;
+  fvec xa = random_floats(nx, 91, -1.f, 1.f), xb = random_floats(nx, 92, -1.f, 1.f);
+  for (auto& v : xa) v = std::max(0.f, std::round(v * 3.f));  // ties, as after a ReLU
+  fvec dy = random_floats(ny, 93);
+  // The reference: a fresh op, forward then backward on a.
+  ft::MaxPool2d fresh(ps);
+  fvec ya(ny), dx_ref(nx);
+  fresh.forward(N, xa.data(), ya.data());
+  fresh.backward(N, xa.data(), ya.data(), dy.data(), dx_ref.data());
+  // Forward on b last, then backward on a's tensors (other buffers).
+  ft::MaxPool2d op(ps);
+  fvec ya2(ny), yb(ny), dx(nx, 7.f);
+  op.forward(N, xa.data(), ya2.data());
+  op.forward(N, xb.data(), yb.data());
+  op.backward(N, xa.data(), ya2.data(), dy.data(), dx.data());
+  expect_close(dx, dx_ref, 0, 0, "backward on a after forward on b");
+  // And again after a forward on a itself (the positions stored by that forward).
+  op.forward(N, xa.data(), ya2.data());
+  std::fill(dx.begin(), dx.end(), 7.f);
+  op.backward(N, xa.data(), ya2.data(), dy.data(), dx.data());
+  expect_close(dx, dx_ref, 0, 0, "backward after its own forward");
+}
+
 // Floor mode through the same op (torchvision SqueezeNet uses ceil mode; floor mode is part of
 // the PoolShape API).
 TEST(OpsTest, MaxPoolFloorMode) {

@@ -163,6 +163,7 @@ class MaxPoolLayer : public Layer {
       op2_->backward(c.N, x + c.N * in_part1(), y + c.N * out_part1(), dy + c.N * out_part1(),
                      dx + c.N * in_part1());
   }
+  size_t kept_bytes() const override { return op_.kept_bytes() + (op2_ ? op2_->kept_bytes() : 0); }
 
  private:
   int64_t in_part1() const { return int64_t(in.H) * in.W * in.c1(); }     // per image

@@ -31,13 +31,18 @@ class MaxPool2d {
   /// representable inputs).
   void forward(int N, ConstAct x, Act y);
   /// dy (N, OH, OW, C) -> dx (N, H, W, C) (fp32), overwritten, given the forward's x and y.
-  /// Each window's gradient goes to its first maximum in row-major order, as in torch.
+  /// Each window's gradient goes to its first maximum in row-major order, as in torch. (The
+  /// CPU op reuses the positions its last forward found when x, y and N are that forward's.)
   void backward(int N, ConstAct x, ConstAct y, const float* dy, float* dx);
+  /// Bytes the op keeps between forward and backward beyond x and y (the CPU's window
+  /// positions of the maxima: one byte per output element).
+  size_t kept_bytes() const { return impl_->kept_bytes(); }
 
   struct Impl {
     virtual ~Impl() = default;
     virtual void forward(int N, ConstAct x, Act y) = 0;
     virtual void backward(int N, ConstAct x, ConstAct y, const float* dy, float* dx) = 0;
+    virtual size_t kept_bytes() const { return 0; }
   };
 
  private:
