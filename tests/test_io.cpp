@@ -442,5 +442,40 @@ TEST(IoRegression, HugeChunksAreRejectedBeforeAnyRead) {
     EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
   }
 }
+
+// FT_H5 / FT_H5_ID clear errno before the call and report what the call left: a failed write
+// on a full disk names ENOSPC; a failure that sets no errno reports none, even if errno held
+// something before the call; success does not throw whatever errno says.
+TEST(H5Check, FailuresCarryTheErrnoTheCallLeft) {
+  auto fails_with = [](int e) {
+    errno = e;
+    return -1;
+  };
+  try {
+    FT_H5(fails_with(ENOSPC));
+    FAIL() << "no throw";
+  } catch (const Error& ex) {
+    EXPECT_EQ(ex.sys_errno(), ENOSPC);
+    EXPECT_NE(std::string(ex.what()).find("errno: No space left on device"), std::string::npos)
+        << ex.what();
+  }
+  errno = EACCES;  // stale, from before the call
+  try {
+    FT_H5(-1);
+    FAIL() << "no throw";
+  } catch (const Error& ex) {
+    EXPECT_EQ(ex.sys_errno(), 0);
+    EXPECT_EQ(std::string(ex.what()).find("errno"), std::string::npos) << ex.what();
+  }
+  try {
+    (void)FT_H5_ID(fails_with(EIO));
+    FAIL() << "no throw";
+  } catch (const Error& ex) {
+    EXPECT_EQ(ex.sys_errno(), EIO);
+  }
+  errno = ENOENT;
+  EXPECT_NO_THROW(FT_H5(0));
+  EXPECT_EQ(FT_H5_ID(7), 7);
+}
 }  // namespace
 }  // namespace ft

@@ -98,7 +98,8 @@ TEST(Timeline, JsonHasOneObjectPerEventAndTheRankAsPid) {
   t.async_begin("allreduce", "bucket 0", 0, 3, "\"bytes\":4");
   t.async_end("allreduce", "bucket 0", 0, 4);
   const std::string j = t.to_json("rank 5 (host)");
-  // Three metadata objects and three events, separated by ",\n".
+  // Three metadata objects and three events, separated by ",\n"; the async id carries the
+  // rank in its high 32 bits (5 << 32 = 21474836480): ids are global across processes.
   size_t objects = 1, pos = 0;
   while ((pos = j.find(",\n", pos)) != std::string::npos) ++objects, pos += 2;
   EXPECT_EQ(objects, 6u) << j;
@@ -109,7 +110,7 @@ TEST(Timeline, JsonHasOneObjectPerEventAndTheRankAsPid) {
             std::string::npos)
       << j;
   EXPECT_NE(j.find("{\"ph\":\"b\",\"cat\":\"allreduce\",\"name\":\"bucket 0\",\"pid\":5,"
-                   "\"tid\":0,\"ts\":3.000,\"id\":0,\"args\":{\"step\":2,\"bytes\":4}}"),
+                   "\"tid\":0,\"ts\":3.000,\"id\":21474836480,\"args\":{\"step\":2,\"bytes\":4}}"),
             std::string::npos)
       << j;
   // Balanced braces outside strings.

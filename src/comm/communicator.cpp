@@ -170,8 +170,13 @@ void Communicator::barrier() {
 
 std::vector<std::string> Communicator::gather(const std::string& s, int root) {
   if (size_ == 1) return {s};
-  FT_REQUIRE(s.size() <= size_t(INT_MAX), "gather: a string over 2 GiB");
   CollectiveScope scope(comm_, "MPI_Gatherv", s.size());
+  // Every rank learns the total first, so that all of them refuse alike (MPI counts are int).
+  long long total_all = static_cast<long long>(s.size());
+  FT_MPI(MPI_Allreduce(MPI_IN_PLACE, &total_all, 1, MPI_LONG_LONG, MPI_SUM, comm_));
+  if (total_all > INT_MAX)
+    throw Error("gather: " + std::to_string(total_all) + " bytes from all ranks, over MPI's "
+                "2 GiB limit");
   const int len = int(s.size());
   std::vector<int> lens(rank_ == root ? size_ : 0), displs(lens.size());
   FT_MPI(MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, root, comm_));
@@ -179,7 +184,6 @@ std::vector<std::string> Communicator::gather(const std::string& s, int root) {
   if (rank_ == root) {
     size_t total = 0;
     for (int r = 0; r < size_; ++r) {
-      FT_REQUIRE(total + size_t(lens[size_t(r)]) <= size_t(INT_MAX), "gather: over 2 GiB in all");
       displs[size_t(r)] = int(total);
       total += size_t(lens[size_t(r)]);
     }

@@ -173,7 +173,10 @@ class NcclReducer final : public Reducer {
   int* flag_dev_ = nullptr;   // grads_finite(): device flag
   int* flag_host_ = nullptr;  // and its pinned host copy
   int poller_ = -1;           // watchdog poller id
-  // finish() -> watchdog thread: generation and collective_clock() of the last end event.
+  /// Records ev_end_ on the NCCL stream for the watchdog (see poll()).
+  void record_end();
+  // finish() -> watchdog thread: generation (odd while ev_end_ is being re-recorded) and
+  // collective_clock() of the last end event.
   std::atomic<uint64_t> gen_{0};
   std::atomic<double> since_{0};
   uint64_t done_gen_ = 0;  // watchdog thread only: the last generation seen complete
@@ -365,14 +368,22 @@ double NcclReducer::finish() {
     FT_CUDA(cudaEventRecord(ev_start_, stream_));
     started_any_ = true;
   }
-  FT_CUDA(cudaEventRecord(ev_end_, stream_));
-  since_.store(collective_clock(), std::memory_order_relaxed);
-  gen_.fetch_add(1, std::memory_order_release);  // the watchdog now waits for ev_end_
+  record_end();  // the watchdog now waits for ev_end_
   FT_CUDA(cudaStreamWaitEvent(cuda::stream(), ev_end_, 0));
   check_async();
   span_pending_ = true;
   started_any_ = false;
   return now_s() - t0;
+}
+
+void NcclReducer::record_end() {
+  // A sequence lock with the watchdog's poll(): the generation is odd while ev_end_ is being
+  // re-recorded and since_ rewritten, so poll() never measures a new record against the
+  // previous step's start (it ignores odd generations and ones that change across its query).
+  gen_.fetch_add(1, std::memory_order_acq_rel);
+  FT_CUDA(cudaEventRecord(ev_end_, stream_));
+  since_.store(collective_clock(), std::memory_order_relaxed);
+  gen_.fetch_add(1, std::memory_order_release);
 }
 
 double NcclReducer::comm_span() const {
@@ -390,10 +401,7 @@ double NcclReducer::floor_allreduce_s(int iters) {
   FT_CUDA(cudaEventRecord(ev_start_, stream_));
   for (int i = 0; i < iters; ++i)
     FT_NCCL(ncclAllReduce(grads_, grads_, n_, ncclFloat, ncclSum, nccl_, stream_));
-  FT_CUDA(cudaEventRecord(ev_end_, stream_));
-  // As finish(): the watchdog now waits for ev_end_ (a dead peer ends the job, no hang).
-  since_.store(collective_clock(), std::memory_order_relaxed);
-  gen_.fetch_add(1, std::memory_order_release);
+  record_end();  // as finish(): the watchdog waits for ev_end_ (a dead peer ends the job)
   FT_CUDA(cudaEventSynchronize(ev_end_));
   check_async();
   float ms = 0;
@@ -422,10 +430,13 @@ std::string NcclReducer::poll(double timeout_s) {
     return std::string("the NCCL all-reduce of the gradients failed: ") +
            ncclGetErrorString(async) + " (ncclCommGetAsyncError)";
   const uint64_t g = gen_.load(std::memory_order_acquire);
+  if (g & 1) return "";           // record_end() in progress: look again next time
   if (g == done_gen_) return "";  // nothing in flight since the last completion seen
   const double since = since_.load(std::memory_order_relaxed);
   cudaSetDevice(device_);  // this thread's current device (events belong to it)
   const cudaError_t q = cudaEventQuery(ev_end_);
+  // A record_end() that began after the load above may be what the query saw: ignore it.
+  if (gen_.load(std::memory_order_acquire) != g) return "";
   if (q == cudaSuccess) {
     done_gen_ = g;  // a later record completing implies this one did
     return "";
@@ -433,8 +444,6 @@ std::string NcclReducer::poll(double timeout_s) {
   if (q != cudaErrorNotReady)
     return std::string("CUDA error while waiting for the NCCL all-reduce of the gradients: ") +
            cudaGetErrorString(q);
-  // finish() may have recorded a newer step between the reads above: its start is later.
-  if (gen_.load(std::memory_order_acquire) != g) return "";
   if (collective_clock() - since <= timeout_s) return "";
   char b[256];
   std::snprintf(b, sizeof b,

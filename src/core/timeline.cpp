@@ -80,7 +80,10 @@ std::string Timeline::to_json(const std::string& label) const {
       std::snprintf(b, sizeof b, ",\"dur\":%.3f", e.dur);
       o += b;
     } else {
-      std::snprintf(b, sizeof b, ",\"id\":%llu", (unsigned long long)e.id);
+      // Async ids are global across processes in the trace format: the rank in the high bits
+      // keeps one rank's buckets from pairing with another's.
+      std::snprintf(b, sizeof b, ",\"id\":%llu",
+                    (unsigned long long)((uint64_t(rank_) << 32) | (e.id & 0xffffffffu)));
       o += b;
     }
     o += ",\"args\":{";

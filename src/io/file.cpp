@@ -29,12 +29,14 @@ void write_file_atomic(const std::string& path,
     throw;
   }
   if (std::fclose(fp) != 0) {
+    const int e = errno;
     std::remove(tmp.c_str());
-    throw Error(tmp + ": close failed: " + std::strerror(errno));
+    throw Error(tmp + ": close failed: " + std::strerror(e));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
     std::remove(tmp.c_str());
-    throw Error(path + ": rename failed: " + std::strerror(errno));
+    throw Error(path + ": rename failed: " + std::strerror(e));
   }
 }
 

@@ -1,6 +1,7 @@
 /// @brief `train --timeline`: gathering the ranks' events into one trace (see the header).
 #include "firetrain/train/timeline_file.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -42,7 +43,9 @@ std::string write_timeline(Communicator& comm, const Timeline& tl, const std::st
     out("\n]}\n", 4);
   });
   std::string t = "timeline: " + path + " (" + std::to_string(comm.size()) +
-                  " rank(s); open it in https://ui.perfetto.dev or chrome://tracing)\n";
+                  " rank(s); open it in https://ui.perfetto.dev or chrome://tracing)";
+  if (s.steps == 0) return t + ": no step recorded (the run had none after its first)";
+  t += "\n";
   t += "#  rank  steps   step_ms    fwd_ms    bwd_ms   comm_ms  in_bwd  ready_ms   wait_ms\n";
   for (const auto& r : rows) t += r + "\n";
   t += "# medians over the recorded steps (ms). comm_ms: time with a gradient bucket in flight "
@@ -54,6 +57,9 @@ std::string write_timeline(Communicator& comm, const Timeline& tl, const std::st
 }
 
 void probe_timeline_path(const std::string& path) {
+  struct stat sb;
+  if (::stat(path.c_str(), &sb) == 0 && S_ISDIR(sb.st_mode))
+    throw InputError("train: --timeline " + path + ": is a directory (give a file name)");
   const std::string probe = path + ".probe." + std::to_string(getpid());
   std::FILE* f = std::fopen(probe.c_str(), "w");
   if (!f) throw InputError("train: --timeline " + path + ": cannot create a file there (" +

@@ -461,8 +461,10 @@ std::string write_checkpoint(const TrainConfig& c, const std::string& json, Net&
     // temporary file freed it again) as the failed call's errno says.
     std::string why = storage_problem(dir, need);
     const auto* fe = dynamic_cast<const Error*>(&e);
-    if (why.empty() && fe && fe->sys_errno() != 0)
-      why = std::string(std::strerror(fe->sys_errno())) + " during the write";
+    const int err = fe ? fe->sys_errno() : 0;
+    if (why.empty() && (err == ENOSPC || err == EDQUOT || err == EFBIG || err == EIO ||
+                        err == EROFS))
+      why = std::string(std::strerror(err)) + " during the write";
     fail(why.empty() ? std::string(e.what()) : why + " (" + e.what() + ")");
   }
   prune_checkpoints(c.checkpoint_dir, c.keep_checkpoints);
@@ -565,7 +567,8 @@ std::vector<std::string> adopt_checkpoint_config(Options& o, TrainConfig& c,
   // Per-run or per-machine settings stay as given now; --steps and --epochs go together.
   static const std::set<std::string> keep_now = {"resume", "stop-at", "weights", "metrics",
                                                  "device", "threads", "progress",
-                                                 "collective-timeout", "config"};
+                                                 "collective-timeout", "config", "timeline",
+                                                 "timeline-steps"};
   const bool length_given = o.was_set("steps") || o.was_set("epochs");
   std::vector<std::string> taken;
   for (auto& [k, v] : stored) {
@@ -868,8 +871,11 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
   // more: that one allocates and touches memory), then gathered and written by rank 0.
   Timeline tl(comm.rank());
   const bool tl_on = !c.timeline.empty();
-  const int64_t tl_first = total - step > 1 ? step + 1 : step;
-  const int64_t tl_end = std::min(total, tl_first + c.timeline_steps);
+  // This run ends at `total` or, with --stop-at, after that step (at least one step).
+  const int64_t run_end =
+      c.stop_at > 0 ? std::min(total, std::max(c.stop_at, step + 1)) : total;
+  const int64_t tl_first = run_end - step > 1 ? step + 1 : step;
+  const int64_t tl_end = std::min(run_end, tl_first + c.timeline_steps);
   bool tl_done = !tl_on;
   double tl_mark = 0;  // end of the last phase recorded
   auto finish_timeline = [&] {
@@ -1036,6 +1042,7 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
         char a[96];
         std::snprintf(a, sizeof a, "\"lr\":%.6g,\"loss\":%.6g", lr, st.loss_sum / batch.n);
         tl.span("step", "step " + std::to_string(this_step), tl_step0, tl_mark, a);
+        tl.set_recording(false);  // (an evaluation between steps is not part of a step)
       } else if (tl_on) {
         tl_mark = tl.now_us();
       }

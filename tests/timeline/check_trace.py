@@ -120,8 +120,12 @@ def main():
             for e in ready:
                 inside(e, p["backward"], where + " reducer.ready")
             sequential(sorted(bwd + ready, key=lambda e: e["ts"]), where + " backward+ready")
-            begins = {e["id"]: e for e in se if e["ph"] == "b"}
-            ends = {e["id"]: e for e in se if e["ph"] == "e"}
+            # Async ids are global in the format: rank in the high 32 bits, bucket below.
+            for e in se:
+                if e["ph"] in ("b", "e") and e["id"] >> 32 != r:
+                    fail("%s: async id %#x does not carry the rank" % (where, e["id"]))
+            begins = {e["id"] & 0xffffffff: e for e in se if e["ph"] == "b"}
+            ends = {e["id"] & 0xffffffff: e for e in se if e["ph"] == "e"}
             nb = sum(1 for e in se if e["ph"] == "b")
             ne = sum(1 for e in se if e["ph"] == "e")
             if a.ranks == 1:

@@ -22,11 +22,27 @@ $CHECK t2.json --ranks 2 --first 1 --steps 4 --bytes $BYTES --checkpoint-steps 1
 awk '/^#  rank/{f=1; next} f && /^ +[0-9]/{n++; if ($2 != 4 || !($6 > 0)) bad=1} END{exit !(n == 2 && !bad)}' run2.log ||
   { cat run2.log; fail "2 ranks: the table's rows"; }
 
-# Resumed from ckpt_4 for 2 more steps with a window of 10: steps 5 and 6 are the run's second
-# and third... the run has steps 4..7, so 5, 6, 7 are recorded (cut short by the end).
+# Resumed from ckpt_4 (steps 4..7 left) with a window of 10: steps 5, 6 and 7 are recorded
+# (the run's first step is not; the window is cut short by the end).
 $MPI -np 2 $FT $T --steps 8 --checkpoint-dir ck --resume ck/ckpt_4.h5 --timeline t2r.json \
   --timeline-steps 10 > run2r.log 2>&1 || { cat run2r.log; fail "resume: the run failed"; }
 $CHECK t2r.json --ranks 2 --first 5 --steps 3 --bytes $BYTES --checkpoint-steps 5 || exit 1
+# Resumed again without --timeline: the setting is not taken from the checkpoint (no trace).
+rm -f t2r.json
+$MPI -np 2 $FT $T --steps 10 --checkpoint-dir ck --resume auto > run2a.log 2>&1 ||
+  { cat run2a.log; fail "resume without --timeline: the run failed"; }
+[ ! -e t2r.json ] && ! grep -q "^timeline:" run2a.log ||
+  { cat run2a.log; fail "resume without --timeline wrote a trace"; }
+
+# Evaluation each epoch (4 steps per epoch) inside the window is not recorded into a step;
+# --stop-at 3 ends the run (and the window) after step 2: steps 1 and 2 recorded.
+$MPI -np 2 $FT $T --steps 8 --val d.h5 --timeline tv.json > runv.log 2>&1 ||
+  { cat runv.log; fail "--val: the run failed"; }
+grep -q "val top-1" runv.log || { cat runv.log; fail "--val: no evaluation ran"; }
+$CHECK tv.json --ranks 2 --first 1 --steps 7 --bytes $BYTES || exit 1
+$MPI -np 2 $FT $T --steps 8 --stop-at 3 --checkpoint-dir ck2 --timeline ts.json > runs.log 2>&1 ||
+  { cat runs.log; fail "--stop-at: the run failed"; }
+$CHECK ts.json --ranks 2 --first 1 --steps 2 --bytes $BYTES || exit 1
 
 # 3 ranks (global batch 15 split 5/5/5), 3 steps, window 10: steps 1 and 2 recorded.
 $MPI -np 3 $FT ${T/--batch 16/--batch 15} --steps 3 --timeline t3.json > run3.log 2>&1 ||
@@ -48,6 +64,8 @@ bad() {
 bad "timeline-steps must be in 1..1000" --timeline x.json --timeline-steps 0
 bad "timeline-steps must be in 1..1000" --timeline x.json --timeline-steps 1001
 bad "--timeline nodir/x.json: cannot create a file there" --timeline nodir/x.json
+mkdir adir
+bad "--timeline adir: is a directory" --timeline adir
 bad "CPU-only" --timeline x.json --device cuda
 [ ! -e x.json ] || fail "a rejected run wrote x.json"
 echo "PASS"

@@ -23,7 +23,8 @@ class Timeline {
     Ph ph = Ph::Span;
     std::string cat, name;
     double ts = 0, dur = 0;  // microseconds since the origin
-    uint64_t id = 0;         // async events: pairs a Begin with its End
+    uint64_t id = 0;         // async events: pairs a Begin with its End (< 2^32; written
+                             // with the rank in the high bits, unique across ranks)
     int64_t step = -1;       // the training step it belongs to (-1: none)
     std::string args;        // extra "key": value pairs (JSON, without braces), or ""
   };
@@ -87,8 +88,8 @@ class TimelineScope {
 ///   in_backward: the fraction of all steps' comm that lies inside their backward phases (the
 ///     rest is after it). An upper bound of the overlap: MPI progresses a non-blocking
 ///     all-reduce only inside MPI calls (the reducer makes one after each layer);
-///   ready: time inside the reducer's ready() calls during backward (category "comm"):
-///     starting buckets and progressing them on the training thread, so not overlapped;
+///   ready: time in spans of category "comm" (the reducer's ready() calls, made only during
+///     backward): starting buckets and progressing them on the training thread, not overlapped;
 ///   wait: the "allreduce wait" phase (finish(): blocking after backward).
 /// Steps without buckets (one rank) have comm = 0 and in_backward = 0.
 struct TimelineStats {

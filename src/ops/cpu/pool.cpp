@@ -18,19 +18,20 @@ int PoolShape::out_size(int in, int k, int s, int p, bool ceil_mode) {
 }
 
 // Max pooling is memory-bound; in NHWC every window position is a contiguous channel vector,
-// so the max over the window vectorizes over C. Forward also stores, per output element, the
-// window position (row-major, 0..k*k-1) of its first maximum (torch's rule: a later equal value
-// does not replace it), one byte each. Backward is then a gather over the inputs: each input
-// position sums, over the (at most ceil(k/s)^2) windows that contain it, in row-major window
+// so the max over the window vectorizes over C (oneDNN 2.6's NHWC max pooling took ~18% of a
+// Fashion-MNIST step; this forward is a plain vmaxps loop). Forward also stores, per output
+// element, the window position (row-major, 0..k*k-1) of its first maximum (torch's rule: a
+// later equal value does not replace it), one byte each. Backward is then a gather over the
+// inputs: each input position sums, over the windows that contain it, in row-major window
 // order, the dy of those whose stored position is this one; every dx element is written once,
-// with no zero fill and no reading of x or y (it was a scatter that re-found each maximum from
-// x and y: 45 ms of a 618 ms squeezenet1_0 step, batch 32). The same sums in the same order as
-// the scatter, so the result is the same bit for bit. Backward uses the positions of the last
-// forward when it is given that forward's x and y and batch (the net's contract); otherwise it
-// finds the maxima again from x and y first. (oneDNN 2.6's NHWC max pooling took ~18% of a
-// Fashion-MNIST step; this forward is a plain vmaxps loop.) bf16 (x and y of the same dtype):
-// the same loops on values widened to fp32, where max and equality are exact, so the result is
-// the fp32 one bit for bit; y keeps the winning input's bits.
+// with no zero fill and no reading of x or y. (It was a scatter that re-found each maximum from
+// x and y: 45 ms of a 618 ms squeezenet1_0 step, batch 32. The sums and their order are the
+// same, so the result is the same bit for bit on finite inputs; with a NaN first in a window
+// the window keeps it, and its gradient now goes there instead of being dropped.) Backward uses
+// the positions of the last forward when given that forward's x, y and batch (the net's
+// contract); otherwise it runs the forward's search on x again first. bf16 (x and y of the same
+// dtype): the same loops on values widened to fp32, where max and equality are exact, so the
+// result is the fp32 one bit for bit; y keeps the winning input's bits.
 namespace {
 using cpu::ld;
 using cpu::st_exact;
@@ -121,35 +122,11 @@ void CpuMaxPool::fwd(int N, const T* x, T* y) {
 }
 
 template <class T>
-void CpuMaxPool::argmax(int N, const T* x, const T* y) {
-  const int H = s_.H, W = s_.W, C = s_.C, OH = s_.OH(), OW = s_.OW();
-  const int k = s_.k, st = s_.stride, pad = s_.pad;
-  arg_.assign(size_t(N) * OH * OW * C, uint8_t(0));
-  uint8_t* arg = arg_.data();
-  // The first window position whose input equals the output (row-major, as torch); 255 where
-  // none does (a NaN): that output's gradient is dropped.
-#pragma omp parallel for collapse(2)
-  for (int n = 0; n < N; ++n)
-    for (int oh = 0; oh < OH; ++oh)
-      for (int ow = 0; ow < OW; ++ow) {
-        const int64_t o = ((int64_t(n) * OH + oh) * OW + ow) * C;
-        for (int c = 0; c < C; ++c) {
-          uint8_t a = 255;
-          for (int i = 0; i < k && a == 255; ++i) {
-            const int h = oh * st - pad + i;
-            if (h < 0 || h >= H) continue;
-            for (int j = 0; j < k; ++j) {
-              const int w = ow * st - pad + j;
-              if (w < 0 || w >= W) continue;
-              if (ld(x, ((int64_t(n) * H + h) * W + w) * C + c) == ld(y, o + c)) {
-                a = uint8_t(i * k + j);
-                break;
-              }
-            }
-          }
-          arg[o + c] = a;
-        }
-      }
+void CpuMaxPool::argmax(int N, const T* x, const T*) {
+  // The forward's own search (into scratch: y is the caller's and stays as it is), so the
+  // positions follow the same rule, NaNs included (a window starting with a NaN keeps it).
+  std::vector<T> y(size_t(N) * s_.OH() * s_.OW() * s_.C);
+  fwd(N, x, y.data());
 }
 
 void CpuMaxPool::bwd(int N, const float* dy, float* dx) {

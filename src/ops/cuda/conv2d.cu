@@ -443,8 +443,12 @@ bool test_no_half_algo() {
 /// architecture mismatch, 3008 runtime prerequisite missing, 3009 sub-library unavailable):
 /// a fallback to fp32 would hide them, so they throw as any other failure.
 bool not_supported(cudnnStatus_t st) {
+#ifdef CUDNN_STATUS_CATEGORY
   const int c = int(st);
-  return c / 1000 * 1000 == 3000 && !(c >= 3005 && c <= 3009);
+  return CUDNN_STATUS_CATEGORY(st) == CUDNN_STATUS_NOT_SUPPORTED && !(c >= 3005 && c <= 3009);
+#else
+  return st == CUDNN_STATUS_NOT_SUPPORTED;  // cuDNN 8: one code
+#endif
 }
 
 // An algorithm search (FT_CONV_SEARCH), or a workspace query or execution (FT_CONV_RUN; with
