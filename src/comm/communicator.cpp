@@ -309,8 +309,7 @@ void GradReducer::trace_begin(const Bucket& b) {
   if (!tl_ || !tl_->recording()) return;
   const size_t i = size_t(&b - buckets_.data());
   char a[96];
-  std::snprintf(a, sizeof a, "\"bytes\":%zu,\"blocking\":%s",
-                (b.hi - b.lo) * comm_dtype_bytes(mpi16_ ? dtype_ : CommDtype::FP32),
+  std::snprintf(a, sizeof a, "\"bytes\":%zu,\"blocking\":%s", wire_bytes(b),
                 i + 1 == buckets_.size() ? "true" : "false");
   tl_->async_begin("allreduce", "bucket " + std::to_string(i), i, tl_->now_us(), a);
 }
@@ -322,8 +321,7 @@ void GradReducer::trace_end(size_t i) {
 
 void GradReducer::watch(size_t i) {
   const Bucket& b = buckets_[i];
-  collective_begin(comm_.comm(), "MPI_Iallreduce of the gradients",
-                   (b.hi - b.lo) * comm_dtype_bytes(mpi16_ ? dtype_ : CommDtype::FP32), long(i),
+  collective_begin(comm_.comm(), "MPI_Iallreduce of the gradients", wire_bytes(b), long(i),
                    b.since);
 }
 

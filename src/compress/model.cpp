@@ -1,7 +1,5 @@
 /// @brief Pruning masks, per-layer quantization, and the compressed model file (see
 /// compress.hpp for the layout): writer, verifying reader, NetSpec from its header, the table.
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -15,6 +13,7 @@
 
 #include "firetrain/compress/compress.hpp"
 #include "firetrain/core/error.hpp"
+#include "firetrain/io/file.hpp"
 
 namespace ft {
 
@@ -322,30 +321,13 @@ std::vector<LayerReport> write_compressed(const std::string& path, const QModel&
   }
   w.put<uint32_t>(crc32(w.b.data(), w.b.size()));
 
-  const std::string tmp = path + ".tmp." + std::to_string(getpid());
-  auto fail = [&](const std::string& what) {
-    const std::string why = std::strerror(errno);
-    std::remove(tmp.c_str());
-    throw InputError("compress: cannot write " + path + ": " + what + " (" + why + ")");
-  };
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) fail("open");
-  size_t done = 0;
-  while (done < w.b.size()) {
-    const ssize_t k = ::write(fd, w.b.data() + done, w.b.size() - done);
-    if (k < 0) {
-      if (errno == EINTR) continue;
-      ::close(fd);
-      fail("write");
-    }
-    done += size_t(k);
+  try {
+    write_file_atomic(path, [&](const ByteSink& out) {
+      out(reinterpret_cast<const char*>(w.b.data()), w.b.size());
+    });
+  } catch (const Error& e) {
+    throw InputError("compress: cannot write " + path + ": " + e.what());
   }
-  if (::fsync(fd) != 0) {
-    ::close(fd);
-    fail("fsync");
-  }
-  if (::close(fd) != 0) fail("close");
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail("rename");
   return rows;
 }
 

@@ -734,9 +734,10 @@ const float* Net::forward(const PassContext& c, const float* x) {
   if (profile_) profile_->resize(layers_.size());
   for (size_t i = 0; i < layers_.size(); ++i) {
     const auto t0 = profile_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
-    const double tl0 = tl_ && tl_->recording() ? tl_->now_us() : 0;
-    layers_[i]->forward(c, params_.data(), in, acts_[i].view());
-    if (tl_ && tl_->recording()) tl_->span("forward", layers_[i]->name, tl0, tl_->now_us());
+    {
+      TimelineScope span(tl_, "forward", layers_[i]->name);
+      layers_[i]->forward(c, params_.data(), in, acts_[i].view());
+    }
     if (profile_) {
       synchronize(dev_);
       (*profile_)[i].fwd_s +=
@@ -761,9 +762,10 @@ void Net::backward(const PassContext& c, const float* dlogits,
     const ConstAct x = i == 0 ? ConstAct(input_) : acts_[i - 1].view();
     float* dx = i == 0 ? nullptr : dbuf_[1 - cur].data();
     const auto t0 = profile_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
-    const double tl0 = tl_ && tl_->recording() ? tl_->now_us() : 0;
-    l.backward(c, params_.data(), grads_.data(), x, acts_[i].view(), dy, dx);
-    if (tl_ && tl_->recording()) tl_->span("backward", l.name, tl0, tl_->now_us());
+    {
+      TimelineScope span(tl_, "backward", l.name);
+      l.backward(c, params_.data(), grads_.data(), x, acts_[i].view(), dy, dx);
+    }
     if (profile_) {
       synchronize(dev_);
       if (profile_->size() < L) profile_->resize(L);

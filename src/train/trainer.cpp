@@ -948,9 +948,9 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
       }
       reducer.begin();
       net.backward(ctx, dlogits.data(), [&](size_t lo_off) {
-        const double t0 = tl.recording() ? tl.now_us() : 0;
+        static const std::string kReady = "reducer.ready";
+        TimelineScope span(&tl, "comm", kReady);
         reducer.ready(lo_off);  // starts the buckets now complete, progresses those in flight
-        if (tl.recording()) tl.span("comm", "reducer.ready", t0, tl.now_us());
       });
       phase("backward");
       const double ar = reducer.finish();
@@ -1037,14 +1037,12 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
         checkpoint(step);
         phase("checkpoint");
       }
+      if (tl_on) tl_mark = tl.now_us();
       if (tl.recording()) {
-        tl_mark = tl.now_us();
         char a[96];
         std::snprintf(a, sizeof a, "\"lr\":%.6g,\"loss\":%.6g", lr, st.loss_sum / batch.n);
         tl.span("step", "step " + std::to_string(this_step), tl_step0, tl_mark, a);
         tl.set_recording(false);  // (an evaluation between steps is not part of a step)
-      } else if (tl_on) {
-        tl_mark = tl.now_us();
       }
       if (!tl_done && step >= tl_end) finish_timeline();
     }

@@ -185,6 +185,10 @@ class GradReducer : public Reducer {
     double since = 0;  // collective_clock() at its start
   };
   void start(Bucket& b);
+  /// Bytes bucket b puts on the wire (in the comm dtype when it is 16-bit and ranks > 1).
+  size_t wire_bytes(const Bucket& b) const {
+    return (b.hi - b.lo) * comm_dtype_bytes(mpi16_ ? dtype_ : CommDtype::FP32);
+  }
   /// Timeline events of bucket b's all-reduce (while tl_ records).
   void trace_begin(const Bucket& b);
   void trace_end(size_t i);

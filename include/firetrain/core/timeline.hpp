@@ -62,11 +62,12 @@ class Timeline {
   std::vector<Event> ev_;
 };
 
-/// A span on `t` from construction to destruction; nothing when t is null or not recording.
+/// A span on `t` from construction to destruction; nothing when t is null or not recording
+/// (the name is copied only when recording).
 class TimelineScope {
  public:
-  TimelineScope(Timeline* t, const char* cat, std::string name)
-      : t_(t && t->recording() ? t : nullptr), cat_(cat), name_(std::move(name)),
+  TimelineScope(Timeline* t, const char* cat, const std::string& name)
+      : t_(t && t->recording() ? t : nullptr), cat_(cat), name_(t_ ? name : std::string()),
         t0_(t_ ? t_->now_us() : 0) {}
   ~TimelineScope() {
     if (t_) t_->span(cat_, name_, t0_, t_->now_us());

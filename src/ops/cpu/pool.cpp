@@ -51,17 +51,18 @@ struct CpuMaxPool final : MaxPool2d::Impl {
     if (!(from_.x == x.raw() && from_.y == y.raw() && from_.N == N)) {
       // Not the last forward's tensors: find the maxima of these.
       if (x.is_bf16())
-        argmax(N, x.bf16(), y.bf16());
+        refind(N, x.bf16());
       else
-        argmax(N, x.f32(), y.f32());
+        refind(N, x.f32());
       from_ = {x.raw(), y.raw(), N};
     }
     bwd(N, dy, dx);
   }
   template <class T>
   void fwd(int N, const T* x, T* y);
+  /// The positions of x's maxima by the forward's own search (y is not written).
   template <class T>
-  void argmax(int N, const T* x, const T* y);
+  void refind(int N, const T* x);
   void bwd(int N, const float* dy, float* dx);
   size_t kept_bytes() const override { return arg_.size(); }
   PoolShape s_;
@@ -122,7 +123,7 @@ void CpuMaxPool::fwd(int N, const T* x, T* y) {
 }
 
 template <class T>
-void CpuMaxPool::argmax(int N, const T* x, const T*) {
+void CpuMaxPool::refind(int N, const T* x) {
   // The forward's own search (into scratch: y is the caller's and stays as it is), so the
   // positions follow the same rule, NaNs included (a window starting with a NaN keeps it).
   std::vector<T> y(size_t(N) * s_.OH() * s_.OW() * s_.C);
