@@ -49,7 +49,9 @@
 #        (default 90: Hopper; 80 for A100), BATCH (256), STEPS (10), JOBS (nproc),
 #        SKIP_BENCH=1 / SKIP_TESTS=1 / SKIP_TRAIN=1 / SKIP_MAINJOB=1 (leave a part out, e.g. to
 #        split the work across calls on a longer lease; a call on a still-warm machine reuses
-#        BUILD_DIR and /tmp/ftsys), BUILD_DIR (build-gpu)
+#        BUILD_DIR and /tmp/ftsys), BUILD_DIR (build-gpu), EXTRA (a script, relative to the
+#        repository, run right after the build with the build's environment and $FT, its
+#        output in extra.txt; e.g. EXTRA=bench/gpu_conv_diag.sh: where the convolution time goes)
 # Exit:  0 everything passed; 1 a build, test, benchmark or training step failed or timed out,
 #        or the GPU tests skipped for want of a GPU (e.g. a driver too old for the toolkit);
 #        2 no CUDA toolkit, no CUDA backend configured, or missing dependencies; 3 nothing
@@ -185,7 +187,7 @@ summary() {
     elif [[ -s $TE ]]; then cat "$TE"
     else echo "  $NOT_RUN"; fi
     (( oot )) && echo "# DEADLINE_S=$DEADLINE_S s: what says '$OOT' did not run (more time: DEADLINE_S and timeout_s; or leave parts out: SKIP_*)"
-    echo "# outputs in $OUT: gpu_check.log parity_errors.txt bench_gpu.txt bench_comm_gpu.txt train_eval.txt logs.tgz"
+    echo "# outputs in $OUT: gpu_check.log parity_errors.txt bench_gpu.txt bench_comm_gpu.txt train_eval.txt logs.tgz${EXTRA:+ extra.txt}"
   } | tee -a "$OUT/gpu_check.log"
   log "done (exit $code, fail=$fail)"
 }
@@ -222,6 +224,11 @@ if [[ ! -e /usr/include/oneapi/dnnl/dnnl.hpp ]] || ! command -v mpicc >/dev/null
   [[ -z $missing ]] || { echo "gpu_check: shared libraries missing on this machine: $missing-" \
     "add their Debian packages to PKGS in tests/gpu_check.sh and run --prepare again" >&2; exit 2; }
   export OPAL_PREFIX=$SYS/usr PATH="$SYS/usr/bin:$PATH" LD_LIBRARY_PATH="$L:$L/openmpi/lib:${LD_LIBRARY_PATH:-}"
+  # PMIx looks for its plugins at Debian's compiled-in path, where the GPU image (Ubuntu) holds
+  # another PMIx version's: every MPI start prints "pmix_mca_pcompress_zlib.so: undefined
+  # symbol: pmix_output_info ... (ignored)" (harmless: no compression of PMIx messages). This
+  # silences the box that follows it; the dlopen lines stay.
+  export PMIX_MCA_pcompress_base_silence_warning=1
   CMAKE_EXTRA+=(-DCMAKE_PREFIX_PATH="$SYS/usr" -DMPI_C_COMPILER="$SYS/usr/bin/mpicc.openmpi"
     -DMPI_C_HEADER_DIR="$L/openmpi/include" -DMPI_C_LIB_NAMES=mpi -DMPI_mpi_LIBRARY="$L/openmpi/lib/libmpi.so"
     -DHDF5_C_INCLUDE_DIR="$SYS/usr/include/hdf5/serial" -DHDF5_C_LIBRARY_hdf5="$L/hdf5/serial/libhdf5.so"
@@ -306,6 +313,13 @@ need() {  # TARGET WHAT: true if TARGET was built; else prints why WHAT is skipp
 }
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+# --- EXTRA: a diagnosis script run right after the build, with the build's environment --------
+if [[ -n ${EXTRA:-} ]] && need firetrain "EXTRA ($EXTRA)" && in_time "EXTRA ($EXTRA)"; then
+  log "EXTRA: $EXTRA (output in extra.txt)"
+  FT="$FT" LOGS="$LOGS" PYENV_CMD="${PYENV[*]}" tm 300 bash "$ROOT/$EXTRA" "$FT" 2>&1 | tee "$OUT/extra.txt"
+  pack_logs
+fi
 
 # --- 2. GPU tests --------------------------------------------------------------------------
 # A test binary's result counts only with its exit code 0 AND gtest's summary line (a crash

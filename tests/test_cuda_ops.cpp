@@ -648,7 +648,10 @@ TEST(CudaOps, LinearAndTransposes) {
 // reference, whose two-part y is rounded twice: part 1 + bias, then + part 2).
 // fp16 convolutions (no CPU fp16) against the CPU's fp32 convolution on the same
 // fp16-representable x and weights: CUDA rounds y (twice on the cuDNN path), dy, dx and dw
-// (cuDNN path) to fp16 (2^-11 relative each): bound 4e-3 norm-wise.
+// (cuDNN path) to fp16 (2^-11 relative each): bound 1e-3 norm-wise.
+// Measured on an H200 (2026-11-29, cuDNN 9 of the CUDA 13 toolkit), the worst over every shape
+// here: bf16 y 3.1e-3, dx 2.3e-3, dw 2.1e-3, db 2.0e-3 (the 1e-2 bound is ~3x that); fp16 y
+// 3.4e-4, dx 2.8e-4, dw 3.4e-4, db 3.6e-7 (the bound was 4e-3 before the measurement).
 
 using ft::Act;
 using ft::ActBuffer;
@@ -767,7 +770,7 @@ void conv_case(ConvShape s, int N, bool x_fp32, uint32_t seed, bool with_dx = tr
   DevAct xd(x, xt), yd(fvec(ny, 7.f), t);
   auto wd = to_dev(w), bd = to_dev(b);
   gpu.forward(N, xd.view(), wd.data(), bd.data(), yd.view());
-  expect_rel(yd.host(), y_ref, t == DType::BF16 ? 1e-2 : 4e-3, name.str() + " forward y");
+  expect_rel(yd.host(), y_ref, t == DType::BF16 ? 1e-2 : 1e-3, name.str() + " forward y");
 
   // Backward with the reference's y as the mask (a y within rounding of 0 could flip it).
   DevAct ymask(t == DType::BF16 ? y_ref : round16(y_ref, t), t);
@@ -775,7 +778,7 @@ void conv_case(ConvShape s, int N, bool x_fp32, uint32_t seed, bool with_dx = tr
   auto dwd = to_dev(filled(w.size(), 7.f)), dbd = to_dev(filled(size_t(s.O), 7.f));
   gpu.backward(N, xd.view(), wd.data(), ymask.view(), dyd.data(), with_dx ? dxd.data() : nullptr,
                dwd.data(), dbd.data());
-  const double tol = t == DType::BF16 ? 1e-2 : 4e-3;
+  const double tol = t == DType::BF16 ? 1e-2 : 1e-3;
   if (with_dx) expect_rel(to_host(dxd), dx_ref, tol, name.str() + " dx");
   expect_rel(to_host(dwd), dw_ref, tol, name.str() + " dw");
   expect_rel(to_host(dbd), db_ref, tol, name.str() + " db");

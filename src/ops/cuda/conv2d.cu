@@ -25,10 +25,12 @@
 ///
 /// * Algorithms. Chosen once per (layer, batch size N) and cached in a std::map<int, Plan>:
 ///   by default with cudnnFind*AlgorithmEx (benchmarks on the real buffers of that first call,
-///   with the shared workspace ft::cuda::workspace(kWorkspaceCap)), taking the fastest
-///   *deterministic* algorithm whose workspace fits kWorkspaceCap (256 MiB), or the fastest
-///   fitting one when no deterministic one does (for bit-identical reruns of one process; note
-///   that a timing-based choice may differ between runs). FT_CUDNN_FIND=0 in the environment selects with
+///   with the shared workspace ft::cuda::workspace(workspace_cap())), taking the fastest
+///   *deterministic* algorithm whose workspace fits workspace_cap() (1/16 of the free GPU
+///   memory within [256 MiB, 2 GiB], or FT_CUDNN_WORKSPACE_MB), or the fastest fitting one when
+///   no deterministic one does (for bit-identical reruns of one process; note that a
+///   timing-based choice may differ between runs; FT_CUDNN_DETERMINISTIC=0 takes the fastest
+///   whatever its determinism). FT_CUDNN_FIND=0 in the environment selects with
 ///   the cudnnGet*Algorithm_v7 heuristics instead (no benchmarking: the choice, hence the
 ///   rounding, is the same from run to run). The Find calls block the host; that happens once
 ///   per layer and batch size. Backward-data is chosen on the first backward with dx != null.
@@ -99,8 +101,28 @@ using cuda::store;
 using cuda::typed;
 using cuda::with_dtype;
 
-/// Largest cuDNN workspace an algorithm may ask for.
-constexpr size_t kWorkspaceCap = size_t(256) << 20;
+/// Largest cuDNN workspace an algorithm may use (the search runs with a workspace this size):
+/// FT_CUDNN_WORKSPACE_MB if set, else 1/16 of the GPU's free memory at the first search, within
+/// [256 MiB, 2 GiB]. Measured on an H200 (SqueezeNet 1.0, batch 256): the best algorithms of
+/// the 54x54 Fire layers ask for 334-478 MB; under the former fixed 256 MiB cap, cuDNN's
+/// remaining fp32 backward-data algorithm took 108 ms for one of them (bench/gpu_conv_diag.sh).
+size_t workspace_cap() {
+  static const size_t v = [] {
+    const char* e = std::getenv("FT_CUDNN_WORKSPACE_MB");
+    if (e && *e) {
+      char* end = nullptr;
+      const unsigned long long mb = std::strtoull(e, &end, 10);
+      if (*end || mb < 1 || mb > (size_t(1) << 24) || e[0] == '-')
+        throw InputError(std::string("FT_CUDNN_WORKSPACE_MB=") + e +
+                         ": expected a whole number of MiB, 1 or more");
+      return size_t(mb) << 20;
+    }
+    size_t free = 0, total = 0;
+    FT_CUDA(cudaMemGetInfo(&free, &total));
+    return std::clamp(free / 16, size_t(256) << 20, size_t(2) << 30);
+  }();
+  return v;
+}
 
 // ---------------------------------------------------------------------------------------------
 // RAII holders for cuDNN descriptors (members destroy in reverse order even when a later member's
@@ -265,6 +287,17 @@ bool use_find() {
   return v;
 }
 
+/// FT_CUDNN_DETERMINISTIC=0: take the fastest algorithm even where it is non-deterministic
+/// (PyTorch's default, torch.backends.cudnn.deterministic = False); default 1: prefer the
+/// fastest deterministic one (a rerun of the same process gives the same bits).
+bool prefer_deterministic() {
+  static const bool v = [] {
+    const char* e = std::getenv("FT_CUDNN_DETERMINISTIC");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  return v;
+}
+
 bool tensor_op_math(cudnnMathType_t m) {
   return m == CUDNN_TENSOR_OP_MATH || m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
 }
@@ -274,15 +307,16 @@ bool tensor_op_math(cudnnMathType_t m) {
 /// tensor-op deterministic one, else the first non tensor-op one, else (last resort) the first
 /// deterministic, else the first; the convolution descriptor stays at CUDNN_FMA_MATH whatever
 /// the result reports: that is what the execution uses. 16-bit (tensor_ops true): the first
-/// deterministic one, else the first (tensor-op math is what we want there).
+/// deterministic one, else the first (tensor-op math is what we want there). With
+/// FT_CUDNN_DETERMINISTIC=0, determinism is not preferred.
 template <class Perf>
 int pick(const std::vector<Perf>& perf, int returned, bool tensor_ops) {
   int best = -1, best_rank = 4;
   for (int i = 0; i < returned; ++i) {
     const Perf& p = perf[size_t(i)];
-    if (p.status != CUDNN_STATUS_SUCCESS || p.memory > kWorkspaceCap) continue;
+    if (p.status != CUDNN_STATUS_SUCCESS || p.memory > workspace_cap()) continue;
     const int rank = (!tensor_ops && tensor_op_math(p.mathType) ? 2 : 0) +
-                     (p.determinism == CUDNN_DETERMINISTIC ? 0 : 1);
+                     (p.determinism == CUDNN_DETERMINISTIC || !prefer_deterministic() ? 0 : 1);
     if (rank < best_rank) best = i, best_rank = rank;
   }
   return best;
@@ -569,10 +603,10 @@ void CudaConv::choose_fwd(Plan& p, int N, const void* x, const void* wk, void* y
   std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(size_t(std::max(1, max_count)));
   int returned = 0;
   if (use_find()) {
-    void* ws = cuda::workspace(kWorkspaceCap);
+    void* ws = cuda::workspace(workspace_cap());
     FT_CONV_SEARCH(cudnnFindConvolutionForwardAlgorithmEx(h, p.x.d, x, wdesc_.d, wk, conv_.d, p.y.d, y,
                                                     int(perf.size()), &returned, perf.data(), ws,
-                                                    kWorkspaceCap));
+                                                    workspace_cap()));
   } else {
     FT_CONV_SEARCH(cudnnGetConvolutionForwardAlgorithm_v7(h, p.x.d, wdesc_.d, conv_.d, p.y.d,
                                                     int(perf.size()), &returned, perf.data()));
@@ -603,10 +637,10 @@ void CudaConv::choose_bwd_data(Plan& p, int N, const void* wk, const void* dy, v
   std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(size_t(std::max(1, max_count)));
   int returned = 0;
   if (use_find()) {
-    void* ws = cuda::workspace(kWorkspaceCap);
+    void* ws = cuda::workspace(workspace_cap());
     FT_CONV_SEARCH(cudnnFindConvolutionBackwardDataAlgorithmEx(h, wdesc_.d, wk, p.y.d, dy, conv_.d,
                                                          p.x.d, dx, int(perf.size()), &returned,
-                                                         perf.data(), ws, kWorkspaceCap));
+                                                         perf.data(), ws, workspace_cap()));
   } else {
     FT_CONV_SEARCH(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, wdesc_.d, p.y.d, conv_.d, p.x.d,
                                                          int(perf.size()), &returned,
@@ -638,11 +672,11 @@ void CudaConv::choose_bwd_filter(Plan& p, int N, const void* x, const void* dy, 
   std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(size_t(std::max(1, max_count)));
   int returned = 0;
   if (use_find()) {
-    void* ws = cuda::workspace(kWorkspaceCap);
+    void* ws = cuda::workspace(workspace_cap());
     FT_CONV_SEARCH(cudnnFindConvolutionBackwardFilterAlgorithmEx(h, p.x.d, x, p.y.d, dy, conv_.d,
                                                            wdesc_.d, dwk, int(perf.size()),
                                                            &returned, perf.data(), ws,
-                                                           kWorkspaceCap));
+                                                           workspace_cap()));
   } else {
     FT_CONV_SEARCH(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p.x.d, p.y.d, conv_.d, wdesc_.d,
                                                            int(perf.size()), &returned,
