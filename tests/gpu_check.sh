@@ -13,7 +13,8 @@
 #   3. benchmark rows fp32 and bf16 of squeezenet1_0, then of squeezenet1_1
 #   4. train smoke test fp32, then bf16
 #   5. the rest: the fp16 row, the Fire-concat copy vs zero-copy row, bench comm, the fp16
-#      smoke test, eval GPU vs CPU, the main job (fp32, bf16)
+#      smoke test, eval GPU vs CPU, the GPU faults (NaN gradient, fp16 overflow skipping),
+#      the main job (fp32, bf16)
 # Each step is started only before DEADLINE_S (default 420 s after the script's start); what is
 # left then prints "skipped: out of time (DEADLINE_S)", and every table is printed and the logs
 # packed all the same. Each command that could hang runs under `timeout -k 10` (test binary
@@ -182,7 +183,7 @@ summary() {
     else
       echo "# step benchmark and bench comm: skipped (SKIP_BENCH=1)"
     fi
-    echo "# train smoke tests (60 steps, stop at 30 + resume), eval GPU vs CPU, main job:"
+    echo "# train smoke tests (60 steps, stop at 30 + resume), eval GPU vs CPU, GPU faults, main job:"
     if [[ ${SKIP_TRAIN:-0} == 1 ]]; then echo "  skipped (SKIP_TRAIN=1)"
     elif [[ -s $TE ]]; then cat "$TE"
     else echo "  $NOT_RUN"; fi
@@ -572,9 +573,52 @@ if [[ ${SKIP_BENCH:-0} != 1 ]]; then
     pack_logs
   fi
 fi
+# Issue 5 on the GPU: a NaN in the all-reduced gradient (test hook FT_TEST_NAN_GRAD_STEP, a
+# copy on the compute stream after the NCCL all-reduce) must stop the run at that step with
+# exit 1, naming the last good checkpoint, which stays the newest; fp16 with a loss scale that
+# overflows (2^40) must skip steps and halve the scale (the CUDA finiteness flag feeding the
+# dynamic scaler) and then train to a finite loss, exit 0.
+gpu_faults() {
+  local rc out
+  in_time "GPU faults" || { echo "  faults: $OOT" >>"$TE"; return; }
+  if ! train_setup; then echo "  faults: skipped: $DS_WHY" | tee -a "$TE"; return; fi
+  log "GPU faults: NaN gradient at step 6 (fp32); fp16 with loss scale 2^40"
+  local A=(train --device cuda --data "$W/d.h5" --batch 64 --lr 0.01 --warmup-steps 2 --log-every 4
+     --progress plain)
+  tm 90 env FT_TEST_NAN_GRAD_STEP=6 "$FT" "${A[@]}" --steps 12 --checkpoint-dir "$W/ck_nan" \
+    --checkpoint-every 4 >"$LOGS/fault_nan.log" 2>&1
+  rc=$?
+  out=$(cat "$LOGS/fault_nan.log")
+  if (( rc == 1 )) && [[ $out == *"non-finite gradient (NaN or Inf) at step 6"* &&
+        $out == *"the last good checkpoint is $W/ck_nan/ckpt_4.h5"* ]] &&
+     [[ ! -e $W/ck_nan/ckpt_8.h5 ]]; then
+    echo "  fault NaN gradient on CUDA: passed (exit 1 at step 6, ckpt_4 the newest)" | tee -a "$TE"
+  else
+    fail=1
+    echo "  fault NaN gradient on CUDA: FAILED ($(rc_text $rc); expected exit 1 naming step 6 and ckpt_4)" | tee -a "$TE"
+    tail -5 "$LOGS/fault_nan.log" >&2
+  fi
+  tm 90 "$FT" "${A[@]}" --precision fp16 --loss-scale dynamic --loss-scale-init 1099511627776 \
+    --steps 60 >"$LOGS/fault_fp16_overflow.log" 2>&1
+  rc=$?
+  local skipped
+  skipped=$(grep -c "non-finite gradient, step skipped" "$LOGS/fault_fp16_overflow.log")
+  if (( rc == 0 && skipped >= 1 )) && grep -q "step 0: non-finite gradient, step skipped, loss scale 2^40 -> 2^39" \
+       "$LOGS/fault_fp16_overflow.log" && grep -qE "^step +60/60 .* loss [0-9]" "$LOGS/fault_fp16_overflow.log" &&
+     grep -q "^loss scale: dynamic, final 2^" "$LOGS/fault_fp16_overflow.log"; then
+    echo "  fault fp16 overflow on CUDA: passed: $(grep "^loss scale: dynamic, final" "$LOGS/fault_fp16_overflow.log");" \
+      "step 60: $(grep -E "^step +60/60 " "$LOGS/fault_fp16_overflow.log" | grep -oE "loss [0-9.]+")" | tee -a "$TE"
+  else
+    fail=1
+    echo "  fault fp16 overflow on CUDA: FAILED ($(rc_text $rc), $skipped steps skipped)" | tee -a "$TE"
+    tail -5 "$LOGS/fault_fp16_overflow.log" >&2
+  fi
+  pack_logs
+}
 if [[ ${SKIP_TRAIN:-0} != 1 ]]; then
   train_case fp16
   eval_check
+  gpu_faults
   # The main job on the GPU (1 rank, the README's config) where the Fashion-MNIST files were
   # carried (datasets/*.h5, 32 MB): test top-1 and time, fp32 and bf16.
   if [[ ${SKIP_MAINJOB:-0} == 1 ]]; then

@@ -28,6 +28,22 @@ namespace {
 
 inline float expected_unit(size_t i) { return float(int(i % 13) - 6); }
 
+/// Seconds as milliseconds with 3 decimals, or "n/a" where not measured (negative).
+std::string conv_ms_text(double s) {
+  if (s < 0) return "n/a";
+  char b[32];
+  std::snprintf(b, sizeof b, "%.3f", s * 1e3);
+  return b;
+}
+
+/// Seconds for the CSV / JSON files, or `none` where not measured (negative).
+std::string convert_s_text(double s, const char* none) {
+  if (s < 0) return none;
+  char b[32];
+  std::snprintf(b, sizeof b, "%.9g", s);
+  return b;
+}
+
 void fill(std::vector<float>& h, int rank) {
   const float r = float(rank + 1);
   for (size_t i = 0; i < h.size(); ++i) h[i] = r * expected_unit(i);
@@ -205,11 +221,11 @@ std::string format_comm_table(const std::vector<CommBenchRow>& rows) {
   int64_t wrong = 0;
   for (auto& r : rows) {
     std::snprintf(b, sizeof b,
-                  "  %-14s %11lld %5s %12lld %5d %7s %-9s %7d %11.3f %11.3f %9.3f %9.3f %7.3f "
+                  "  %-14s %11lld %5s %12lld %5d %7s %-9s %7d %11.3f %11.3f %9.3f %9.3f %7s "
                   "%7lld\n",
                   r.model.c_str(), (long long)r.params, r.dtype.c_str(), (long long)r.bytes,
                   r.ranks, r.backend.c_str(), r.variant.c_str(), r.buckets, r.median_s * 1e3,
-                  r.p95_s * 1e3, r.algbw_gbs, r.busbw_gbs, r.convert_s * 1e3,
+                  r.p95_s * 1e3, r.algbw_gbs, r.busbw_gbs, conv_ms_text(r.convert_s).c_str(),
                   (long long)r.wrong);
     os << b;
     bus += r.busbw_gbs;
@@ -245,12 +261,13 @@ std::string format_comm_table(const std::vector<CommBenchRow>& rows) {
   for (auto& r : rows)
     if (r.dtype != "fp32")
       if (auto* f = find(r.model, r.variant); f && f->dtype == "fp32" && f->median_s > 0) {
-        std::snprintf(b, sizeof b,
-                      "# %s %s: %s / fp32: %.2fx the bytes, %.2fx the time (conversions %.3f "
-                      "ms of %.3f)\n",
+        const std::string conv =
+            r.convert_s < 0 ? "conversions inside it, not measured apart"
+                            : "conversions " + conv_ms_text(r.convert_s) + " ms of " +
+                                  conv_ms_text(r.median_s);
+        std::snprintf(b, sizeof b, "# %s %s: %s / fp32: %.2fx the bytes, %.2fx the time (%s)\n",
                       r.model.c_str(), r.variant.c_str(), r.dtype.c_str(),
-                      double(r.bytes) / double(f->bytes), r.median_s / f->median_s,
-                      r.convert_s * 1e3, r.median_s * 1e3);
+                      double(r.bytes) / double(f->bytes), r.median_s / f->median_s, conv.c_str());
         os << b;
       }
   for (auto& r : rows)
@@ -282,22 +299,22 @@ void write_comm_rows(const std::string& path, const std::vector<CommBenchRow>& r
   for (auto& r : rows) {
     char b[512];
     if (ext == ".csv")
-      std::snprintf(b, sizeof b, "%s,%s,%s,%s,%lld,%lld,%d,%d,%d,%.9g,%.9g,%.6g,%.6g,%.9g,%lld\n",
+      std::snprintf(b, sizeof b, "%s,%s,%s,%s,%lld,%lld,%d,%d,%d,%.9g,%.9g,%.6g,%.6g,%s,%lld\n",
                     r.model.c_str(), r.variant.c_str(), r.backend.c_str(), r.dtype.c_str(),
                     (long long)r.params, (long long)r.bytes, r.ranks, r.buckets, r.repeats,
-                    r.median_s, r.p95_s, r.algbw_gbs, r.busbw_gbs, r.convert_s,
-                    (long long)r.wrong);
+                    r.median_s, r.p95_s, r.algbw_gbs, r.busbw_gbs,
+                    convert_s_text(r.convert_s, "").c_str(), (long long)r.wrong);
     else
       std::snprintf(b, sizeof b,
                     "{\"model\": \"%s\", \"variant\": \"%s\", \"backend\": \"%s\", "
                     "\"dtype\": \"%s\", \"params\": %lld, \"bytes\": %lld, \"ranks\": %d, "
                     "\"buckets\": %d, \"repeats\": %d, \"median_s\": %.9g, \"p95_s\": %.9g, "
-                    "\"algbw_gbs\": %.6g, \"busbw_gbs\": %.6g, \"convert_s\": %.9g, "
+                    "\"algbw_gbs\": %.6g, \"busbw_gbs\": %.6g, \"convert_s\": %s, "
                     "\"wrong\": %lld}\n",
                     r.model.c_str(), r.variant.c_str(), r.backend.c_str(), r.dtype.c_str(),
                     (long long)r.params, (long long)r.bytes, r.ranks, r.buckets, r.repeats,
-                    r.median_s, r.p95_s, r.algbw_gbs, r.busbw_gbs, r.convert_s,
-                    (long long)r.wrong);
+                    r.median_s, r.p95_s, r.algbw_gbs, r.busbw_gbs,
+                    convert_s_text(r.convert_s, "null").c_str(), (long long)r.wrong);
     f << b;
   }
   if (!f) throw Error("bench comm: writing " + path + " failed");

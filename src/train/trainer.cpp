@@ -856,7 +856,7 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
     return last_ckpt.empty() ? std::string("no checkpoint was written")
                              : "the last good checkpoint is " + last_ckpt;
   };
-  // Test hook: poison the gradient after the all-reduce at this step (CPU).
+  // Test hook: poison the gradient after the all-reduce at this step (CPU and CUDA).
   const char* nan_env = std::getenv("FT_TEST_NAN_GRAD_STEP");
   const int64_t nan_step = nan_env ? std::atoll(nan_env) : -1;
   // Test hook (tests/faults/stall_rank.sh): rank FT_TEST_STALL_RANK (default 1) blocks forever
@@ -957,7 +957,10 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
       phase("allreduce wait");
       // After the all-reduce every rank holds the same sum, so all ranks stop alike (CPU: an
       // OpenMP scan; CUDA: a flag kernel after the NCCL stream, one 4-byte copy).
-      if (step == nan_step && dev == Device::CPU) net.grads()[net.num_params() / 2] = NAN;
+      if (step == nan_step) {  // (CUDA: a copy on the compute stream, after the all-reduce)
+        const float nan = NAN;
+        detail::array_upload(dev, net.grads() + net.num_params() / 2, &nan, sizeof nan);
+      }
       const bool finite = reducer.grads_finite();
       phase("gradient check");
       if (!finite && !scaler.can_skip())

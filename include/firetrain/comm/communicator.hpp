@@ -123,8 +123,9 @@ class Reducer {
   /// What the gradient is all-reduced as (--grad-comm-dtype).
   virtual CommDtype dtype() const { return CommDtype::FP32; }
   /// Host seconds spent converting to and from the 16-bit comm dtype in the last step (MPI
-  /// reducer; 0 for fp32, and for NCCL, whose conversions are kernels on its stream).
-  virtual double convert_s() const { return 0; }
+  /// reducer; 0 for fp32). Negative: not measured (NCCL, whose conversions are kernels on its
+  /// stream, inside the timed all-reduce).
+  virtual double convert_s() const { return -1; }
   /// The floor `bench comm` compares the NCCL reducer with (its "allreduce" row): `iters`
   /// back-to-back in-place ncclAllReduce (sum) calls over the whole fp32 arena and nothing else,
   /// timed as nccl-tests' all_reduce_perf times them (CUDA events around the loop on the NCCL
