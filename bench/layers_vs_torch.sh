@@ -13,6 +13,8 @@
 #   env: BATCH (32) SIZE (224) THREADS (2) STEPS (5) WARMUP (2) REPEATS (3) CLASSES (1000)
 #        PRECISION (fp32|bf16: firetrain --precision bf16 vs torch.autocast bfloat16)
 #        FT (firetrain binary, $ROOT/build/firetrain) NOTE (a free-text line for the header)
+#        DEVICE (cpu|cuda: both sides on the GPU, each waiting for it after every layer)
+#        PY (the Python with PyTorch, /usr/bin/python3; on a GPU machine its CUDA build)
 # e.g. FT=build-main/firetrain PRECISION=bf16 bench/layers_vs_torch.sh | tee docs/bench/layers_vs_torch_bf16.txt
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,7 +29,9 @@ case $PRECISION in
 esac
 ARCHS=("$@")
 ((${#ARCHS[@]})) || ARCHS=(squeezenet1_0)
-PY=/usr/bin/python3
+DEVICE="${DEVICE:-cpu}"
+[[ $DEVICE == cpu || $DEVICE == cuda ]] || { echo "layers_vs_torch: DEVICE must be cpu or cuda" >&2; exit 2; }
+read -r -a PY <<<"${PY:-/usr/bin/python3}"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -36,10 +40,13 @@ cp "$FT" "$tmp/firetrain"
 FTB="$tmp/firetrain"
 
 ftver=$("$FTB" --version | sed -n '1p;2s/^ *build: //p' | paste -sd ' ' -)
-ptver=$($PY -c 'import re, torch; print("PyTorch", torch.__version__, "(oneDNN", re.search(r"MKL-DNN (v[\d.]+)", torch.__config__.show()).group(1) + ")")')
+ptver=$("${PY[@]}" -c 'import re, sys, torch
+m = re.search(r"MKL-DNN (v[\d.]+)", torch.__config__.show())
+gpu = ", " + torch.cuda.get_device_name() + ", cuDNN " + str(torch.backends.cudnn.version()) if sys.argv[1] == "cuda" else ""
+print("PyTorch", torch.__version__, "(oneDNN", (m.group(1) if m else "?") + gpu + ")")' "$DEVICE")
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
-printf "# firetrain vs PyTorch per layer: one training step, %s, %d thread(s), batch %d, %dx%d, median of %d alternating runs x %d steps\n" \
-  "$PRECISION" "$THREADS" "$BATCH" "$SIZE" "$SIZE" "$REPEATS" "$STEPS"
+printf "# firetrain vs PyTorch per layer: one training step, %s %s, %d thread(s), batch %d, %dx%d, median of %d alternating runs x %d steps\n" \
+  "$DEVICE" "$PRECISION" "$THREADS" "$BATCH" "$SIZE" "$SIZE" "$REPEATS" "$STEPS"
 printf "# machine: %s, %s CPUs; %s (sha256 %s); %s\n" "$cpu" "$(nproc)" "$ftver" \
   "$(sha256sum "$FTB" | cut -c1-12)" "$ptver"
 printf "# load average at start: %s\n" "$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -49,13 +56,13 @@ for arch in "${ARCHS[@]}"; do
   for ((i = 0; i < REPEATS; i++)); do
     "$FTB" bench layers --arch "$arch" --batch "$BATCH" --size "$SIZE" --threads "$THREADS" \
       --steps "$STEPS" --warmup "$WARMUP" --classes "$CLASSES" --precision "$PRECISION" \
-      --out "$tmp/ft_$i.csv" >"$tmp/ft_$i.txt"
-    $PY "$ROOT/bench/torch_layers.py" --arch "$arch" --batch "$BATCH" --size "$SIZE" \
+      --device "$DEVICE" --out "$tmp/ft_$i.csv" >"$tmp/ft_$i.txt"
+    "${PY[@]}" "$ROOT/bench/torch_layers.py" --arch "$arch" --batch "$BATCH" --size "$SIZE" \
       --threads "$THREADS" --steps "$STEPS" --warmup "$WARMUP" --classes "$CLASSES" \
-      "${PEER_PREC[@]}" --csv "$tmp/pt_$i.csv" >"$tmp/pt_$i.txt"
+      "${PEER_PREC[@]}" --device "$DEVICE" --csv "$tmp/pt_$i.csv" >"$tmp/pt_$i.txt"
   done
   # Join on the row name, medians over the runs, print the table.
-  $PY - "$tmp" "$REPEATS" "$arch" <<'EOF'
+  "${PY[@]}" - "$tmp" "$REPEATS" "$arch" <<'EOF'
 import csv, re, statistics, sys
 tmp, reps, arch = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 med = statistics.median

@@ -6,7 +6,14 @@ autocasts the forward pass to bfloat16 (PyTorch's CPU mixed precision). Needs py
 python3-torchvision (Debian: PyTorch 1.13 + oneDNN 2.6).
 
 Usage: /usr/bin/python3 bench/torch_layers.py [--arch squeezenet1_0] [--batch 32] [--size 224]
-           [--threads 2] [--steps 5] [--warmup 2] [--bf16] [--csv FILE]
+           [--threads 2] [--steps 5] [--warmup 2] [--bf16] [--device cpu|cuda] [--csv FILE]
+
+--device cuda (the GPU side of `firetrain bench layers --device cuda`): the model and data on
+the GPU, cudnn.benchmark on, TF32 off (as firetrain's fp32), --bf16 autocasts to bfloat16 on
+CUDA; every hook and step boundary first waits for the GPU (torch.cuda.synchronize), as
+firetrain's profile waits after every layer, so a row holds its layer's kernels and their
+launches. The backward engine then runs the CUDA graph on its device thread with the same
+ordering rules (the attribution check below still applies and is printed).
 
 What is measured. Steps alternate like firetrain's: even steps without hooks (the whole step's
 time), odd steps with hooks (per layer); each figure is the median over --steps steps after
@@ -142,10 +149,14 @@ class Profiler:
             h.remove()
         self.handles = []
 
+    sync = staticmethod(lambda: None)  # torch.cuda.synchronize with --device cuda
+
     def _pre(self, gi, mod, inp):
+        self.sync()
         self.f0[gi] = time.perf_counter()
 
     def _post(self, gi, mod, inp, out):
+        self.sync()
         self.f1[gi] = time.perf_counter()
         if out.requires_grad:
             out.register_hook(functools.partial(self._grad, gi))
@@ -154,9 +165,11 @@ class Profiler:
             self.shape[gi] = f"{s[2]}x{s[3]}x{s[1]}" if out.dim() == 4 else "x".join(map(str, s[1:]))
 
     def _grad(self, gi, grad):
+        self.sync()
         self.b0[gi] = time.perf_counter()
 
     def _param(self, gi, grad):
+        self.sync()
         self.pt[gi].append(time.perf_counter())
 
     def times(self):
@@ -179,29 +192,40 @@ def main():
     p.add_argument("--steps", type=int, default=5, help="hooked steps (and as many without hooks)")
     p.add_argument("--warmup", type=int, default=2, help="untimed pairs of steps first")
     p.add_argument("--bf16", action="store_true", help="autocast the forward pass to bfloat16")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--csv", help="also write the rows as CSV to this file")
     a = p.parse_args()
 
     torch.set_num_threads(a.threads); torch.manual_seed(0)
-    m = squeezenet(a.arch, a.classes).to(memory_format=torch.channels_last)
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
+    if a.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    m = squeezenet(a.arch, a.classes).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(m.parameters(), lr=0.04, momentum=0.9, weight_decay=2e-4)
-    x = torch.randn(a.batch, 3, a.size, a.size).to(memory_format=torch.channels_last)
-    y = torch.randint(0, a.classes, (a.batch,))
+    x = torch.randn(a.batch, 3, a.size, a.size, device=dev).to(memory_format=torch.channels_last)
+    y = torch.randint(0, a.classes, (a.batch,), device=dev)
     lossf = nn.CrossEntropyLoss()
     groups = layer_groups(m)
     prof = Profiler(groups)
+    prof.sync = sync
 
     def step():
         """One training step as in torch_step.py; returns (zero_grad+fwd+loss, bwd, SGD) seconds."""
+        sync()
         t0 = time.perf_counter()
         opt.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+        with torch.autocast(a.device, dtype=torch.bfloat16, enabled=a.bf16):
             loss = lossf(m(x), y)
+        sync()
         t1 = time.perf_counter()
         loss.backward()
+        sync()
         t2 = time.perf_counter()
         prof.bwd_end = t2
         opt.step()
+        sync()
         return t1 - t0, t2 - t1, time.perf_counter() - t2
 
     n = len(groups)
@@ -232,9 +256,11 @@ def main():
     hk = [med([r[i] for r in hooked]) * 1e3 for i in range(4)]
     dnnl = re.search(r"MKL-DNN (v[\d.]+)", torch.__config__.show())
     prec = "bf16 autocast" if a.bf16 else "fp32"
-    print(f"# torch_layers: {a.arch}, cpu {prec} channels_last, batch {a.batch}, {a.size}x{a.size}, "
+    lib = (f"oneDNN {dnnl.group(1) if dnnl else '?'}" if a.device == "cpu" else
+           f"{torch.cuda.get_device_name()}, cuDNN {torch.backends.cudnn.version()}, TF32 off")
+    print(f"# torch_layers: {a.arch}, {a.device} {prec} channels_last, batch {a.batch}, {a.size}x{a.size}, "
           f"{a.threads} thread(s), median of {a.steps} hooked steps (PyTorch {torch.__version__}, "
-          f"torchvision {TV}, oneDNN {dnnl.group(1) if dnnl else '?'})")
+          f"torchvision {TV}, {lib})")
     print(f"# {'layer':<28} {'out (HxWxC)':>12} {'params':>9} {'fwd_ms':>8} {'bwd_ms':>8}")
     for gi, (name, _, _) in enumerate(groups):
         print(f"  {name:<28} {prof.shape[gi]:>12} {prof.params[gi]:>9} {fm[gi]:8.2f} {bm[gi]:8.2f}")

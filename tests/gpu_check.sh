@@ -12,16 +12,19 @@
 #      (fp32 steps), Archs/CudaHalfNet (bf16/fp16 steps), any other Cuda* suite, MpiNccl (1 rank)
 #   3. benchmark rows fp32 and bf16 of squeezenet1_0, then of squeezenet1_1
 #   4. train smoke test fp32, then bf16
-#   5. the rest: the fp16 row, the Fire-concat copy vs zero-copy row, bench comm, the fp16
+#   5. the rest: per-layer firetrain vs PyTorch on the GPU (bf16, fp32), the fp16 row, the
+#      Fire-concat copy vs zero-copy row, bench comm, the fp16
 #      smoke test, eval GPU vs CPU, the GPU faults (NaN gradient, fp16 overflow skipping),
 #      the main job (fp32, bf16)
 # Each step is started only before DEADLINE_S (default 420 s after the script's start); what is
 # left then prints "skipped: out of time (DEADLINE_S)", and every table is printed and the logs
 # packed all the same. Each command that could hang runs under `timeout -k 10` (test binary
 # 240 s, benchmark process 90 s, train/eval run 90 s, main job 240 s), cut so that it ends by
-# DEADLINE_S + 60 s: the whole script ends by ~DEADLINE_S + 80 s (~500 s). Estimates on 16
-# cores: configure + build ~1.5-2 min, tests ~1-2 min, the 4 first benchmark rows ~2 min, the
-# smoke tests ~30 s; the rest only where time is left.
+# DEADLINE_S + 60 s: the whole script ends by ~DEADLINE_S + 80 s (~500 s). Measured on an H200
+# machine (16 cores, 2026-11-29): extraction 3 s, configure + build 38 s, GPU tests 23 s, the 4
+# first benchmark rows 105 s, smoke tests 10 s, the fp16 and copy rows 34 s, bench comm 27 s,
+# the rest 9 s: 249 s in all, before the per-layer comparison and the GPU faults were added
+# (estimated +60 s). The machine started in ~30 s; 3 such calls fit the 15 minutes.
 #
 # With the `device` tool (15 min of device time per task, all calls and machine starts together;
 # <= 10 min per call; the machine goes back 30 s after a call ends, so a second call usually
@@ -29,14 +32,15 @@
 #   here, once:  tests/gpu_check.sh --prepare      (29 MB of Debian packages into .gpudeps/)
 #   the call:    run  command  "bash tests/gpu_check.sh"
 #                     carry    [".gpudeps"]
-#                     timeout_s 560       (script <= ~500 s; + machine start: ~11-12 min of 15)
+#                     timeout_s 560       (script <= ~500 s, ~310 s expected; + start ~30 s)
 # The tree (~10 MB) + .gpudeps (29 MB) leave no room under the 64 MiB carry limit for the
 # Fashion-MNIST files (datasets/fashion-mnist-{train,test}.h5, 32 MB): the main job is then
 # skipped (it comes last anyway). Carry them only where they fit (a machine that needs no
 # .gpudeps). If the call ends at once with exit 2 (a missing library, no CUDA backend), fix that
 # and call again: a fresh machine costs ~2 min of the 15.
-# The device tool brings back at most 8 files of $OUT: the script writes 5 summaries there
-# (gpu_check.log, parity_errors.txt, bench_gpu.txt, bench_comm_gpu.txt, train_eval.txt) and
+# The device tool brings back at most 8 files of $OUT: the script writes 6 summaries there
+# (gpu_check.log, parity_errors.txt, bench_gpu.txt, bench_comm_gpu.txt, train_eval.txt,
+# layers_gpu.txt; extra.txt with EXTRA) and
 # logs.tgz with the detailed logs (build, each test binary, each benchmark process, each
 # training run), refreshed after every step. The summary tables are printed last (the tool's
 # output_tail holds them); a failing test binary's failures are printed too.
@@ -87,8 +91,9 @@ DEADLINE_S="${DEADLINE_S:-420}"
 HARD_S=$((DEADLINE_S + 60))  # commands started before the deadline are cut here
 OUT="${OUT:-$ROOT/gpu-check-out}"
 mkdir -p "$OUT"
-# $OUT holds at most 6 files (the device tool returns 8): the summaries gpu_check.log,
-# parity_errors.txt, bench_gpu.txt, bench_comm_gpu.txt, train_eval.txt, and logs.tgz, which
+# $OUT holds at most 8 files (what the device tool returns): the summaries gpu_check.log,
+# parity_errors.txt, bench_gpu.txt, bench_comm_gpu.txt, train_eval.txt, layers_gpu.txt, with
+# EXTRA extra.txt, and logs.tgz, which
 # packs the detailed logs (written to $LOGS) after every step and at exit, so that a run
 # killed at its time limit still returns what it had.
 LOGS=$(mktemp -d /tmp/gpu_check_logs.XXXXXX)
@@ -188,7 +193,7 @@ summary() {
     elif [[ -s $TE ]]; then cat "$TE"
     else echo "  $NOT_RUN"; fi
     (( oot )) && echo "# DEADLINE_S=$DEADLINE_S s: what says '$OOT' did not run (more time: DEADLINE_S and timeout_s; or leave parts out: SKIP_*)"
-    echo "# outputs in $OUT: gpu_check.log parity_errors.txt bench_gpu.txt bench_comm_gpu.txt train_eval.txt logs.tgz${EXTRA:+ extra.txt}"
+    echo "# outputs in $OUT: gpu_check.log parity_errors.txt bench_gpu.txt bench_comm_gpu.txt train_eval.txt layers_gpu.txt logs.tgz${EXTRA:+ extra.txt}"
   } | tee -a "$OUT/gpu_check.log"
   log "done (exit $code, fail=$fail)"
 }
@@ -543,6 +548,30 @@ if [[ ${SKIP_TRAIN:-0} != 1 ]]; then
 fi
 
 # --- 5. the rest, while time is left ----------------------------------------------------------
+# Per layer, firetrain vs PyTorch on the GPU (bench/layers_vs_torch.sh DEVICE=cuda: both sides
+# wait for the GPU after every layer): where the step's time goes, bf16 then fp32.
+LAYERS="$OUT/layers_gpu.txt"
+layers_row() {  # PREC
+  local rc
+  need firetrain "layers $1" || return
+  in_time "layers vs PyTorch $1" || { echo "# layers $1: $OOT" >>"$LAYERS"; return; }
+  log "per-layer firetrain vs PyTorch on the GPU, squeezenet1_0 $1, batch $BATCH"
+  tm 150 env FT="$FT" PY="${PYENV[*]} python3" DEVICE=cuda PRECISION="$1" BATCH="$BATCH" STEPS=5 \
+    WARMUP=2 REPEATS=1 bash "$ROOT/bench/layers_vs_torch.sh" squeezenet1_0 >>"$LAYERS" 2>"$LOGS/layers_$1.err"
+  rc=$?
+  if (( rc != 0 )); then
+    fail=1
+    echo "# layers $1: FAILED ($(rc_text $rc)); layers_$1.err in logs.tgz" | tee -a "$LAYERS"
+    tail -5 "$LOGS/layers_$1.err" >&2
+  fi
+  pack_logs
+}
+if [[ ${SKIP_BENCH:-0} != 1 ]]; then
+  rm -f "$LAYERS"
+  layers_row bf16
+  layers_row fp32
+  [[ -s $LAYERS ]] && grep -E "^# (squeeze|layer|whole)|^  total" "$LAYERS"
+fi
 if [[ ${SKIP_BENCH:-0} != 1 ]]; then
   log "step benchmark (fp16, Fire concat copy vs zero-copy)"
   bench_row squeezenet1_0 fp16  # (fp16 on one arch only: the time budget)

@@ -72,6 +72,33 @@ TEST(BenchLayers, ProfileIsOffByDefaultAndAccumulatesWhenSet) {
   EXPECT_EQ(fwd2, fwd);  // not touched any more
 }
 
+// The GPU profile: the same rows as the layer table, every layer timed (a sync after each),
+// the whole step timed after waiting for the device. Skips without a GPU.
+TEST(CudaBenchLayers, OneRowPerLayerTimedOnTheGpu) {
+  if (!cuda_built()) GTEST_SKIP() << "CUDA backend not built (CPU-only build)";
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU visible";
+  const int batch = 4;
+  LayerBenchResult r =
+      bench_layers("squeezenet_small", batch, 28, 1, 10, 1, 2, 1, "fp32", Device::CUDA);
+  EXPECT_EQ(r.device, "cuda");
+  NetSpec spec;
+  spec.arch = "squeezenet_small";
+  spec.in_channels = 1;
+  spec.height = spec.width = 28;
+  spec.num_classes = 10;
+  const auto table = Net(spec).layer_table();
+  ASSERT_EQ(r.rows.size(), table.size());
+  double sum = 0;
+  for (size_t i = 0; i < table.size(); ++i) {
+    EXPECT_EQ(r.rows[i].name, table[i].name);
+    EXPECT_GT(r.rows[i].fwd_ms, 0.0) << table[i].name;  // each includes a device sync
+    EXPECT_GT(r.rows[i].bwd_ms, 0.0) << table[i].name;
+    sum += r.rows[i].fwd_ms + r.rows[i].bwd_ms;
+  }
+  EXPECT_GT(r.step_ms, 0.0);
+  EXPECT_GT(sum, 0.0);
+}
+
 TEST(BenchLayers, MeasuredPeakIsPositiveAndFinite) {
   const double p = measure_fp32_peak_gflops(1);
   EXPECT_GT(p, 0.5);     // any CPU of the last 20 years

@@ -597,12 +597,14 @@ int cmd_bench_scaling(int argc, char** argv) {
 }
 
 int cmd_bench_layers(int argc, char** argv) {
-  std::string what, arch = "squeezenet1_0", out, precision = "fp32";
+  std::string what, arch = "squeezenet1_0", out, precision = "fp32", device = "cpu";
   int batch = 32, size = 224, threads = 2, steps = 5, warmup = 1, classes = 1000, channels = 3;
   Options o("bench layers",
-            "Per-layer forward and backward time of training steps on synthetic data (CPU, fp32,\n"
-            "one process), with GFLOP/s and the percentage of this machine's fp32 peak,\n"
-            "measured by an FMA loop with the same threads: the roofline's ceiling.");
+            "Per-layer forward and backward time of training steps on synthetic data (one\n"
+            "process), with GFLOP/s; on the CPU also the percentage of this machine's fp32\n"
+            "peak, measured by an FMA loop with the same threads: the roofline's ceiling.\n"
+            "--device cuda: each layer's time includes launching its kernels (the device is\n"
+            "waited for after every layer); no % of peak.");
   o.positional("WHAT", &what, "layers")
       .opt("arch", &arch, "architecture")
       .opt("batch", &batch, "batch size")
@@ -612,18 +614,24 @@ int cmd_bench_layers(int argc, char** argv) {
       .opt("threads", &threads, "threads")
       .opt("steps", &steps, "timed steps (medians)")
       .opt("warmup", &warmup, "untimed steps first")
+      .opt("device", &device, "cpu | cuda")
       .opt("out", &out, "also write the rows as CSV")
-      .opt("precision", &precision, "fp32 | bf16 (convolutions; % of peak stays the fp32 peak)");
+      .opt("precision", &precision,
+           "fp32 | bf16 | fp16 (fp16: CUDA only; convolutions; % of peak stays the fp32 peak)");
   if (!o.parse(argc, argv)) return 0;
   if (batch <= 0 || size <= 0 || threads <= 0 || steps <= 0 || warmup < 0)
     throw InputError("bench layers: --batch, --size, --threads, --steps must be > 0");
+  const Device dev = parse_device(device);
   if (!is_root()) return 0;
-  const double peak = measure_fp32_peak_gflops(threads);
+  // The CPU's roofline ceiling; none on the GPU (0: the % columns say n/a).
+  const double peak = dev == Device::CPU ? measure_fp32_peak_gflops(threads) : 0.0;
   LayerBenchResult r =
-      bench_layers(arch, batch, size, channels, classes, threads, steps, warmup, precision);
-  std::printf("# firetrain bench layers: %s, cpu %s, batch %d, %dx%d, %d thread(s), median of "
-              "%d steps\n# fp32 peak measured (FMA loop, %d thread(s)): %.1f GFLOP/s\n",
-              arch.c_str(), precision.c_str(), batch, size, size, threads, steps, threads, peak);
+      bench_layers(arch, batch, size, channels, classes, threads, steps, warmup, precision, dev);
+  std::printf("# firetrain bench layers: %s, %s %s, batch %d, %dx%d, %d thread(s), median of "
+              "%d steps\n",
+              arch.c_str(), r.device.c_str(), precision.c_str(), batch, size, size, threads, steps);
+  if (peak > 0)
+    std::printf("# fp32 peak measured (FMA loop, %d thread(s)): %.1f GFLOP/s\n", threads, peak);
   std::printf("# %-26s %14s %9s %9s %8s %8s %6s %9s %8s %8s %6s\n", "layer", "out (HxWxC)",
               "params", "fwd_GFLOP", "fwd_ms", "GFLOP/s", "%peak", "bwd_GFLOP", "bwd_ms",
               "GFLOP/s", "%peak");
@@ -631,32 +639,42 @@ int cmd_bench_layers(int argc, char** argv) {
   if (!out.empty()) {
     csv = std::fopen(out.c_str(), "w");
     if (!csv) throw InputError("bench layers: cannot write " + out + ": " + std::strerror(errno));
-    std::fprintf(csv, "arch,batch,size,threads,layer,H,W,C,params,fwd_gflop,fwd_ms,bwd_gflop,"
-                      "bwd_ms,peak_gflops\n");
+    std::fprintf(csv, "arch,device,precision,batch,size,threads,layer,H,W,C,params,fwd_gflop,"
+                      "fwd_ms,bwd_gflop,bwd_ms,peak_gflops\n");
   }
+  auto pct = [peak](double rate) {
+    char b[16];
+    if (peak > 0)
+      std::snprintf(b, sizeof b, "%.1f", 100 * rate / peak);
+    else
+      std::snprintf(b, sizeof b, "n/a");
+    return std::string(b);
+  };
   double tf = 0, tb = 0, gf = 0, gb = 0;
   for (const auto& w : r.rows) {
     auto rate = [](double gflop, double ms) { return ms > 0 ? gflop / (ms / 1e3) : 0.0; };
     const double rf = rate(w.fwd_gflop, w.fwd_ms), rb = rate(w.bwd_gflop, w.bwd_ms);
     char shape[32];
     std::snprintf(shape, sizeof shape, "%dx%dx%d", w.H, w.W, w.C);
-    std::printf("  %-26s %14s %9lld %9.3f %8.2f %8.1f %6.1f %9.3f %8.2f %8.1f %6.1f\n",
+    std::printf("  %-26s %14s %9lld %9.3f %8.2f %8.1f %6s %9.3f %8.2f %8.1f %6s\n",
                 w.name.c_str(), shape, (long long)w.params, w.fwd_gflop, w.fwd_ms, rf,
-                100 * rf / peak, w.bwd_gflop, w.bwd_ms, rb, 100 * rb / peak);
+                pct(rf).c_str(), w.bwd_gflop, w.bwd_ms, rb, pct(rb).c_str());
     if (csv)
-      std::fprintf(csv, "%s,%d,%d,%d,\"%s\",%d,%d,%d,%lld,%.6f,%.4f,%.6f,%.4f,%.2f\n",
-                   arch.c_str(), batch, size, threads, w.name.c_str(), w.H, w.W, w.C,
-                   (long long)w.params, w.fwd_gflop, w.fwd_ms, w.bwd_gflop, w.bwd_ms, peak);
+      std::fprintf(csv, "%s,%s,%s,%d,%d,%d,\"%s\",%d,%d,%d,%lld,%.6f,%.4f,%.6f,%.4f,%.2f\n",
+                   arch.c_str(), r.device.c_str(), precision.c_str(), batch, size, threads,
+                   w.name.c_str(), w.H, w.W, w.C, (long long)w.params, w.fwd_gflop, w.fwd_ms,
+                   w.bwd_gflop, w.bwd_ms, peak);
     tf += w.fwd_ms, tb += w.bwd_ms, gf += w.fwd_gflop, gb += w.bwd_gflop;
   }
   if (csv) std::fclose(csv);
-  std::printf("  %-26s %14s %9s %9.3f %8.2f %8.1f %6.1f %9.3f %8.2f %8.1f %6.1f\n", "total",
-              "", "", gf, tf, gf / (tf / 1e3), 100 * gf / (tf / 1e3) / peak, gb, tb,
-              gb / (tb / 1e3), 100 * gb / (tb / 1e3) / peak);
+  std::printf("  %-26s %14s %9s %9.3f %8.2f %8.1f %6s %9.3f %8.2f %8.1f %6s\n", "total", "", "",
+              gf, tf, gf / (tf / 1e3), pct(gf / (tf / 1e3)).c_str(), gb, tb, gb / (tb / 1e3),
+              pct(gb / (tb / 1e3)).c_str());
+  const double step_rate = (gf + gb) / (r.step_ms / 1e3);
   std::printf("# whole step without profiling (forward+loss+backward+SGD): %.1f ms = %.1f img/s, "
-              "%.1f GFLOP/s = %.1f%% of peak; layers sum to %.1f ms with a sync after each\n",
-              r.step_ms, batch / (r.step_ms / 1e3), (gf + gb) / (r.step_ms / 1e3),
-              100 * (gf + gb) / (r.step_ms / 1e3) / peak, tf + tb);
+              "%.1f GFLOP/s%s%s%s; layers sum to %.1f ms with a sync after each\n",
+              r.step_ms, batch / (r.step_ms / 1e3), step_rate, peak > 0 ? " = " : "",
+              peak > 0 ? pct(step_rate).c_str() : "", peak > 0 ? "% of peak" : "", tf + tb);
   return 0;
 }
 

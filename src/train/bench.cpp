@@ -130,13 +130,14 @@ StepBenchResult bench_step(const std::string& arch, int batch, int size, int cha
 
 LayerBenchResult bench_layers(const std::string& arch, int batch, int size, int channels,
                               int classes, int threads, int steps, int warmup,
-                              const std::string& precision) {
+                              const std::string& precision, Device dev) {
+  require_device(dev);
   omp_set_num_threads(threads);
-  Net net(synthetic_spec(arch, size, channels, classes, precision), Device::CPU);
+  Net net(synthetic_spec(arch, size, channels, classes, precision), dev);
   net.init_weights(0);
   const Ops& ops = net.ops();
-  SyntheticBatch b = synthetic_batch(Device::CPU, batch, size, channels, classes);
-  Buffer mom(Device::CPU, net.num_params());
+  SyntheticBatch b = synthetic_batch(dev, batch, size, channels, classes);
+  Buffer mom(dev, net.num_params());
   const auto table = net.layer_table();
   std::vector<std::vector<double>> fwd(table.size()), bwd(table.size());
   std::vector<double> whole;
@@ -158,6 +159,7 @@ LayerBenchResult bench_layers(const std::string& arch, int batch, int size, int 
     net.backward(ctx, b.dlogits.data());
     ops.sgd_update(net.num_params(), 0.01f, 0.9f, 2e-4f, s == 0, net.params(), net.grads(),
                    mom.data());
+    synchronize(dev);  // (CUDA: the step's kernels are asynchronous)
     const double ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (s / 2 < warmup) continue;
@@ -173,6 +175,7 @@ LayerBenchResult bench_layers(const std::string& arch, int batch, int size, int 
   net.set_profile(nullptr);
   LayerBenchResult r;
   r.arch = arch;
+  r.device = device_name(dev);
   r.batch = batch;
   r.size = size;
   r.threads = threads;

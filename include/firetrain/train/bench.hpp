@@ -32,7 +32,7 @@ struct LayerBenchRow {
   double fwd_ms = 0, bwd_ms = 0;
 };
 struct LayerBenchResult {
-  std::string arch;
+  std::string arch, device;
   int batch = 0, size = 0, threads = 0, steps = 0;
   std::vector<LayerBenchRow> rows;
   double step_ms = 0;  // median whole step without profiling (forward+loss+backward+SGD)
@@ -40,11 +40,12 @@ struct LayerBenchResult {
 
 /// Per-layer forward and backward times of `steps` training steps (after `warmup`), with the
 /// FLOPs each layer does (2 per multiply-add; backward = weight gradient + input gradient, the
-/// first layer has no input gradient), on synthetic data. The profile synchronizes after every
-/// layer; step_ms is measured separately without it.
+/// first layer has no input gradient), on synthetic data, on `dev`. The profile synchronizes
+/// (CUDA: waits for the device) after every layer, so a layer's time includes launching its
+/// kernels; step_ms is measured separately without it.
 LayerBenchResult bench_layers(const std::string& arch, int batch, int size, int channels,
                               int classes, int threads, int steps, int warmup,
-                              const std::string& precision = "fp32");
+                              const std::string& precision = "fp32", Device dev = Device::CPU);
 
 /// This machine's measured fp32 multiply-add peak with `threads` OpenMP threads, in GFLOP/s:
 /// independent vector FMA chains held in registers (what the compiler's -march allows), the
