@@ -14,7 +14,8 @@
 #   4. train smoke test fp32, then bf16
 #   5. the rest: per-layer firetrain vs PyTorch on the GPU (bf16, fp32), the fp16 row, the
 #      Fire-concat copy vs zero-copy row, bench comm, the fp16
-#      smoke test, eval GPU vs CPU, the GPU faults (NaN gradient, fp16 overflow skipping),
+#      smoke test, eval GPU vs CPU, the GPU faults (NaN gradient, fp16 overflow skipping, a
+#      stalled NCCL stream against --collective-timeout),
 #      the main job (fp32, bf16)
 # Each step is started only before DEADLINE_S (default 420 s after the script's start); what is
 # left then prints "skipped: out of time (DEADLINE_S)", and every table is printed and the logs
@@ -611,7 +612,7 @@ gpu_faults() {
   local rc out
   in_time "GPU faults" || { echo "  faults: $OOT" >>"$TE"; return; }
   if ! train_setup; then echo "  faults: skipped: $DS_WHY" | tee -a "$TE"; return; fi
-  log "GPU faults: NaN gradient at step 6 (fp32); fp16 with loss scale 2^40"
+  log "GPU faults: NaN gradient at step 6 (fp32); fp16 with loss scale 2^40; NCCL stream stalled at step 5"
   local A=(train --device cuda --data "$W/d.h5" --batch 64 --lr 0.01 --warmup-steps 2 --log-every 4
      --progress plain)
   tm 90 env FT_TEST_NAN_GRAD_STEP=6 "$FT" "${A[@]}" --steps 12 --checkpoint-dir "$W/ck_nan" \
@@ -641,6 +642,23 @@ gpu_faults() {
     fail=1
     echo "  fault fp16 overflow on CUDA: FAILED ($(rc_text $rc), $skipped steps skipped)" | tee -a "$TE"
     tail -5 "$LOGS/fault_fp16_overflow.log" >&2
+  fi
+  # The NCCL timeout path on one GPU: the hook queues a kernel that holds the NCCL stream for
+  # 3 x 3 + 5 s at step 5; the watchdog must end the job after --collective-timeout 3 with the
+  # message, ncclCommAbort and MPI_Abort, leaving ckpt_4 valid.
+  local t0=$SECONDS
+  tm 60 env FT_TEST_NCCL_STALL_FINISH=5 "$FT" "${A[@]}" --steps 2000 --checkpoint-dir "$W/ck_stall" \
+    --checkpoint-every 2 --collective-timeout 3 >"$LOGS/fault_nccl_stall.log" 2>&1
+  rc=$?
+  local dt=$((SECONDS - t0))
+  if (( rc != 0 )) && ! is_timeout $rc && grep -q "did not complete within 3 s" "$LOGS/fault_nccl_stall.log" &&
+     tm 30 "$BUILD_DIR/tests/ft_fault_tool" check "$W/ck_stall/ckpt_4.h5" >>"$LOGS/fault_nccl_stall.log" 2>&1 &&
+     [[ ! -e $W/ck_stall/ckpt_6.h5 ]]; then
+    echo "  fault NCCL stall on CUDA: passed (exit $rc after ${dt} s in all, ckpt_4 valid and newest): $(grep -m1 -o "collective ncclAllReduce.*did not complete within 3 s" "$LOGS/fault_nccl_stall.log")" | tee -a "$TE"
+  else
+    fail=1
+    echo "  fault NCCL stall on CUDA: FAILED ($(rc_text $rc) after ${dt} s; expected a non-zero exit naming the all-reduce, ckpt_4 valid)" | tee -a "$TE"
+    tail -8 "$LOGS/fault_nccl_stall.log" >&2
   fi
   pack_logs
 }

@@ -52,6 +52,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -84,6 +85,30 @@ __global__ void nonfinite_flag_kernel(const float* __restrict__ g, size_t n, int
        i += size_t(gridDim.x) * blockDim.x)
     bad |= !isfinite(g[i]);
   if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
+}
+
+/// Test hook (FT_TEST_NCCL_STALL_FINISH): one thread that returns after `ns` nanoseconds of
+/// the GPU's global timer, queued on the NCCL stream as a stalled peer would hold it, so that
+/// the watchdog's timeout and ncclCommAbort path runs on a single GPU (NCCL refuses two ranks
+/// on one GPU, and a real stall needs a peer).
+__global__ void stall_kernel(unsigned long long ns) {
+  unsigned long long t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    __nanosleep(1000000);
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while (t - t0 < ns);
+}
+
+/// FT_TEST_NCCL_STALL_FINISH=K: the K-th finish() of this process (0-based; the step number
+/// in a run that starts at step 0) queues stall_kernel for 3 x --collective-timeout + 5 s
+/// before its end event. -1 (unset): never.
+long stall_finish() {
+  static const long v = [] {
+    const char* e = std::getenv("FT_TEST_NCCL_STALL_FINISH");
+    return e && *e ? std::atol(e) : -1L;
+  }();
+  return v;
 }
 
 /// out[i] = 16-bit(scale * in[i]); bf16 when `bf16`, else fp16. Grid-stride.
@@ -167,6 +192,7 @@ class NcclReducer final : public Reducer {
   cudaEvent_t ev_start_ = nullptr;  // NCCL stream, before the first bucket (timing)
   cudaEvent_t ev_end_ = nullptr;    // NCCL stream, after the last bucket (timing)
   bool started_any_ = false;        // ev_start_ recorded this step
+  long finishes_ = 0;               // finish() calls so far (FT_TEST_NCCL_STALL_FINISH)
   mutable bool span_pending_ = false;
   mutable double span_ = 0;
 
@@ -367,6 +393,12 @@ double NcclReducer::finish() {
   if (!started_any_) {  // no gradients at all: an empty span
     FT_CUDA(cudaEventRecord(ev_start_, stream_));
     started_any_ = true;
+  }
+  if (finishes_++ == stall_finish()) {
+    const double s = 3 * collective_timeout() + 5;
+    std::fprintf(stderr, "firetrain: test hook: the NCCL stream stalls for %g s\n", s);
+    stall_kernel<<<1, 1, 0, stream_>>>((unsigned long long)(s * 1e9));
+    FT_CUDA_LAUNCH();
   }
   record_end();  // the watchdog now waits for ev_end_
   FT_CUDA(cudaStreamWaitEvent(cuda::stream(), ev_end_, 0));
