@@ -30,14 +30,14 @@
 # With the `device` tool (15 min of device time per task, all calls and machine starts together;
 # <= 10 min per call; the machine goes back 30 s after a call ends, so a second call usually
 # starts a fresh, bare machine that must build again): ONE call.
-#   here, once:  tests/gpu_check.sh --prepare      (29 MB of Debian packages into .gpudeps/)
+#   here, once:  tests/gpu_check.sh --prepare      (48 MB into .gpudeps/: the packages, pruned,
+#                                                   22 MB; Fashion-MNIST's IDX files, 26 MB)
 #   the call:    run  command  "bash tests/gpu_check.sh"
 #                     carry    [".gpudeps"]
 #                     timeout_s 560       (script <= ~500 s, ~310 s expected; + start ~30 s)
-# The tree (~10 MB) + .gpudeps (29 MB) leave no room under the 64 MiB carry limit for the
-# Fashion-MNIST files (datasets/fashion-mnist-{train,test}.h5, 32 MB): the main job is then
-# skipped (it comes last anyway). Carry them only where they fit (a machine that needs no
-# .gpudeps). If the call ends at once with exit 2 (a missing library, no CUDA backend), fix that
+# The tree (~11 MB) + .gpudeps (48 MB) fit the 64 MiB carry limit; the script converts the
+# dataset for the main job (which comes last) on the machine. (The HDF5 files themselves,
+# datasets/*.h5, 32 MB, would not fit beside the packages.) If the call ends at once with exit 2 (a missing library, no CUDA backend), fix that
 # and call again: a fresh machine costs ~2 min of the 15.
 # The device tool brings back at most 8 files of $OUT: the script writes 6 summaries there
 # (gpu_check.log, parity_errors.txt, bench_gpu.txt, bench_comm_gpu.txt, train_eval.txt,
@@ -48,11 +48,16 @@
 #
 # Usage: tests/gpu_check.sh              build + tests + benchmarks + training; logs and tables
 #                                        in $OUT (default gpu-check-out/)
-#        tests/gpu_check.sh --prepare    on a Debian 12 machine with apt: download the Debian
-#                                        packages the build needs into .gpudeps/ (for a GPU
-#                                        machine that cannot reach a package archive)
+#        tests/gpu_check.sh --prepare    on a Debian 12 machine with apt: the Debian packages
+#                                        the build needs and the Fashion-MNIST files, packed
+#                                        into .gpudeps/ (for a GPU machine that cannot reach a
+#                                        package archive)
 # Env:   DEADLINE_S (420: seconds after the start past which nothing new starts), CUDA_ARCH
 #        (default 90: Hopper; 80 for A100), BATCH (256), STEPS (10), JOBS (nproc),
+#        MAINJOB_PREC ("fp32 bf16": the main job's precisions; it runs 14,062 steps of batch 64,
+#        ~3-4 min per precision on an H200 by the smoke tests' 4,700 img/s, so after the rest
+#        it needs its own call: SKIP_TESTS=1 SKIP_BENCH=1 SKIP_TRAIN=1 MAINJOB_PREC=bf16
+#        DEADLINE_S=200, timeout_s 300),
 #        SKIP_BENCH=1 / SKIP_TESTS=1 / SKIP_TRAIN=1 / SKIP_MAINJOB=1 (leave a part out, e.g. to
 #        split the work across calls on a longer lease; a call on a still-warm machine reuses
 #        BUILD_DIR and /tmp/ftsys), BUILD_DIR (build-gpu), EXTRA (a script, relative to the
@@ -80,10 +85,38 @@ PKGS=(libopenmpi-dev libopenmpi3 openmpi-bin openmpi-common libpmix2 libhwloc15 
       libnettle8 libhogweed6 libgmp10 libssl3 libzstd1 libffi8 ocl-icd-libopencl1 libudev1
       libgomp1)
 
+# --prepare: the packages, extracted and pruned of what neither the build nor the binaries
+# read (documentation, translations, sources, static libraries except GoogleTest's, which
+# Debian ships static only), as one xz tarball (22 MB instead of 30 MB of .deb files); and
+# the Fashion-MNIST IDX files of Debian's dataset-fashion-mnist, uncompressed and xz'd (26 MB
+# instead of the 32 MB of HDF5 files), so that the tree, the packages and the main job's data
+# fit the device tool's 64 MiB upload together. The GPU machine unpacks both with python3's
+# lzma (no xz binary needed) and converts the dataset with `firetrain convert`.
 if [[ ${1:-} == --prepare ]]; then
-  mkdir -p "$DEPS" && cd "$DEPS" && apt-get download "${PKGS[@]}" && du -sh "$DEPS" || exit 1
+  set -e
+  command -v xz >/dev/null || { echo "gpu_check --prepare: needs xz (apt-get install xz-utils)" >&2; exit 1; }
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  mkdir -p "$tmp/debs" "$tmp/sys" "$DEPS"
+  (cd "$tmp/debs" && apt-get download "${PKGS[@]}")
+  for f in "$tmp"/debs/*.deb; do dpkg-deb -x "$f" "$tmp/sys"; done
+  rm -rf "$tmp"/sys/usr/share/{doc,man,locale,lintian,bug} "$tmp/sys/usr/src"
+  find "$tmp/sys" -name '*.a' ! -name 'libgtest*' ! -name 'libgmock*' -delete
+  rm -f "$DEPS"/*.deb
+  tar -C "$tmp/sys" -cf - . | xz -9 -T0 >"$DEPS/ftsys.tar.xz"
+  FM=/usr/share/datasets/fashion-mnist
+  if [[ -d $FM ]]; then
+    mkdir -p "$DEPS/fashion-mnist"
+    for f in "$FM"/*-ubyte.gz; do
+      b=$(basename "$f" .gz)
+      gzip -dc "$f" | xz -9 -T0 >"$DEPS/fashion-mnist/$b.xz"
+    done
+  else
+    echo "gpu_check --prepare: no $FM (apt-get install dataset-fashion-mnist): the main job will be skipped" >&2
+  fi
   grep -qx '/.gpudeps/' "$ROOT/.git/info/exclude" 2>/dev/null || echo '/.gpudeps/' >>"$ROOT/.git/info/exclude"
-  exit $?
+  du -sh "$DEPS" "$DEPS"/*
+  exit 0
 fi
 
 SECONDS=0
@@ -190,9 +223,9 @@ summary() {
       echo "# step benchmark and bench comm: skipped (SKIP_BENCH=1)"
     fi
     echo "# train smoke tests (60 steps, stop at 30 + resume), eval GPU vs CPU, GPU faults, main job:"
-    if [[ ${SKIP_TRAIN:-0} == 1 ]]; then echo "  skipped (SKIP_TRAIN=1)"
-    elif [[ -s $TE ]]; then cat "$TE"
-    else echo "  $NOT_RUN"; fi
+    [[ ${SKIP_TRAIN:-0} == 1 ]] && echo "  smoke tests, eval and faults: skipped (SKIP_TRAIN=1)"
+    if [[ -s $TE ]]; then cat "$TE"
+    elif [[ ${SKIP_TRAIN:-0} != 1 ]]; then echo "  $NOT_RUN"; fi
     (( oot )) && echo "# DEADLINE_S=$DEADLINE_S s: what says '$OOT' did not run (more time: DEADLINE_S and timeout_s; or leave parts out: SKIP_*)"
     echo "# outputs in $OUT: gpu_check.log parity_errors.txt bench_gpu.txt bench_comm_gpu.txt train_eval.txt layers_gpu.txt logs.tgz${EXTRA:+ extra.txt}"
   } | tee -a "$OUT/gpu_check.log"
@@ -215,12 +248,20 @@ else PYENV=(env -u LD_LIBRARY_PATH); fi
 if [[ ! -e /usr/include/oneapi/dnnl/dnnl.hpp ]] || ! command -v mpicc >/dev/null; then
   SYS=/tmp/ftsys
   if [[ ! -e $SYS/.complete ]]; then
-    [[ -d $DEPS ]] || { echo "gpu_check: oneDNN/MPI/HDF5 missing; run launch/setup.sh, or run" \
-      "'tests/gpu_check.sh --prepare' where apt works and carry .gpudeps/" >&2; exit 2; }
-    log "extracting $(printf '%s\n' "$DEPS"/*.deb | wc -l) Debian packages into $SYS"
-    for f in "$DEPS"/*.deb; do
-      dpkg-deb -x "$f" "$SYS" || { echo "gpu_check: cannot extract $f" >&2; exit 2; }
-    done
+    mkdir -p "$SYS"
+    if [[ -e $DEPS/ftsys.tar.xz ]]; then
+      log "extracting the prepared packages ($DEPS/ftsys.tar.xz) into $SYS"
+      "${PYENV[@]}" python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' \
+        "$DEPS/ftsys.tar.xz" | tar -x -C "$SYS" || { echo "gpu_check: cannot extract $DEPS/ftsys.tar.xz" >&2; exit 2; }
+    elif compgen -G "$DEPS/*.deb" >/dev/null; then
+      log "extracting $(printf '%s\n' "$DEPS"/*.deb | wc -l) Debian packages into $SYS"
+      for f in "$DEPS"/*.deb; do
+        dpkg-deb -x "$f" "$SYS" || { echo "gpu_check: cannot extract $f" >&2; exit 2; }
+      done
+    else
+      echo "gpu_check: oneDNN/MPI/HDF5 missing; run launch/setup.sh, or run" \
+        "'tests/gpu_check.sh --prepare' where apt works and carry .gpudeps/" >&2; exit 2
+    fi
     touch "$SYS/.complete"
   fi
   L=$SYS/usr/lib/x86_64-linux-gnu
@@ -662,41 +703,61 @@ gpu_faults() {
   fi
   pack_logs
 }
+# datasets/fashion-mnist-{train,test}.h5 from the IDX files --prepare packed into .gpudeps
+# (xz -> gzip with python3, then `firetrain convert`); false if there are none or it fails.
+fm_from_deps() {
+  local d f rc
+  compgen -G "$DEPS/fashion-mnist/*-ubyte.xz" >/dev/null || return 1
+  log "converting the carried Fashion-MNIST files into datasets/"
+  d=$(mktemp -d)
+  for f in "$DEPS"/fashion-mnist/*-ubyte.xz; do
+    "${PYENV[@]}" python3 -c 'import gzip, lzma, shutil, sys
+with lzma.open(sys.argv[1]) as i, gzip.open(sys.argv[2], "wb", compresslevel=1) as o:
+    shutil.copyfileobj(i, o)' "$f" "$d/$(basename "$f" .xz).gz" || { rm -rf "$d"; return 1; }
+  done
+  tm 120 "$FT" convert fashion-mnist "$d" "$ROOT/datasets" >"$LOGS/convert.log" 2>&1
+  rc=$?
+  rm -rf "$d"
+  return $rc
+}
 if [[ ${SKIP_TRAIN:-0} != 1 ]]; then
   train_case fp16
   eval_check
   gpu_faults
-  # The main job on the GPU (1 rank, the README's config) where the Fashion-MNIST files were
-  # carried (datasets/*.h5, 32 MB): test top-1 and time, fp32 and bf16.
-  if [[ ${SKIP_MAINJOB:-0} == 1 ]]; then
-    echo "  main job: skipped (SKIP_MAINJOB=1)" | tee -a "$TE"
-  elif [[ ! -e $ROOT/datasets/fashion-mnist-train.h5 || ! -e $ROOT/datasets/fashion-mnist-test.h5 ]]; then
-    echo "  main job: skipped: datasets/fashion-mnist-{train,test}.h5 not carried" | tee -a "$TE"
-  elif [[ ${BUILT[firetrain]:-0} != 1 ]]; then
-    echo "  main job: skipped: firetrain not built" | tee -a "$TE"
-  else
-    for prec in fp32 bf16; do
-      in_time "main job $prec" || { echo "  main job $prec: $OOT" >>"$TE"; continue; }
-      log "main job on the GPU, $prec (launch/fashion_mnist.cfg, 1 rank)"
-      t0=$SECONDS
-      tm 240 "$FT" train --device cuda --precision "$prec" \
-        --config "$ROOT/launch/fashion_mnist.cfg" --data "$ROOT/datasets/fashion-mnist-train.h5" \
-        --val "$ROOT/datasets/fashion-mnist-test.h5" --progress plain >"$LOGS/mainjob_$prec.log" 2>&1
-      rc=$?
-      if is_timeout $rc && (( LIMIT < 240 )); then  # cut short by the deadline, not its own limit
-        oot=1
-        echo "  main job $prec: cut at ${LIMIT} s, $OOT [$((SECONDS - t0)) s]" | tee -a "$TE"
-      elif (( rc != 0 )); then
-        fail=1
-        echo "  main job $prec: FAILED ($(rc_text $rc)) [$((SECONDS - t0)) s]" | tee -a "$TE"
-        tail -5 "$LOGS/mainjob_$prec.log" >&2
-      else
-        echo "  main job $prec: $(grep "final: val" "$LOGS/mainjob_$prec.log" | tail -1)  [$((SECONDS - t0)) s]" \
-          | tee -a "$TE"
-      fi
-      pack_logs
-    done
-  fi
+fi
+# The main job on the GPU (1 rank, the README's config) where the Fashion-MNIST files are there
+# (datasets/*.h5, or the IDX files --prepare packed): test top-1 and time, fp32 and bf16. Runs
+# unless SKIP_MAINJOB=1 (also with SKIP_TRAIN=1: a call for the main job alone).
+if [[ ${SKIP_MAINJOB:-0} == 1 ]]; then
+  echo "  main job: skipped (SKIP_MAINJOB=1)" | tee -a "$TE"
+elif [[ ${BUILT[firetrain]:-0} != 1 ]]; then
+  echo "  main job: skipped: firetrain not built" | tee -a "$TE"
+elif [[ ! -e $ROOT/datasets/fashion-mnist-train.h5 || ! -e $ROOT/datasets/fashion-mnist-test.h5 ]] &&
+     ! fm_from_deps; then
+  echo "  main job: skipped: no datasets/fashion-mnist-{train,test}.h5 and no Fashion-MNIST files in .gpudeps" \
+    "(or their conversion failed: convert.log)" | tee -a "$TE"
+else
+  for prec in ${MAINJOB_PREC:-fp32 bf16}; do
+    in_time "main job $prec" || { echo "  main job $prec: $OOT" >>"$TE"; continue; }
+    log "main job on the GPU, $prec (launch/fashion_mnist.cfg, 1 rank)"
+    t0=$SECONDS
+    tm 240 "$FT" train --device cuda --precision "$prec" \
+      --config "$ROOT/launch/fashion_mnist.cfg" --data "$ROOT/datasets/fashion-mnist-train.h5" \
+      --val "$ROOT/datasets/fashion-mnist-test.h5" --progress plain >"$LOGS/mainjob_$prec.log" 2>&1
+    rc=$?
+    if is_timeout $rc && (( LIMIT < 240 )); then  # cut short by the deadline, not its own limit
+      oot=1
+      echo "  main job $prec: cut at ${LIMIT} s, $OOT [$((SECONDS - t0)) s]" | tee -a "$TE"
+    elif (( rc != 0 )); then
+      fail=1
+      echo "  main job $prec: FAILED ($(rc_text $rc)) [$((SECONDS - t0)) s]" | tee -a "$TE"
+      tail -5 "$LOGS/mainjob_$prec.log" >&2
+    else
+      echo "  main job $prec: $(grep "final: val" "$LOGS/mainjob_$prec.log" | tail -1)  [$((SECONDS - t0)) s]" \
+        | tee -a "$TE"
+    fi
+    pack_logs
+  done
 fi
 
 # --- the summary: every table, last (the device tool's output_tail holds the end) -------------
