@@ -11,12 +11,11 @@
 #   2. GPU tests, one process each, CUDA_LAUNCH_BLOCKING=1: CudaOps (op parity), Archs/CudaNet
 #      (fp32 steps), Archs/CudaHalfNet (bf16/fp16 steps), any other Cuda* suite, MpiNccl (1 rank)
 #   3. benchmark rows fp32 and bf16 of squeezenet1_0, then of squeezenet1_1
-#   4. train smoke test fp32, then bf16
+#   4. train smoke test fp32, then bf16; the GPU faults (NaN gradient, fp16 overflow skipping,
+#      a stalled NCCL stream against --collective-timeout)
 #   5. the rest: per-layer firetrain vs PyTorch on the GPU (bf16, fp32), the fp16 row, the
-#      Fire-concat copy vs zero-copy row, bench comm, the fp16
-#      smoke test, eval GPU vs CPU, the GPU faults (NaN gradient, fp16 overflow skipping, a
-#      stalled NCCL stream against --collective-timeout),
-#      the main job (fp32, bf16)
+#      Fire-concat copy vs zero-copy row, bench comm, the fp16 smoke test, eval GPU vs CPU,
+#      the main job (fp32, bf16) if enough time is left for it (MAINJOB_MIN_S)
 # Each step is started only before DEADLINE_S (default 420 s after the script's start); what is
 # left then prints "skipped: out of time (DEADLINE_S)", and every table is printed and the logs
 # packed all the same. Each command that could hang runs under `timeout -k 10` (test binary
@@ -34,7 +33,7 @@
 #                                                   22 MB; Fashion-MNIST's IDX files, 26 MB)
 #   the call:    run  command  "bash tests/gpu_check.sh"
 #                     carry    [".gpudeps"]
-#                     timeout_s 560       (script <= ~500 s, ~310 s expected; + start ~30 s)
+#                     timeout_s 560       (script <= ~500 s, ~350-390 s expected; + start ~30 s)
 # The tree (~11 MB) + .gpudeps (48 MB) fit the 64 MiB carry limit; the script converts the
 # dataset for the main job (which comes last) on the machine. (The HDF5 files themselves,
 # datasets/*.h5, 32 MB, would not fit beside the packages.) If the call ends at once with exit 2 (a missing library, no CUDA backend), fix that
@@ -54,10 +53,12 @@
 #                                        package archive)
 # Env:   DEADLINE_S (420: seconds after the start past which nothing new starts), CUDA_ARCH
 #        (default 90: Hopper; 80 for A100), BATCH (256), STEPS (10), JOBS (nproc),
-#        MAINJOB_PREC ("fp32 bf16": the main job's precisions; it runs 14,062 steps of batch 64,
-#        ~3-4 min per precision on an H200 by the smoke tests' 4,700 img/s, so after the rest
-#        it needs its own call: SKIP_TESTS=1 SKIP_BENCH=1 SKIP_TRAIN=1 MAINJOB_PREC=bf16
-#        DEADLINE_S=200, timeout_s 300),
+#        MAINJOB_PREC ("fp32 bf16": the main job's precisions; it runs 14,062 steps of batch 64:
+#        ~3.2 min per precision on an H200 at the 4,700 img/s the smoke tests reached in their
+#        last 10 steps, ~6.5 min at the 2,300 img/s of their whole run with start-up; not
+#        measured), MAINJOB_MIN_S (250: a precision starts only with that much time left before
+#        DEADLINE_S + 60; each is cut at 420 s). After the rest it needs its own call:
+#        SKIP_TESTS=1 SKIP_BENCH=1 SKIP_TRAIN=1 MAINJOB_PREC=bf16 DEADLINE_S=400, timeout_s 500,
 #        SKIP_BENCH=1 / SKIP_TESTS=1 / SKIP_TRAIN=1 / SKIP_MAINJOB=1 (leave a part out, e.g. to
 #        split the work across calls on a longer lease; a call on a still-warm machine reuses
 #        BUILD_DIR and /tmp/ftsys), BUILD_DIR (build-gpu), EXTRA (a script, relative to the
@@ -121,6 +122,7 @@ fi
 
 SECONDS=0
 DEADLINE_S="${DEADLINE_S:-420}"
+MAINJOB_MIN_S="${MAINJOB_MIN_S:-250}"
 [[ $DEADLINE_S =~ ^[0-9]+$ ]] || { echo "gpu_check: DEADLINE_S must be a number of seconds" >&2; exit 2; }
 HARD_S=$((DEADLINE_S + 60))  # commands started before the deadline are cut here
 OUT="${OUT:-$ROOT/gpu-check-out}"
@@ -252,7 +254,7 @@ if [[ ! -e /usr/include/oneapi/dnnl/dnnl.hpp ]] || ! command -v mpicc >/dev/null
     if [[ -e $DEPS/ftsys.tar.xz ]]; then
       log "extracting the prepared packages ($DEPS/ftsys.tar.xz) into $SYS"
       "${PYENV[@]}" python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' \
-        "$DEPS/ftsys.tar.xz" | tar -x -C "$SYS" || { echo "gpu_check: cannot extract $DEPS/ftsys.tar.xz" >&2; exit 2; }
+        "$DEPS/ftsys.tar.xz" | tar -xf - -C "$SYS" || { echo "gpu_check: cannot extract $DEPS/ftsys.tar.xz" >&2; exit 2; }
     elif compgen -G "$DEPS/*.deb" >/dev/null; then
       log "extracting $(printf '%s\n' "$DEPS"/*.deb | wc -l) Debian packages into $SYS"
       for f in "$DEPS"/*.deb; do
@@ -584,9 +586,69 @@ eval_check() {
   fi
   pack_logs
 }
+# Issue 5 on the GPU: a NaN in the all-reduced gradient (test hook FT_TEST_NAN_GRAD_STEP, a
+# copy on the compute stream after the NCCL all-reduce) must stop the run at that step with
+# exit 1, naming the last good checkpoint, which stays the newest; fp16 with a loss scale that
+# overflows (2^40) must skip steps and halve the scale (the CUDA finiteness flag feeding the
+# dynamic scaler) and then train to a finite loss, exit 0.
+gpu_faults() {
+  local rc out
+  in_time "GPU faults" || { echo "  faults: $OOT" >>"$TE"; return; }
+  if ! train_setup; then echo "  faults: skipped: $DS_WHY" | tee -a "$TE"; return; fi
+  log "GPU faults: NaN gradient at step 6 (fp32); fp16 with loss scale 2^40; NCCL stream stalled at step 5"
+  local A=(train --device cuda --data "$W/d.h5" --batch 64 --lr 0.01 --warmup-steps 2 --log-every 4
+     --progress plain)
+  tm 90 env FT_TEST_NAN_GRAD_STEP=6 "$FT" "${A[@]}" --steps 12 --checkpoint-dir "$W/ck_nan" \
+    --checkpoint-every 4 >"$LOGS/fault_nan.log" 2>&1
+  rc=$?
+  out=$(cat "$LOGS/fault_nan.log")
+  if (( rc == 1 )) && [[ $out == *"non-finite gradient (NaN or Inf) at step 6"* &&
+        $out == *"the last good checkpoint is $W/ck_nan/ckpt_4.h5"* ]] &&
+     [[ ! -e $W/ck_nan/ckpt_8.h5 ]]; then
+    echo "  fault NaN gradient on CUDA: passed (exit 1 at step 6, ckpt_4 the newest)" | tee -a "$TE"
+  else
+    fail=1
+    echo "  fault NaN gradient on CUDA: FAILED ($(rc_text $rc); expected exit 1 naming step 6 and ckpt_4)" | tee -a "$TE"
+    tail -5 "$LOGS/fault_nan.log" >&2
+  fi
+  tm 90 "$FT" "${A[@]}" --precision fp16 --loss-scale dynamic --loss-scale-init 1099511627776 \
+    --steps 60 >"$LOGS/fault_fp16_overflow.log" 2>&1
+  rc=$?
+  local skipped
+  skipped=$(grep -c "non-finite gradient, step skipped" "$LOGS/fault_fp16_overflow.log")
+  if (( rc == 0 && skipped >= 1 )) && grep -q "step 0: non-finite gradient, step skipped, loss scale 2^40 -> 2^39" \
+       "$LOGS/fault_fp16_overflow.log" && grep -qE "^step +60/60 .* loss [0-9]" "$LOGS/fault_fp16_overflow.log" &&
+     grep -q "^loss scale: dynamic, final " "$LOGS/fault_fp16_overflow.log"; then
+    echo "  fault fp16 overflow on CUDA: passed: $(grep "^loss scale: dynamic, final" "$LOGS/fault_fp16_overflow.log");" \
+      "step 60: $(grep -E "^step +60/60 " "$LOGS/fault_fp16_overflow.log" | grep -oE "loss [0-9.]+")" | tee -a "$TE"
+  else
+    fail=1
+    echo "  fault fp16 overflow on CUDA: FAILED ($(rc_text $rc), $skipped steps skipped)" | tee -a "$TE"
+    tail -5 "$LOGS/fault_fp16_overflow.log" >&2
+  fi
+  # The NCCL timeout path on one GPU: the hook queues a kernel that holds the NCCL stream for
+  # 3 x 3 + 5 s at step 5; the watchdog must end the job after --collective-timeout 3 with the
+  # message, ncclCommAbort and MPI_Abort, leaving ckpt_4 valid.
+  local t0=$SECONDS
+  tm 60 env FT_TEST_NCCL_STALL_FINISH=5 "$FT" "${A[@]}" --steps 2000 --checkpoint-dir "$W/ck_stall" \
+    --checkpoint-every 2 --collective-timeout 3 >"$LOGS/fault_nccl_stall.log" 2>&1
+  rc=$?
+  local dt=$((SECONDS - t0))
+  if (( rc != 0 )) && ! is_timeout $rc && grep -q "did not complete within 3 s" "$LOGS/fault_nccl_stall.log" &&
+     tm 30 "$BUILD_DIR/tests/ft_fault_tool" check "$W/ck_stall/ckpt_4.h5" >>"$LOGS/fault_nccl_stall.log" 2>&1 &&
+     [[ ! -e $W/ck_stall/ckpt_6.h5 ]]; then
+    echo "  fault NCCL stall on CUDA: passed (exit $rc after ${dt} s in all, ckpt_4 valid and newest): $(grep -m1 -o "collective ncclAllReduce.*did not complete within 3 s" "$LOGS/fault_nccl_stall.log")" | tee -a "$TE"
+  else
+    fail=1
+    echo "  fault NCCL stall on CUDA: FAILED ($(rc_text $rc) after ${dt} s; expected a non-zero exit naming the all-reduce, ckpt_4 valid)" | tee -a "$TE"
+    tail -8 "$LOGS/fault_nccl_stall.log" >&2
+  fi
+  pack_logs
+}
 if [[ ${SKIP_TRAIN:-0} != 1 ]]; then
   train_case fp32
   train_case bf16
+  gpu_faults
 fi
 
 # --- 5. the rest, while time is left ----------------------------------------------------------
@@ -644,65 +706,6 @@ if [[ ${SKIP_BENCH:-0} != 1 ]]; then
     pack_logs
   fi
 fi
-# Issue 5 on the GPU: a NaN in the all-reduced gradient (test hook FT_TEST_NAN_GRAD_STEP, a
-# copy on the compute stream after the NCCL all-reduce) must stop the run at that step with
-# exit 1, naming the last good checkpoint, which stays the newest; fp16 with a loss scale that
-# overflows (2^40) must skip steps and halve the scale (the CUDA finiteness flag feeding the
-# dynamic scaler) and then train to a finite loss, exit 0.
-gpu_faults() {
-  local rc out
-  in_time "GPU faults" || { echo "  faults: $OOT" >>"$TE"; return; }
-  if ! train_setup; then echo "  faults: skipped: $DS_WHY" | tee -a "$TE"; return; fi
-  log "GPU faults: NaN gradient at step 6 (fp32); fp16 with loss scale 2^40; NCCL stream stalled at step 5"
-  local A=(train --device cuda --data "$W/d.h5" --batch 64 --lr 0.01 --warmup-steps 2 --log-every 4
-     --progress plain)
-  tm 90 env FT_TEST_NAN_GRAD_STEP=6 "$FT" "${A[@]}" --steps 12 --checkpoint-dir "$W/ck_nan" \
-    --checkpoint-every 4 >"$LOGS/fault_nan.log" 2>&1
-  rc=$?
-  out=$(cat "$LOGS/fault_nan.log")
-  if (( rc == 1 )) && [[ $out == *"non-finite gradient (NaN or Inf) at step 6"* &&
-        $out == *"the last good checkpoint is $W/ck_nan/ckpt_4.h5"* ]] &&
-     [[ ! -e $W/ck_nan/ckpt_8.h5 ]]; then
-    echo "  fault NaN gradient on CUDA: passed (exit 1 at step 6, ckpt_4 the newest)" | tee -a "$TE"
-  else
-    fail=1
-    echo "  fault NaN gradient on CUDA: FAILED ($(rc_text $rc); expected exit 1 naming step 6 and ckpt_4)" | tee -a "$TE"
-    tail -5 "$LOGS/fault_nan.log" >&2
-  fi
-  tm 90 "$FT" "${A[@]}" --precision fp16 --loss-scale dynamic --loss-scale-init 1099511627776 \
-    --steps 60 >"$LOGS/fault_fp16_overflow.log" 2>&1
-  rc=$?
-  local skipped
-  skipped=$(grep -c "non-finite gradient, step skipped" "$LOGS/fault_fp16_overflow.log")
-  if (( rc == 0 && skipped >= 1 )) && grep -q "step 0: non-finite gradient, step skipped, loss scale 2^40 -> 2^39" \
-       "$LOGS/fault_fp16_overflow.log" && grep -qE "^step +60/60 .* loss [0-9]" "$LOGS/fault_fp16_overflow.log" &&
-     grep -q "^loss scale: dynamic, final 2^" "$LOGS/fault_fp16_overflow.log"; then
-    echo "  fault fp16 overflow on CUDA: passed: $(grep "^loss scale: dynamic, final" "$LOGS/fault_fp16_overflow.log");" \
-      "step 60: $(grep -E "^step +60/60 " "$LOGS/fault_fp16_overflow.log" | grep -oE "loss [0-9.]+")" | tee -a "$TE"
-  else
-    fail=1
-    echo "  fault fp16 overflow on CUDA: FAILED ($(rc_text $rc), $skipped steps skipped)" | tee -a "$TE"
-    tail -5 "$LOGS/fault_fp16_overflow.log" >&2
-  fi
-  # The NCCL timeout path on one GPU: the hook queues a kernel that holds the NCCL stream for
-  # 3 x 3 + 5 s at step 5; the watchdog must end the job after --collective-timeout 3 with the
-  # message, ncclCommAbort and MPI_Abort, leaving ckpt_4 valid.
-  local t0=$SECONDS
-  tm 60 env FT_TEST_NCCL_STALL_FINISH=5 "$FT" "${A[@]}" --steps 2000 --checkpoint-dir "$W/ck_stall" \
-    --checkpoint-every 2 --collective-timeout 3 >"$LOGS/fault_nccl_stall.log" 2>&1
-  rc=$?
-  local dt=$((SECONDS - t0))
-  if (( rc != 0 )) && ! is_timeout $rc && grep -q "did not complete within 3 s" "$LOGS/fault_nccl_stall.log" &&
-     tm 30 "$BUILD_DIR/tests/ft_fault_tool" check "$W/ck_stall/ckpt_4.h5" >>"$LOGS/fault_nccl_stall.log" 2>&1 &&
-     [[ ! -e $W/ck_stall/ckpt_6.h5 ]]; then
-    echo "  fault NCCL stall on CUDA: passed (exit $rc after ${dt} s in all, ckpt_4 valid and newest): $(grep -m1 -o "collective ncclAllReduce.*did not complete within 3 s" "$LOGS/fault_nccl_stall.log")" | tee -a "$TE"
-  else
-    fail=1
-    echo "  fault NCCL stall on CUDA: FAILED ($(rc_text $rc) after ${dt} s; expected a non-zero exit naming the all-reduce, ckpt_4 valid)" | tee -a "$TE"
-    tail -8 "$LOGS/fault_nccl_stall.log" >&2
-  fi
-  pack_logs
-}
 # datasets/fashion-mnist-{train,test}.h5 from the IDX files --prepare packed into .gpudeps
 # (xz -> gzip with python3, then `firetrain convert`); false if there are none or it fails.
 fm_from_deps() {
@@ -723,7 +726,6 @@ with lzma.open(sys.argv[1]) as i, gzip.open(sys.argv[2], "wb", compresslevel=1) 
 if [[ ${SKIP_TRAIN:-0} != 1 ]]; then
   train_case fp16
   eval_check
-  gpu_faults
 fi
 # The main job on the GPU (1 rank, the README's config) where the Fashion-MNIST files are there
 # (datasets/*.h5, or the IDX files --prepare packed): test top-1 and time, fp32 and bf16. Runs
@@ -732,20 +734,28 @@ if [[ ${SKIP_MAINJOB:-0} == 1 ]]; then
   echo "  main job: skipped (SKIP_MAINJOB=1)" | tee -a "$TE"
 elif [[ ${BUILT[firetrain]:-0} != 1 ]]; then
   echo "  main job: skipped: firetrain not built" | tee -a "$TE"
+elif (( HARD_S - SECONDS < MAINJOB_MIN_S )); then
+  oot=1
+  echo "  main job: $OOT (one precision needs ~$MAINJOB_MIN_S s, $((HARD_S - SECONDS)) s were left;" \
+    "run it alone: see MAINJOB_PREC in the header)" | tee -a "$TE"
 elif [[ ! -e $ROOT/datasets/fashion-mnist-train.h5 || ! -e $ROOT/datasets/fashion-mnist-test.h5 ]] &&
      ! fm_from_deps; then
   echo "  main job: skipped: no datasets/fashion-mnist-{train,test}.h5 and no Fashion-MNIST files in .gpudeps" \
     "(or their conversion failed: convert.log)" | tee -a "$TE"
 else
   for prec in ${MAINJOB_PREC:-fp32 bf16}; do
-    in_time "main job $prec" || { echo "  main job $prec: $OOT" >>"$TE"; continue; }
+    if (( HARD_S - SECONDS < MAINJOB_MIN_S )) || ! in_time "main job $prec"; then
+      oot=1
+      echo "  main job $prec: $OOT" | tee -a "$TE"
+      continue
+    fi
     log "main job on the GPU, $prec (launch/fashion_mnist.cfg, 1 rank)"
     t0=$SECONDS
-    tm 240 "$FT" train --device cuda --precision "$prec" \
+    tm 420 "$FT" train --device cuda --precision "$prec" \
       --config "$ROOT/launch/fashion_mnist.cfg" --data "$ROOT/datasets/fashion-mnist-train.h5" \
       --val "$ROOT/datasets/fashion-mnist-test.h5" --progress plain >"$LOGS/mainjob_$prec.log" 2>&1
     rc=$?
-    if is_timeout $rc && (( LIMIT < 240 )); then  # cut short by the deadline, not its own limit
+    if is_timeout $rc && (( LIMIT < 420 )); then  # cut short by the deadline, not its own limit
       oot=1
       echo "  main job $prec: cut at ${LIMIT} s, $OOT [$((SECONDS - t0)) s]" | tee -a "$TE"
     elif (( rc != 0 )); then

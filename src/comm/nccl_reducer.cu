@@ -27,8 +27,10 @@
 ///   watchdog (comm/watchdog.hpp), run on the watchdog's thread: it reads
 ///   ncclCommGetAsyncError and queries the end event of the last finish(); an asynchronous
 ///   error, or an all-reduce still running --collective-timeout seconds after finish(), makes
-///   the watchdog print the rank and the operation, call ncclCommAbort (its abort hook) and
-///   MPI_Abort the job. The start-up collectives (UUID all-gather, ncclUniqueId broadcast,
+///   the watchdog print the rank and the operation, call ncclCommAbort (its abort hook; waited
+///   for at most 2 s) and MPI_Abort the job. A thread that was waiting for the aborted
+///   all-reduce never uses its result: after each wait it checks the abort flag and then waits
+///   for the process to end. The start-up collectives (UUID all-gather, ncclUniqueId broadcast,
 ///   ncclCommInitRank) run under the watchdog too.
 /// * grads_finite(): one grid-stride kernel ORs !isfinite over the arena into a device flag on
 ///   the compute stream (which already waits for the all-reduce); the flag comes back in a
@@ -55,6 +57,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "firetrain/comm/communicator.hpp"
@@ -160,6 +163,9 @@ class NcclReducer final : public Reducer {
   const char* backend() const override { return "nccl"; }
   bool grads_finite() override;
   CommDtype dtype() const override { return dtype_; }
+  /// fp32: no conversions (0); 16-bit: they are kernels on the NCCL stream, inside the timed
+  /// all-reduce, not measured apart (-1).
+  double convert_s() const override { return dtype_ == CommDtype::FP32 ? 0 : -1; }
   double floor_allreduce_s(int iters) override;
 
  private:
@@ -193,6 +199,16 @@ class NcclReducer final : public Reducer {
   cudaEvent_t ev_end_ = nullptr;    // NCCL stream, after the last bucket (timing)
   bool started_any_ = false;        // ev_start_ recorded this step
   long finishes_ = 0;               // finish() calls so far (FT_TEST_NCCL_STALL_FINISH)
+  /// Set by the watchdog's abort before ncclCommAbort: the all-reduce in flight ends early with
+  /// garbage, and the thread waiting for it must not go on to use it (see wait_not_aborted).
+  std::atomic<bool> aborted_{false};
+  /// After a wait for the NCCL stream: if the watchdog aborted the communicator, this thread
+  /// must not apply (or checkpoint) what the aborted all-reduce left; the watchdog ends the
+  /// process within ~2 s (MPI_Abort), so it waits for that here.
+  void wait_not_aborted() const {
+    if (!aborted_.load()) return;
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
   mutable bool span_pending_ = false;
   mutable double span_ = 0;
 
@@ -273,6 +289,7 @@ NcclReducer::NcclReducer(Communicator& comm, float* grads, size_t n, size_t buck
     FT_CUDA(cudaMallocHost(&flag_host_, sizeof(int)));
     poller_ = add_watchdog_poller([this](double timeout_s) { return poll(timeout_s); },
                                   [this] {
+                                    aborted_.store(true);
                                     if (nccl_) ncclCommAbort(nccl_);
                                   });
   } catch (...) {
@@ -333,6 +350,7 @@ void NcclReducer::settle() const {
   if (!span_pending_) return;
   span_pending_ = false;
   FT_CUDA(cudaEventSynchronize(ev_end_));
+  wait_not_aborted();
   check_async();
   float ms = 0.f;
   FT_CUDA(cudaEventElapsedTime(&ms, ev_start_, ev_end_));
@@ -435,6 +453,7 @@ double NcclReducer::floor_allreduce_s(int iters) {
     FT_NCCL(ncclAllReduce(grads_, grads_, n_, ncclFloat, ncclSum, nccl_, stream_));
   record_end();  // as finish(): the watchdog waits for ev_end_ (a dead peer ends the job)
   FT_CUDA(cudaEventSynchronize(ev_end_));
+  wait_not_aborted();
   check_async();
   float ms = 0;
   FT_CUDA(cudaEventElapsedTime(&ms, ev_start_, ev_end_));
@@ -452,6 +471,7 @@ bool NcclReducer::grads_finite() {
   }
   FT_CUDA(cudaMemcpyAsync(flag_host_, flag_dev_, sizeof(int), cudaMemcpyDeviceToHost, s));
   FT_CUDA(cudaStreamSynchronize(s));  // a hung all-reduce blocks here: the watchdog's poll
+  wait_not_aborted();
   return *flag_host_ == 0;
 }
 

@@ -11,12 +11,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -61,8 +63,18 @@ struct Watchdog {
     std::fprintf(stderr, "firetrain: error: rank %d on host %s: %s; aborting the job\n", rank,
                  host, what.c_str());
     std::fflush(stderr);
-    for (auto& [id, p] : pollers)
-      if (p.abort) p.abort();
+    // The pollers' aborts (ncclCommAbort) run on a thread of their own, waited for at most
+    // 2 s: freeing the communicator's device memory waits for the GPU, and a kernel that does
+    // not honour the abort (or an ncclCommAbort that hangs) must not keep the job alive. This
+    // thread holds mu from here on, so the pollers cannot change under that thread.
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    std::thread([this, done] {
+      for (auto& [id, p] : pollers)
+        if (p.abort) p.abort();
+      done->store(true);
+    }).detach();
+    for (int i = 0; i < 200 && !done->load(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     // The job-level abort (the equivalent of ncclCommAbort for the whole job): mpirun ends
     // every rank, including a stalled one.
     MPI_Abort(c, 1);
