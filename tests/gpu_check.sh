@@ -13,7 +13,8 @@
 #   3. benchmark rows fp32 and bf16 of squeezenet1_0, then of squeezenet1_1
 #   4. train smoke test fp32, then bf16; the GPU faults (NaN gradient, fp16 overflow skipping,
 #      a stalled NCCL stream against --collective-timeout)
-#   5. the rest: per-layer firetrain vs PyTorch on the GPU (bf16, fp32), the fp16 row, the
+#   5. the rest: per-layer firetrain vs PyTorch on the GPU (bf16, fp32), the per-kernel
+#      profile of a bf16 step (Nsight Compute, where it works), the fp16 row, the
 #      Fire-concat copy vs zero-copy row, bench comm, the fp16 smoke test, eval GPU vs CPU,
 #      the main job (fp32, bf16) if enough time is left for it (MAINJOB_MIN_S)
 # Each step is started only before DEADLINE_S (default 420 s after the script's start); what is
@@ -670,11 +671,25 @@ layers_row() {  # PREC
   fi
   pack_logs
 }
+# Per kernel (bench/gpu_kernels.sh: Nsight Compute over one timed bf16 step): a diagnostic, so
+# its failure (no ncu, no access to the counters) is reported but does not fail the check.
+kernels_row() {
+  local rc
+  need firetrain "kernel profile" || return
+  in_time "kernel profile (ncu)" || { echo "# kernel profile: $OOT" >>"$LAYERS"; return; }
+  log "per-kernel profile of one squeezenet1_0 bf16 step (ncu)"
+  tm 200 env FT="$FT" PY="${PYENV[*]} python3" PREC=bf16 BATCH="$BATCH" TOP=30 \
+    bash "$ROOT/bench/gpu_kernels.sh" "$FT" >>"$LAYERS" 2>"$LOGS/kernels.err"
+  rc=$?
+  (( rc == 0 )) || echo "# kernel profile: not measured ($(rc_text $rc)); kernels.err in logs.tgz" | tee -a "$LAYERS"
+  pack_logs
+}
 if [[ ${SKIP_BENCH:-0} != 1 ]]; then
   rm -f "$LAYERS"
   layers_row bf16
   layers_row fp32
-  [[ -s $LAYERS ]] && grep -E "^# (squeeze|layer|whole)|^  total" "$LAYERS"
+  kernels_row
+  [[ -s $LAYERS ]] && grep -E "^# (squeeze|layer|whole|[0-9]+ kernel launches|firetrain's own)|^  total" "$LAYERS"
 fi
 if [[ ${SKIP_BENCH:-0} != 1 ]]; then
   log "step benchmark (fp16, Fire concat copy vs zero-copy)"

@@ -30,6 +30,9 @@
 #include <mutex>
 #include <string>
 
+#include <cuda_profiler_api.h>
+#include <nvtx3/nvToolsExt.h>
+
 #include "../ops/cuda/common.cuh"
 
 namespace ft::cuda {
@@ -230,6 +233,12 @@ void zero(void* p, size_t bytes) {
 void synchronize() { FT_CUDA(cudaStreamSynchronize(stream())); }
 
 void* compute_stream() { return static_cast<void*>(stream()); }
+
+void nvtx_push(const char* name) noexcept { nvtxRangePushA(name); }
+void nvtx_pop() noexcept { nvtxRangePop(); }
+
+void profiler_start() { FT_CUDA(cudaProfilerStart()); }
+void profiler_stop() { FT_CUDA(cudaProfilerStop()); }
 
 std::string versions() {
   int rt = 0, drv = 0, nccl = 0;

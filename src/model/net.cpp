@@ -732,9 +732,11 @@ const float* Net::forward(const PassContext& c, const float* x) {
   input_ = x;
   ConstAct in = x;
   if (profile_) profile_->resize(layers_.size());
+  NvtxRange range("forward");
   for (size_t i = 0; i < layers_.size(); ++i) {
     const auto t0 = profile_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     {
+      NvtxRange layer_range(layers_[i]->name.c_str());
       TimelineScope span(tl_, "forward", layers_[i]->name);
       layers_[i]->forward(c, params_.data(), in, acts_[i].view());
     }
@@ -755,6 +757,7 @@ void Net::backward(const PassContext& c, const float* dlogits,
   for (auto& l : layers_) l->scratch = &scratch_;  // (the net may have moved)
   const size_t L = layers_.size();
   float* dy = dbuf_[0].data();
+  NvtxRange range("backward");
   ops_->copy(int64_t(c.N) * spec_.num_classes, dlogits, dy);
   int cur = 0;
   for (size_t i = L; i-- > 0;) {
@@ -763,6 +766,7 @@ void Net::backward(const PassContext& c, const float* dlogits,
     float* dx = i == 0 ? nullptr : dbuf_[1 - cur].data();
     const auto t0 = profile_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     {
+      NvtxRange layer_range(l.name.c_str());
       TimelineScope span(tl_, "backward", l.name);
       l.backward(c, params_.data(), grads_.data(), x, acts_[i].view(), dy, dx);
     }

@@ -89,6 +89,12 @@ StepBenchResult bench_step(const std::string& arch, int batch, int size, int cha
     ctx.seed = 1;
     ctx.step = uint64_t(s);
     ctx.samples = b.samples.data();
+#ifdef FT_HAVE_CUDA
+    // The timed steps are the profiler's capture range (ncu --profile-from-start off, nsys
+    // --capture-range=cudaProfilerApi): not the warm-up, where cuDNN's searches run.
+    if (dev == Device::CUDA && s == warmup) cuda::profiler_start();
+#endif
+    NvtxRange range(s < warmup ? "warmup step" : "step");
     auto t0 = clock::now();
     const float* logits = net.forward(ctx, b.x.data());
     ops.softmax_xent(batch, classes, logits, b.labels.data(), batch, b.dlogits.data());  // syncs
@@ -100,6 +106,9 @@ StepBenchResult bench_step(const std::string& arch, int batch, int size, int cha
                    mom.data());
     synchronize(dev);
     auto t3 = clock::now();
+#ifdef FT_HAVE_CUDA
+    if (dev == Device::CUDA && s == warmup + steps - 1) cuda::profiler_stop();
+#endif
     if (s < warmup) continue;
     auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
     tot.push_back(ms(t0, t3));

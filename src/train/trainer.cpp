@@ -913,6 +913,7 @@ TrainSummary train(const TrainConfig& c, const std::string& json, Communicator& 
       const double tl_step0 = tl_mark;  // the step starts where the loader was called
       tl.set_recording(tl_on && step >= tl_first && step < tl_end);
       tl.set_step(step);
+      NvtxRange nvtx_step("step");
       PassContext ctx;
       ctx.N = batch.n;
       ctx.train = true;

@@ -66,7 +66,38 @@ void* compute_stream();
 std::string versions();
 /// "NVIDIA H200 (sm_90, 139 GiB)" of the selected (or given) GPU.
 std::string device_description(int ordinal);
+/// NVTX push/pop (nvtxRangePushA / nvtxRangePop): ranges that Nsight Systems shows on its
+/// timeline and Nsight Compute filters by (--nvtx --nvtx-include "step/"). Without a profiler
+/// attached they cost a few nanoseconds.
+void nvtx_push(const char* name) noexcept;
+void nvtx_pop() noexcept;
+/// cudaProfilerStart / cudaProfilerStop: the region a profiler started with
+/// --profile-from-start off (Nsight Compute) or --capture-range=cudaProfilerApi (Nsight
+/// Systems) records. No-ops without a profiler.
+void profiler_start();
+void profiler_stop();
 }  // namespace cuda
+
+/// An NVTX range for its lifetime in CUDA builds (nothing in CPU-only builds): the trainer's
+/// and `bench step`'s steps ("step"; bench's warm-up steps "warmup step"), forward and
+/// backward, and each layer by its name inside them.
+class NvtxRange {
+ public:
+  explicit NvtxRange(const char* name) noexcept {
+#ifdef FT_HAVE_CUDA
+    cuda::nvtx_push(name);
+#else
+    (void)name;
+#endif
+  }
+  ~NvtxRange() {
+#ifdef FT_HAVE_CUDA
+    cuda::nvtx_pop();
+#endif
+  }
+  NvtxRange(const NvtxRange&) = delete;
+  NvtxRange& operator=(const NvtxRange&) = delete;
+};
 
 namespace detail {
 void* array_alloc(Device d, size_t bytes);
