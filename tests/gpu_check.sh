@@ -225,6 +225,11 @@ summary() {
     else
       echo "# step benchmark and bench comm: skipped (SKIP_BENCH=1)"
     fi
+    if [[ -s ${LAYERS:-} ]]; then
+      echo "# where the time goes (layers_gpu.txt): per layer vs PyTorch (totals), per kernel (top 12):"
+      grep -E "^# (squeeze|whole|[0-9]+ kernel launches|firetrain's own|kernel profile|layers)|^  total" "$LAYERS"
+      awk '/kernel launches/ {k = 1; n = 0} k && /^  +[0-9]+ +[0-9.]+ +[0-9.]+%/ && n < 12 {print; n++}' "$LAYERS"
+    fi
     echo "# train smoke tests (60 steps, stop at 30 + resume), eval GPU vs CPU, GPU faults, main job:"
     [[ ${SKIP_TRAIN:-0} == 1 ]] && echo "  smoke tests, eval and faults: skipped (SKIP_TRAIN=1)"
     if [[ -s $TE ]]; then cat "$TE"
