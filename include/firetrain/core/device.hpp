@@ -67,8 +67,8 @@ std::string versions();
 /// "NVIDIA H200 (sm_90, 139 GiB)" of the selected (or given) GPU.
 std::string device_description(int ordinal);
 /// NVTX push/pop (nvtxRangePushA / nvtxRangePop): ranges that Nsight Systems shows on its
-/// timeline and Nsight Compute filters by (--nvtx --nvtx-include "step/"). Without a profiler
-/// attached they cost a few nanoseconds.
+/// timeline and Nsight Compute can filter by (--nvtx). Without a profiler attached they cost
+/// a few nanoseconds.
 void nvtx_push(const char* name) noexcept;
 void nvtx_pop() noexcept;
 /// cudaProfilerStart / cudaProfilerStop: the region a profiler started with
