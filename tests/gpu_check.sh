@@ -190,7 +190,7 @@ write_bench_table() {  # the table so far (FINAL=1: rows never run are marked sk
   local k final=${1:-0}
   {
     printf "# firetrain vs PyTorch on %s: one training step (fwd+loss+bwd+SGD), batch %d, 224x224, median of %d steps\n" \
-      "$(cut -d, -f1 "$LOGS/gpu.txt" 2>/dev/null | grep . || echo '(no GPU name: nvidia-smi failed)')" "$BATCH" "$STEPS"
+      "$(cut -d, -f1 "$LOGS/gpu.txt" 2>/dev/null | grep . | head -1 || echo '(no GPU name: nvidia-smi failed)')" "$BATCH" "$STEPS"
     printf "# %-14s %-9s %10s %10s %10s %10s %7s\n" arch precision ft_ms ft_img/s pt_ms pt_img/s ratio
     for k in "${BROWS[@]}"; do
       if [[ -n ${BROW[$k]:-} ]]; then echo "${BROW[$k]}"
@@ -210,7 +210,7 @@ summary() {
   {
     echo
     echo "==================== gpu_check summary: exit $code (fail=$fail), ${SECONDS} s of DEADLINE_S=$DEADLINE_S ===================="
-    [[ -s $LOGS/gpu.txt ]] && echo "# GPU: $(cat "$LOGS/gpu.txt")"
+    [[ -s $LOGS/gpu.txt ]] && echo "# GPU: $(head -1 "$LOGS/gpu.txt")$( ((NGPU > 1)) && echo " (x$NGPU)")"
     echo "# build:${BUILD_SUM%,}"
     echo "# GPU tests (one process each, CUDA_LAUNCH_BLOCKING=1; logs tests_*.log in logs.tgz):"
     (( ${#TEST_SUM[@]} )) && printf '%s\n' "${TEST_SUM[@]}"
@@ -218,9 +218,10 @@ summary() {
     if [[ ${SKIP_BENCH:-0} != 1 ]]; then
       write_bench_table 1
       cat "$T"
-      echo "# bench comm --device cuda, 1 rank (reducer, 1-bucket; no floor row at 1 rank):"
+      if (( NGPU > 1 )); then echo "# bench comm --device cuda, $NGPU ranks (reducer, 1-bucket, nccl-tests-style floor):"
+      else echo "# bench comm --device cuda, 1 rank (reducer, 1-bucket; no floor row at 1 rank):"; fi
       if [[ -n $COMM_SUM ]]; then echo "$COMM_SUM"
-      elif [[ -s $OUT/bench_comm_gpu.txt ]]; then grep -E "^  |^# (squeeze|alex|Out)" "$OUT/bench_comm_gpu.txt"
+      elif [[ -s $OUT/bench_comm_gpu.txt ]]; then grep -E "^  |^# (squeeze|alex|Out|Avg)" "$OUT/bench_comm_gpu.txt"
       else echo "  $NOT_RUN"; fi
     else
       echo "# step benchmark and bench comm: skipped (SKIP_BENCH=1)"
@@ -242,6 +243,11 @@ summary() {
 trap 'echo "gpu_check: interrupted" >&2; fail=1; NOT_RUN="not run (interrupted)"; summary; exit 1' TERM INT
 
 command -v nvidia-smi >/dev/null && timeout 30 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$LOGS/gpu.txt"
+# GPUs on this machine (one line each above): with 2 or more, the NCCL tests, `bench comm` (its
+# nccl-tests-style floor row and ratios) and a training run also run at one rank per GPU.
+NGPU=$(grep -c . "$LOGS/gpu.txt" 2>/dev/null)
+[[ $NGPU =~ ^[0-9]+$ ]] || NGPU=0
+MPIRUN=(mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$NGPU")
 export PATH="/usr/local/cuda/bin:$PATH"
 command -v nvcc >/dev/null || { echo "gpu_check: no nvcc (CUDA toolkit) found" >&2; exit 2; }
 log "start: DEADLINE_S=$DEADLINE_S s (commands cut at $HARD_S s), OUT=$OUT"
@@ -407,12 +413,14 @@ gcount() {  # LOG PASSED|FAILED|SKIPPED: the count on gtest's summary line (0 if
   n=$(sed -n "s/^\[  $2 *\] \([0-9]*\) tests\{0,1\}[,.].*/\1/p" "$1" | tail -1)
   echo "${n:-0}"
 }
-run_gtest() {  # NAME TARGET FILTER WHAT
-  local name=$1 bin=$BUILD_DIR/tests/$2 filter=$3 what=$4 log="$LOGS/tests_$1.log" rc st
+run_gtest() {  # NAME TARGET FILTER WHAT [RANKS: > 1 runs it under mpirun -np RANKS]
+  local name=$1 bin=$BUILD_DIR/tests/$2 filter=$3 what=$4 ranks=${5:-1} log="$LOGS/tests_$1.log" rc st
+  local pre=()
+  (( ranks > 1 )) && pre=(mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$ranks")
   if ! need "$2" "$what"; then TEST_SUM+=("$(printf '  %-34s skipped: %s not built' "$what" "$2")"); return; fi
   if ! in_time "$what"; then TEST_SUM+=("$(printf '  %-34s %s' "$what" "$OOT")"); return; fi
   log "GPU tests: $what ($2 --gtest_filter='$filter')"
-  tm 240 env CUDA_LAUNCH_BLOCKING=1 OMP_NUM_THREADS=4 "$bin" --gtest_filter="$filter" >"$log" 2>&1
+  tm 240 env CUDA_LAUNCH_BLOCKING=1 OMP_NUM_THREADS=4 "${pre[@]}" "$bin" --gtest_filter="$filter" --gtest_color=no >"$log" 2>&1
   rc=$?
   # each test's result line (with its time) and gtest's summary counts
   grep -E "^\[ +(OK|FAILED|SKIPPED) +\] .*\([0-9]+ ms\)$|^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?[,.]" "$log"
@@ -447,6 +455,9 @@ if [[ ${SKIP_TESTS:-0} != 1 ]]; then
     run_gtest cuda_other firetrain_tests "$OTHER" "other Cuda* suites"
   fi
   run_gtest nccl firetrain_mpi_tests 'MpiNccl*:MpiReducer*' "MpiNccl+MpiReducer (1 rank)"
+  if (( NGPU > 1 )); then
+    run_gtest nccl_np firetrain_mpi_tests 'MpiNccl*:MpiReducer*' "MpiNccl+MpiReducer ($NGPU ranks)" "$NGPU"
+  fi
   cat "$LOGS"/tests_cuda_*.log 2>/dev/null | grep "\[ measured \]" > "$OUT/parity_errors.txt"
   echo "parity errors measured: $(wc -l < "$OUT/parity_errors.txt") lines in $OUT/parity_errors.txt (CPU vs CUDA, norm-wise)"
   pack_logs
@@ -544,26 +555,28 @@ train_setup() {  # the synthetic 28x28 dataset, once; false if it cannot be made
   fi
   DS=1
 }
-train_case() {  # PREC: 60 steps, stopped at 30, resumed
-  local prec=$1 rc why
-  in_time "train smoke $prec" || { echo "  train $prec: $OOT" >>"$TE"; return; }
-  if ! train_setup; then echo "  train $prec: skipped: $DS_WHY" | tee -a "$TE"; return; fi
-  log "train smoke test $prec: synthetic 28x28 data, 60 steps, stop at 30 + resume"
+train_case() {  # PREC [RANKS [EXTRA FLAGS...]]: 60 steps, stopped at 30, resumed (RANKS > 1: mpirun)
+  local prec=$1 ranks=${2:-1} rc why tag=$1 pre=()
+  shift $(( $# < 2 ? $# : 2 ))
+  (( ranks > 1 )) && { tag="${prec}_np$ranks"; pre=(mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$ranks"); }
+  in_time "train smoke $tag" || { echo "  train $tag: $OOT" >>"$TE"; return; }
+  if ! train_setup; then echo "  train $tag: skipped: $DS_WHY" | tee -a "$TE"; return; fi
+  log "train smoke test $tag: synthetic 28x28 data, 60 steps, stop at 30 + resume${*:+ ($*)}"
   local A=(train --device cuda --precision "$prec" --data "$W/d.h5" --val "$W/d.h5" --batch 64
      --steps 60 --lr 0.01 --warmup-steps 5 --log-every 10 --progress plain
-     --checkpoint-dir "$W/ck_$prec" --checkpoint-every 10)
-  tm 90 "$FT" "${A[@]}" --stop-at 30 >"$LOGS/train_$prec.log" 2>&1
+     --checkpoint-dir "$W/ck_$tag" --checkpoint-every 10 "$@")
+  tm 90 "${pre[@]}" "$FT" "${A[@]}" --stop-at 30 >"$LOGS/train_$tag.log" 2>&1
   rc=$?
-  (( rc == 0 )) && { tm 90 "$FT" "${A[@]}" --resume auto >>"$LOGS/train_$prec.log" 2>&1; rc=$?; }
-  if (( rc == 0 )) && grep -q "resumed from" "$LOGS/train_$prec.log"; then
-    TRAINED[$prec]=1
-    echo "  train $prec: $(grep -E 'final: val' "$LOGS/train_$prec.log" | tail -1)" | tee -a "$TE"
+  (( rc == 0 )) && { tm 90 "${pre[@]}" "$FT" "${A[@]}" --resume auto >>"$LOGS/train_$tag.log" 2>&1; rc=$?; }
+  if (( rc == 0 )) && grep -q "resumed from" "$LOGS/train_$tag.log"; then
+    (( ranks == 1 )) && TRAINED[$prec]=1
+    echo "  train $tag: $(grep -E 'final: val' "$LOGS/train_$tag.log" | tail -1)" | tee -a "$TE"
   else
     fail=1
     if (( rc == 0 )); then why='exit code 0 but no "resumed from"'; else why=$(rc_text $rc); fi
-    echo "  train $prec: FAILED ($why)" | tee -a "$TE"
-    echo "gpu_check: train smoke test failed in $prec (train_$prec.log in logs.tgz):" >&2
-    tail -8 "$LOGS/train_$prec.log" >&2
+    echo "  train $tag: FAILED ($why)" | tee -a "$TE"
+    echo "gpu_check: train smoke test failed in $tag (train_$tag.log in logs.tgz):" >&2
+    tail -8 "$LOGS/train_$tag.log" >&2
   fi
   pack_logs
 }
@@ -655,6 +668,8 @@ if [[ ${SKIP_TRAIN:-0} != 1 ]]; then
   train_case fp32
   train_case bf16
   gpu_faults
+  # data parallel over every GPU (NCCL across GPUs, gradients all-reduced in bf16)
+  (( NGPU > 1 )) && train_case bf16 "$NGPU" --grad-comm-dtype bf16
 fi
 
 # --- 5. the rest, while time is left ----------------------------------------------------------
@@ -711,8 +726,14 @@ if [[ ${SKIP_BENCH:-0} != 1 ]]; then
   if ! need firetrain "bench comm"; then COMM_SUM="  skipped: firetrain not built"
   elif ! in_time "bench comm"; then COMM_SUM="  $OOT"; echo "# bench comm --device cuda: $OOT" >"$OUT/bench_comm_gpu.txt"
   else
-    log "bench comm --device cuda (1 rank: reducer and 1-bucket rows; no floor row at 1 rank)"
-    tm 90 "$FT" bench comm --device cuda --models squeezenet1_0,alexnet --grad-comm-dtype fp32,bf16 \
+    if (( NGPU > 1 )); then
+      log "bench comm --device cuda, $NGPU ranks (one per GPU): reducer, 1-bucket and the nccl-tests-style floor"
+      CPRE=("${MPIRUN[@]}")
+    else
+      log "bench comm --device cuda (1 rank: reducer and 1-bucket rows; no floor row at 1 rank)"
+      CPRE=()
+    fi
+    tm 90 "${CPRE[@]}" "$FT" bench comm --device cuda --models squeezenet1_0,alexnet --grad-comm-dtype fp32,bf16 \
       --repeats 20 --warmup 3 \
       >"$OUT/bench_comm_gpu.txt" 2>&1
     rc=$?
