@@ -247,7 +247,7 @@ command -v nvidia-smi >/dev/null && timeout 30 nvidia-smi --query-gpu=name,drive
 # nccl-tests-style floor row and ratios) and a training run also run at one rank per GPU.
 NGPU=$(grep -c . "$LOGS/gpu.txt" 2>/dev/null)
 [[ $NGPU =~ ^[0-9]+$ ]] || NGPU=0
-MPIRUN=(mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$NGPU")
+MPI_PRE=(mpirun --allow-run-as-root --oversubscribe --bind-to none)  # + -np N
 export PATH="/usr/local/cuda/bin:$PATH"
 command -v nvcc >/dev/null || { echo "gpu_check: no nvcc (CUDA toolkit) found" >&2; exit 2; }
 log "start: DEADLINE_S=$DEADLINE_S s (commands cut at $HARD_S s), OUT=$OUT"
@@ -416,7 +416,7 @@ gcount() {  # LOG PASSED|FAILED|SKIPPED: the count on gtest's summary line (0 if
 run_gtest() {  # NAME TARGET FILTER WHAT [RANKS: > 1 runs it under mpirun -np RANKS]
   local name=$1 bin=$BUILD_DIR/tests/$2 filter=$3 what=$4 ranks=${5:-1} log="$LOGS/tests_$1.log" rc st
   local pre=()
-  (( ranks > 1 )) && pre=(mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$ranks")
+  (( ranks > 1 )) && pre=("${MPI_PRE[@]}" -np "$ranks")
   if ! need "$2" "$what"; then TEST_SUM+=("$(printf '  %-34s skipped: %s not built' "$what" "$2")"); return; fi
   if ! in_time "$what"; then TEST_SUM+=("$(printf '  %-34s %s' "$what" "$OOT")"); return; fi
   log "GPU tests: $what ($2 --gtest_filter='$filter')"
@@ -558,7 +558,7 @@ train_setup() {  # the synthetic 28x28 dataset, once; false if it cannot be made
 train_case() {  # PREC [RANKS [EXTRA FLAGS...]]: 60 steps, stopped at 30, resumed (RANKS > 1: mpirun)
   local prec=$1 ranks=${2:-1} rc why tag=$1 pre=()
   shift $(( $# < 2 ? $# : 2 ))
-  (( ranks > 1 )) && { tag="${prec}_np$ranks"; pre=(mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$ranks"); }
+  (( ranks > 1 )) && { tag="${prec}_np$ranks"; pre=("${MPI_PRE[@]}" -np "$ranks"); }
   in_time "train smoke $tag" || { echo "  train $tag: $OOT" >>"$TE"; return; }
   if ! train_setup; then echo "  train $tag: skipped: $DS_WHY" | tee -a "$TE"; return; fi
   log "train smoke test $tag: synthetic 28x28 data, 60 steps, stop at 30 + resume${*:+ ($*)}"
@@ -728,7 +728,7 @@ if [[ ${SKIP_BENCH:-0} != 1 ]]; then
   else
     if (( NGPU > 1 )); then
       log "bench comm --device cuda, $NGPU ranks (one per GPU): reducer, 1-bucket and the nccl-tests-style floor"
-      CPRE=("${MPIRUN[@]}")
+      CPRE=("${MPI_PRE[@]}" -np "$NGPU")
     else
       log "bench comm --device cuda (1 rank: reducer and 1-bucket rows; no floor row at 1 rank)"
       CPRE=()

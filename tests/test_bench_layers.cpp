@@ -13,15 +13,20 @@
 namespace ft {
 namespace {
 
-TEST(BenchLayers, OneRowPerLayerWithFlopsFromTheLayerTable) {
-  const int batch = 4;
-  LayerBenchResult r = bench_layers("squeezenet_small", batch, 28, 1, 10, 1, 2, 0);
+/// The net `bench_layers("squeezenet_small", N, 28, 1, 10, ...)` builds.
+NetSpec small_spec() {
   NetSpec spec;
   spec.arch = "squeezenet_small";
   spec.in_channels = 1;
   spec.height = spec.width = 28;
   spec.num_classes = 10;
-  const auto table = Net(spec).layer_table();
+  return spec;
+}
+
+TEST(BenchLayers, OneRowPerLayerWithFlopsFromTheLayerTable) {
+  const int batch = 4;
+  LayerBenchResult r = bench_layers("squeezenet_small", batch, 28, 1, 10, 1, 2, 0);
+  const auto table = Net(small_spec()).layer_table();
   ASSERT_EQ(r.rows.size(), table.size());
   double fwd_gflop = 0, total_ms = 0;
   for (size_t i = 0; i < table.size(); ++i) {
@@ -46,12 +51,7 @@ TEST(BenchLayers, OneRowPerLayerWithFlopsFromTheLayerTable) {
 }
 
 TEST(BenchLayers, ProfileIsOffByDefaultAndAccumulatesWhenSet) {
-  NetSpec spec;
-  spec.arch = "squeezenet_small";
-  spec.in_channels = 1;
-  spec.height = spec.width = 28;
-  spec.num_classes = 10;
-  Net net(spec);
+  Net net(small_spec());
   net.init_weights(1);
   std::vector<float> x(2 * 28 * 28, 0.5f);
   std::vector<int64_t> samples{0, 1};
@@ -81,12 +81,7 @@ TEST(CudaBenchLayers, OneRowPerLayerTimedOnTheGpu) {
   LayerBenchResult r =
       bench_layers("squeezenet_small", batch, 28, 1, 10, 1, 2, 1, "fp32", Device::CUDA);
   EXPECT_EQ(r.device, "cuda");
-  NetSpec spec;
-  spec.arch = "squeezenet_small";
-  spec.in_channels = 1;
-  spec.height = spec.width = 28;
-  spec.num_classes = 10;
-  const auto table = Net(spec).layer_table();
+  const auto table = Net(small_spec()).layer_table();
   ASSERT_EQ(r.rows.size(), table.size());
   double sum = 0;
   for (size_t i = 0; i < table.size(); ++i) {

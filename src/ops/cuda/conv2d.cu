@@ -279,11 +279,14 @@ void bias_backward(int64_t P, int O, DType dt, ConstAct y, float* dy, void* dyh,
 // ---------------------------------------------------------------------------------------------
 // Algorithm selection.
 
+/// A switch that is on unless the environment variable is "0".
+bool env_not_zero(const char* name) {
+  const char* e = std::getenv(name);
+  return !(e && std::strcmp(e, "0") == 0);
+}
+
 bool use_find() {
-  static const bool v = [] {
-    const char* e = std::getenv("FT_CUDNN_FIND");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
+  static const bool v = env_not_zero("FT_CUDNN_FIND");
   return v;
 }
 
@@ -291,10 +294,7 @@ bool use_find() {
 /// (PyTorch's default, torch.backends.cudnn.deterministic = False); default 1: prefer the
 /// fastest deterministic one (a rerun of the same process gives the same bits).
 bool prefer_deterministic() {
-  static const bool v = [] {
-    const char* e = std::getenv("FT_CUDNN_DETERMINISTIC");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
+  static const bool v = env_not_zero("FT_CUDNN_DETERMINISTIC");
   return v;
 }
 
