@@ -1,5 +1,6 @@
 /// @brief The CUDA kernels' per-element bodies (src/ops/cuda/kernel_math.cuh: max pooling
-/// forward and its gather-form backward, dropout, the OIHW <-> OHWI weight reorders; and the
+/// forward and its gather-form backward, dropout, the OIHW <-> OHWI weight reorders, the
+/// bias-gradient pass's per-thread loop; and the
 /// 16-bit loads/stores of act.cuh) run on the CPU against the cpu:: ops, EXACTLY, in every
 /// build: the GPU kernels apply these functions once per output element, so their index math
 /// and first-maximum rule are checked here even where no GPU exists (the CudaOps tests then
@@ -76,16 +77,21 @@ void maxpool_case(PoolShape s, int N, uint32_t seed) {
   cpu.backward(N, xw.data(), y_ref.data(), dy.data(), dx_ref.data());
 
   const cuda::PoolDims d{N, s.H, s.W, s.C, s.OH(), s.OW(), s.k, s.stride, s.pad};
+  // Both index types the kernels instantiate (int below 2^30 elements, int64_t above).
   std::vector<T> y(ny);
-  for (size_t i = 0; i < ny; ++i) cuda::store(y.data(), int64_t(i), cuda::maxpool_forward_at(d, x.data(), int64_t(i)));
   size_t bad = 0;
-  for (size_t i = 0; i < ny; ++i) bad += !(cuda::load(y.data(), int64_t(i)) == y_ref[i]);
+  for (size_t i = 0; i < ny; ++i) {
+    cuda::store(y.data(), int64_t(i), cuda::maxpool_forward_at(d, x.data(), int64_t(i)));
+    bad += !(cuda::load(y.data(), int64_t(i)) == y_ref[i]);
+    bad += !(cuda::maxpool_forward_at(d, x.data(), int(i)) == y_ref[i]);
+  }
   EXPECT_EQ(bad, 0u) << "forward";
   bad = 0;
   size_t first = 0;
   for (size_t i = 0; i < nx; ++i) {
     const float g = cuda::maxpool_backward_at(d, x.data(), y.data(), dy.data(), int64_t(i));
-    if (!(g == dx_ref[i]) && bad++ == 0) first = i;
+    const float g32 = cuda::maxpool_backward_at(d, x.data(), y.data(), dy.data(), int(i));
+    if (!(g == dx_ref[i] && g32 == dx_ref[i]) && bad++ == 0) first = i;
   }
   EXPECT_EQ(bad, 0u) << "backward (gather form, first maximum), first difference at " << first;
 }
@@ -121,7 +127,8 @@ TEST(CudaKernelMath, DropoutEqualsTheCpu) {
     for (size_t i = 0; i < n; ++i) {
       const float g = cuda::dropout_at(H, W, C, c_off, p, scale, 11, 5, samples.data(), xw.data(), int64_t(i));
       const float gb = cuda::dropout_at(H, W, C, c_off, p, scale, 11, 5, samples.data(), xb.data(), int64_t(i));
-      bad += !(g == ref[i]) + !(gb == ref[i]);
+      const float g32 = cuda::dropout_at(H, W, C, c_off, p, scale, 11, 5, samples.data(), xb.data(), int(i));
+      bad += !(g == ref[i]) + !(gb == ref[i]) + !(g32 == ref[i]);
       kept += g != 0.f;
     }
     EXPECT_EQ(bad, 0u) << "p=" << p;
@@ -132,6 +139,74 @@ TEST(CudaKernelMath, DropoutEqualsTheCpu) {
       EXPECT_GT(kept, n / 4);
     }
   }
+}
+
+/// The bias-gradient pass as conv2d.cu launches it: chunks of rows_per_chunk rows, 8 row
+/// lanes per chunk (kBiasTy), one thread per (chunk, lane, channel) running bias_grad_rows;
+/// returns the per-channel sums of the per-thread sums (double).
+template <int UNROLL, class TY, class TH>
+std::vector<double> bias_pass(int64_t P, int O, int64_t rows_per_chunk, const TY* y, float* dy,
+                              TH* dyh, std::vector<float>* thread_sums) {
+  std::vector<double> db(size_t(O), 0.0);
+  for (int64_t r0 = 0; r0 < P; r0 += rows_per_chunk)
+    for (int lane = 0; lane < 8; ++lane)
+      for (int c = 0; c < O; ++c) {
+        const float s = cuda::bias_grad_rows<8, UNROLL>(r0 + lane, std::min(P, r0 + rows_per_chunk),
+                                                        O, c, y, dy, dyh);
+        db[size_t(c)] += s;
+        thread_sums->push_back(s);
+      }
+  return db;
+}
+
+// Every element of dy is visited exactly once (the masked values and the sums prove it), fp32
+// masks dy in place, 16-bit leaves dy untouched and writes the masked dy rounded, and the
+// unrolled loop sums in the same order as a one-row loop (bit-identical per-thread sums).
+TEST(CudaKernelMath, BiasGradRowsVisitEveryRowOnceAndMask) {
+  for (int64_t P : {int64_t(1), int64_t(9), int64_t(64), int64_t(1001)})
+    for (int O : {3, 16})
+      for (int64_t rows : {int64_t(64), int64_t(100)}) {
+        SCOPED_TRACE("P=" + std::to_string(P) + " O=" + std::to_string(O) +
+                     " rows=" + std::to_string(rows));
+        const size_t n = size_t(P) * size_t(O);
+        const fvec dy0 = test::random_floats(n, uint32_t(P * 7 + O));
+        fvec yw;
+        const std::vector<Bf16> yb = as<Bf16>(test::random_floats(n, uint32_t(P * 3 + O)), &yw);
+        fvec masked(n);
+        std::vector<double> ref(size_t(O), 0.0);
+        for (size_t i = 0; i < n; ++i) {
+          masked[i] = relu_bwd(yw[i], dy0[i]);
+          ref[i % size_t(O)] += masked[i];
+        }
+        // fp32: dy masked in place.
+        fvec dy = dy0;
+        std::vector<float> sums4, sums1;
+        const std::vector<double> db =
+            bias_pass<4>(P, O, rows, yw.data(), dy.data(), static_cast<float*>(nullptr), &sums4);
+        EXPECT_EQ(dy, masked);
+        for (int c = 0; c < O; ++c) EXPECT_NEAR(db[size_t(c)], ref[size_t(c)], 1e-4);
+        // No y: dy is already masked, nothing is written.
+        fvec dyn = masked;
+        bias_pass<4>(P, O, rows, static_cast<const float*>(nullptr), dyn.data(),
+                     static_cast<float*>(nullptr), &sums1);
+        EXPECT_EQ(dyn, masked);
+        // 16-bit: dy untouched, dyh = the masked dy rounded; the same per-thread sums as the
+        // one-row loop.
+        fvec dyh_src = dy0;
+        std::vector<Bf16> dyh(n, Bf16{0x7fc0});
+        sums4.clear();
+        sums1.clear();
+        bias_pass<4>(P, O, rows, yb.data(), dyh_src.data(), dyh.data(), &sums4);
+        EXPECT_EQ(dyh_src, dy0);
+        size_t bad = 0;
+        for (size_t i = 0; i < n; ++i) bad += dyh[i].bits != cvt::fp32_to_bf16(masked[i]);
+        EXPECT_EQ(bad, 0u);
+        fvec dy1 = dy0;
+        std::vector<Bf16> dyh1(n);
+        bias_pass<1>(P, O, rows, yb.data(), dy1.data(), dyh1.data(), &sums1);
+        ASSERT_EQ(sums4.size(), sums1.size());
+        EXPECT_EQ(0, std::memcmp(sums4.data(), sums1.data(), sums4.size() * sizeof(float)));
+      }
 }
 
 TEST(CudaKernelMath, WeightReordersAreInverseAndMatchTheLayouts) {

@@ -284,17 +284,21 @@ class FireLayer : public Layer {
     const int64_t px = c.N * pix();
     float* dsa = scratch->data();  // (N, H, W, s1)
     float* dsb = dsa + px * s1();  // (N, H, W, s1)
-    // Both expand ReLU masks at once (the concat is planar like dy): in place without a
-    // bypass; with one, into scratch, leaving dy intact for the bypass path.
+    // The expand ReLU masks. Without a bypass each expand convolution applies its own, fused
+    // into its bias-gradient pass (y is the planar concat, so its parts are the expands'
+    // outputs): one pass over the concat gradient less than masking it first. With a bypass,
+    // both masks at once into scratch, leaving dy intact for the bypass path.
     float* dcat = dy;
+    ConstAct y1, y3;  // the masks the expands apply (none: dcat is already masked)
     if (bypass_ == Bypass::None) {
-      ops->relu_backward(px * out.C, y, dy, dy);
+      y1 = y;
+      y3 = y + px * e1();
     } else {
       dcat = dsb + px * s1();  // (N, H, W, C) planar
       ops->relu_backward(px * out.C, cat_.view(), dy, dcat);
     }
-    e1_.backward(c.N, s_.view(), P + off_[2], nullptr, dcat, dsa, G + off_[2], G + off_[3]);
-    e3_.backward(c.N, s_.view(), P + off_[4], nullptr, dcat + px * e1(), dsb, G + off_[4],
+    e1_.backward(c.N, s_.view(), P + off_[2], y1, dcat, dsa, G + off_[2], G + off_[3]);
+    e3_.backward(c.N, s_.view(), P + off_[4], y3, dcat + px * e1(), dsb, G + off_[4],
                  G + off_[5]);
     ops->add_inplace(px * s1(), dsb, dsa);
     squeeze_.backward(c.N, x, P + off_[0], s_.view(), dsa, dx, G + off_[0], G + off_[1]);

@@ -41,7 +41,7 @@ struct ConvShape {
   /// Channels of the second input part (0: one dense input part of C channels).
   int C2 = 0;
   /// fp16 math (CUDA only: cuDNN tensor cores, fp32 accumulation): x fp32 or fp16, y fp16,
-  /// weights and dy rounded to fp16 inside the op (into scratch; dy itself is left intact),
+  /// weights and the masked dy rounded to fp16 inside the op (into scratch; dy is left unmasked),
   /// dx, dw, db fp32. The CUDA bf16 path works the same way with bf16.
   bool fp16 = false;
   int Ct() const { return C + C2; }  // all input channels
@@ -65,8 +65,9 @@ class Conv2d {
   /// forward is reused when `w` is the same pointer): update weights only after backward.
   /// x is the forward's input (same dtype). dy (N, OH, OW, O) (fp32) is modified in place by
   /// the ReLU mask (y > 0) when ReLU is fused and y is given; pass y = nullptr when the caller
-  /// has already masked dy. bf16 shapes (CPU) then overwrite dy with its bf16 rounding (packed
-  /// into its first half), so dy holds no usable fp32 values afterwards. dx may be null (first
+  /// has already masked dy. 16-bit shapes leave no usable values in dy: the CPU's bf16
+  /// overwrites it with its bf16 rounding (packed into its first half); CUDA's bf16 / fp16
+  /// leave it unmasked (the masked 16-bit copy goes to scratch). dx may be null (first
   /// layer). dx, dw, db are fp32 and overwritten (not accumulated).
   void backward(int N, ConstAct x, const float* w, ConstAct y, float* dy, float* dx, float* dw,
                 float* db);

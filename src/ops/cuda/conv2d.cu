@@ -36,8 +36,8 @@
 ///   per layer and batch size. Backward-data is chosen on the first backward with dx != null.
 ///
 /// * Bias and ReLU. Forward: cudnnConvolutionForward (beta = 0) then one kernel y = relu?(y + b)
-///   over NHWC (bias broadcast on the last dim). Backward: one kernel masks dy in place by
-///   (y > 0) (when ReLU is fused and y is given) and computes per-chunk partial sums of dy over
+///   over NHWC (bias broadcast on the last dim). Backward: one kernel masks dy by (y > 0) (when
+///   ReLU is fused and y is given; in place in fp32) and computes per-chunk partial sums of dy over
 ///   the rows N*OH*OW; a second kernel sums the partials per channel in a fixed order (double
 ///   accumulator) into db. Deterministic: the chunking depends only on the shape.
 ///
@@ -52,8 +52,8 @@
 ///   T copy once per forward; an fp32 x (the first layer's image) is rounded into shared
 ///   scratch; y is T and the bias + ReLU kernel rounds it a second time (the CPU's oneDNN
 ///   rounds once: parity is within two bf16/fp16 ulps, see tests/test_cuda_ops.cpp). Backward:
-///   the mask/bias kernel also writes dy rounded to T into shared scratch (the fp32 dy is left
-///   masked, as in fp32); backward-data writes a T dx into shared scratch that one kernel widens
+///   the mask/bias kernel writes the masked dy rounded to T into shared scratch (and leaves the
+///   fp32 dy unmasked: one write less); backward-data writes a T dx into shared scratch that one kernel widens
 ///   into the fp32 dx; backward-filter writes a T dw (OHWI) that one kernel widens (and
 ///   transposes) into the fp32 OIHW dw — the weight gradient is thus rounded to T once, as with
 ///   autocast (whose fp32 master gradient is the widened bf16/fp16 gradient of the cast).
@@ -203,15 +203,19 @@ void bias_act(int64_t n, int O, const float* b, bool relu, const TI* in, TO* y) 
 }
 
 constexpr int kBiasTx = 32;  // channels per block
-constexpr int kBiasTy = 8;   // row lanes per block
+constexpr int kBiasTy = 8;      // row lanes per block
+constexpr int kBiasUnroll = 4;  // rows per loop trip of a thread (cuda::bias_grad_rows)
 constexpr int kBiasMaxChunks = 1024;
 constexpr int64_t kBiasMinRows = 64;
 
 // For the rows [chunk * rows_per_chunk, ...) of dy (P, O), chunk = blockIdx.y, and the channels
-// c = blockIdx.x * 32 + threadIdx.x: optionally masks dy in place by (y > 0), and writes
-// partial[chunk, c] = sum of (masked) dy over those rows; with dyh, also the masked dy rounded
-// to the 16-bit type TH (the input of the 16-bit backward convolutions). Each element of dy is
-// visited by exactly one thread (chunks cover [0, P), threads of a column stride by kBiasTy).
+// c = blockIdx.x * 32 + threadIdx.x: optionally masks dy by (y > 0), and writes
+// partial[chunk, c] = sum of (masked) dy over those rows. Without dyh (fp32) the masked dy is
+// written back in place (the convolutions' input); with dyh (16-bit), the masked dy rounded to
+// the 16-bit type TH goes to dyh instead and dy is only read: 12 bytes per element (y, dy, dyh)
+// rather than 16 (SqueezeNet 1.0's stem output at batch 256 has 292 M elements). Each element
+// of dy is visited by exactly one thread (chunks cover [0, P), threads of a column stride by
+// kBiasTy); the thread's loop is cuda::bias_grad_rows (kernel_math.cuh, tested on the CPU).
 template <class TY, class TH>
 __global__ void bias_grad_partial_kernel(int64_t P, int O, int64_t rows_per_chunk,
                                          const TY* __restrict__ y, float* __restrict__ dy,
@@ -220,19 +224,9 @@ __global__ void bias_grad_partial_kernel(int64_t P, int O, int64_t rows_per_chun
   const int c = blockIdx.x * kBiasTx + threadIdx.x;
   const int64_t r0 = int64_t(blockIdx.y) * rows_per_chunk;
   const int64_t r1 = min(P, r0 + rows_per_chunk);
-  float s = 0.f;
-  if (c < O) {
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += kBiasTy) {
-      const int64_t i = r * O + c;
-      float g = dy[i];
-      if (y) {
-        g = relu_bwd(load(y, i), g);
-        dy[i] = g;
-      }
-      if (dyh) store(dyh, i, g);
-      s += g;
-    }
-  }
+  const float s = c < O ? cuda::bias_grad_rows<kBiasTy, kBiasUnroll>(
+                              r0 + threadIdx.y, r1, O, c, y, dy, dyh)
+                        : 0.f;
   sh[threadIdx.y][threadIdx.x] = s;
   __syncthreads();
   if (threadIdx.y == 0 && c < O) {
@@ -252,10 +246,12 @@ __global__ void bias_grad_final_kernel(int chunks, int O, const float* __restric
   }
 }
 
-/// Step 1 of every convolution backward, over dy (P, O): masks dy in place by (y > 0) when y is
-/// given (fused ReLU), sums it over the P rows into db (per-chunk partial sums in `partial`,
-/// then a fixed-order double sum per channel: deterministic, the chunking depends only on P),
-/// and with dyh (16-bit convolutions) writes the masked dy rounded to dt into dyh.
+/// Step 1 of every convolution backward, over dy (P, O): masks dy by (y > 0) when y is given
+/// (fused ReLU), sums it over the P rows into db (per-chunk partial sums in `partial`, then a
+/// fixed-order double sum per channel: deterministic, the chunking depends only on P). fp32
+/// (dyh null): the mask is applied to dy in place. 16-bit: the masked dy rounded to dt goes to
+/// dyh, and dy is left as it was (the contract of Conv2d::backward: 16-bit shapes leave no
+/// usable values in dy).
 void bias_backward(int64_t P, int O, DType dt, ConstAct y, float* dy, void* dyh, Buffer& partial,
                    float* db) {
   const int64_t rows = std::max<int64_t>(kBiasMinRows, (P + kBiasMaxChunks - 1) / kBiasMaxChunks);

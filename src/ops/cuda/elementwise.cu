@@ -15,6 +15,8 @@
 /// Activations (ConstAct / Act) may be fp32, bf16 or fp16: the kernels are templated on the
 /// element types (act.cuh), load fp32, compute in fp32 and round each result once, as the
 /// CPU's bf16 path does. Gradients are fp32.
+#include <algorithm>
+
 #include "act.cuh"
 #include "common.cuh"
 #include "kernel_math.cuh"
@@ -82,13 +84,15 @@ __global__ void add_inplace_kernel(int64_t n, const TX* x, TY* y) {
   for (int64_t i = thread_index(); i < n; i += grid_stride()) store(y, i, load(y, i) + load(x, i));
 }
 
-template <class TX, class TY>
-__global__ void strided_add_kernel(int64_t P, int n, const TX* x, int ldx, TY* y, int ldy) {
-  const int64_t total = P * n;
-  for (int64_t i = thread_index(); i < total; i += grid_stride()) {
-    const int64_t p = i / n;
-    const int c = int(i % n);
-    store(y, p * ldy + c, load(y, p * ldy + c) + load(x, p * ldx + c));
+// Index type I: int when both tensors fit (fits_int32), else int64_t (a 64-bit division per
+// element is a long emulated sequence on the GPU).
+template <class I, class TX, class TY>
+__global__ void strided_add_kernel(I total, int n, const TX* x, int ldx, TY* y, int ldy) {
+  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < total;
+       i += I(gridDim.x) * I(blockDim.x)) {
+    const I p = i / I(n);
+    const I c = i - p * I(n);
+    store(y, p * I(ldy) + c, load(y, p * I(ldy) + c) + load(x, p * I(ldx) + c));
   }
 }
 
@@ -97,12 +101,12 @@ __global__ void convert_kernel(int64_t n, const TX* x, TY* y) {
   for (int64_t i = thread_index(); i < n; i += grid_stride()) store(y, i, load(x, i));
 }
 
-template <class TI, class TO>
-__global__ void dropout_kernel(int N, int H, int W, int C, int c_off, float p, float scale, uint64_t seed,
-                               uint64_t step, const int64_t* samples, const TI* in,
-                               TO* out) {
-  const int64_t total = int64_t(N) * H * W * C;
-  for (int64_t i = thread_index(); i < total; i += grid_stride())
+template <class I, class TI, class TO>
+__global__ void dropout_kernel(I total, int H, int W, int C, int c_off, float p, float scale,
+                               uint64_t seed, uint64_t step, const int64_t* samples,
+                               const TI* in, TO* out) {
+  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < total;
+       i += I(gridDim.x) * I(blockDim.x))
     store(out, i, dropout_at(H, W, C, c_off, p, scale, seed, step, samples, in, i));
 }
 
@@ -112,9 +116,13 @@ void dropout_apply(int N, int H, int W, int C, int c_off, float p, uint64_t seed
   const int64_t total = int64_t(N) * H * W * C;
   if (total <= 0) return;
   const float scale = p < 1.f ? 1.f / (1.f - p) : 0.f;  // same float expression as the CPU
-  dropout_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(N, H, W, C, c_off, p, scale,
-                                                                       seed, step, samples, in,
-                                                                       out);
+  const unsigned g = grid_for(total, kThreads);
+  if (fits_int32(total))
+    dropout_kernel<int, TI, TO><<<g, kThreads, 0, stream()>>>(int(total), H, W, C, c_off, p,
+                                                              scale, seed, step, samples, in, out);
+  else
+    dropout_kernel<int64_t, TI, TO><<<g, kThreads, 0, stream()>>>(total, H, W, C, c_off, p, scale,
+                                                                  seed, step, samples, in, out);
   FT_CUDA_LAUNCH();
 }
 
@@ -178,8 +186,13 @@ void strided_add(int64_t P, int n, ConstAct x, int ldx, Act y, int ldy) {
     with_dtype(y.dtype(), [&](auto ty) {
       using TX = decltype(tx);
       using TY = decltype(ty);
-      strided_add_kernel<TX, TY><<<grid_for(P * n, kThreads), kThreads, 0, stream()>>>(
-          P, n, typed<TX>(x), ldx, typed<TY>(y), ldy);
+      const unsigned g = grid_for(P * n, kThreads);
+      if (fits_int32(P * std::max(ldx, ldy)))
+        strided_add_kernel<int, TX, TY><<<g, kThreads, 0, stream()>>>(
+            int(P * n), n, typed<TX>(x), ldx, typed<TY>(y), ldy);
+      else
+        strided_add_kernel<int64_t, TX, TY><<<g, kThreads, 0, stream()>>>(
+            P * n, n, typed<TX>(x), ldx, typed<TY>(y), ldy);
     });
   });
   FT_CUDA_LAUNCH();

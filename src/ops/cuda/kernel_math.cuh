@@ -1,6 +1,6 @@
 /// @brief Internal header of the CUDA backend: the per-element bodies of the kernels whose index
 /// math is not trivial (max pooling forward and its gather-form backward, dropout, the OIHW <->
-/// OHWI weight reorders), written as __host__ __device__ functions with no CUDA dependency, so
+/// OHWI weight reorders, one thread's rows of the bias-gradient pass), written as __host__ __device__ functions with no CUDA dependency, so
 /// that tests/test_cuda_kernel_math.cpp runs them on the CPU against the cpu:: ops in every
 /// build, GPU or not. The kernels (pool.cu, elementwise.cu, conv2d.cu) call these functions
 /// once per output element.
@@ -20,18 +20,22 @@ struct PoolDims {
 FT_HD inline int imin(int a, int b) { return a < b ? a : b; }
 FT_HD inline int imax(int a, int b) { return a > b ? a : b; }
 
+// Index type I: int when every index of the tensors involved fits in 31 bits (the kernels'
+// fits_int32()), else int64_t. The per-element index decomposition is a chain of divisions,
+// and a 64-bit integer division is a long emulated sequence on NVIDIA GPUs where a 32-bit one
+// is a few instructions; the results are the same for either type (the CPU test runs both).
+
 // y[i] of y (N, OH, OW, C), i = ((n*OH + oh)*OW + ow)*C + c.
-template <class T>
-FT_HD inline float maxpool_forward_at(const PoolDims& d, const T* __restrict__ x,
-                                                    int64_t i) {
-  int64_t r = i;
-  const int c = int(r % d.C);
-  r /= d.C;
-  const int ow = int(r % d.OW);
-  r /= d.OW;
-  const int oh = int(r % d.OH);
-  const int64_t n = r / d.OH;
-  const T* xn = x + n * d.H * d.W * d.C + c;
+template <class T, class I>
+FT_HD inline float maxpool_forward_at(const PoolDims& d, const T* __restrict__ x, I i) {
+  I r = i;
+  const int c = int(r % I(d.C));
+  r /= I(d.C);
+  const int ow = int(r % I(d.OW));
+  r /= I(d.OW);
+  const int oh = int(r % I(d.OH));
+  const I n = r / I(d.OH);
+  const T* xn = x + n * I(d.H) * I(d.W) * I(d.C) + c;
   float m = 0.f;
   bool first = true;
   for (int a = 0; a < d.k; ++a) {
@@ -40,7 +44,7 @@ FT_HD inline float maxpool_forward_at(const PoolDims& d, const T* __restrict__ x
     for (int b = 0; b < d.k; ++b) {
       const int w = ow * d.st - d.pad + b;
       if (w < 0 || w >= d.W) continue;
-      const float v = load(xn, (int64_t(h) * d.W + w) * d.C);
+      const float v = load(xn, (I(h) * I(d.W) + I(w)) * I(d.C));
       if (first) {
         m = v;
         first = false;
@@ -53,18 +57,18 @@ FT_HD inline float maxpool_forward_at(const PoolDims& d, const T* __restrict__ x
 }
 
 // dx[i] of dx (N, H, W, C), i = ((n*H + h)*W + w)*C + c.
-template <class T>
+template <class T, class I>
 FT_HD inline float maxpool_backward_at(const PoolDims& d, const T* __restrict__ x,
-                                                     const T* __restrict__ y,
-                                                     const float* __restrict__ dy, int64_t i) {
-  int64_t r = i;
-  const int c = int(r % d.C);
-  r /= d.C;
-  const int w = int(r % d.W);
-  r /= d.W;
-  const int h = int(r % d.H);
-  const int64_t n = r / d.H;
-  const T* xn = x + n * d.H * d.W * d.C + c;  // x[n, ., ., c] at (hh*W + ww)*C
+                                       const T* __restrict__ y, const float* __restrict__ dy,
+                                       I i) {
+  I r = i;
+  const int c = int(r % I(d.C));
+  r /= I(d.C);
+  const int w = int(r % I(d.W));
+  r /= I(d.W);
+  const int h = int(r % I(d.H));
+  const I n = r / I(d.H);
+  const T* xn = x + n * I(d.H) * I(d.W) * I(d.C) + c;  // x[n, ., ., c] at (hh*W + ww)*C
   const float xv = load(x, i);
 
   // Windows (oh, ow) containing (h, w): oh*st - pad <= h <= oh*st - pad + k - 1.
@@ -79,7 +83,7 @@ FT_HD inline float maxpool_backward_at(const PoolDims& d, const T* __restrict__ 
     const int h0 = oh * d.st - d.pad;  // window rows [h0, h0 + k), clipped to [0, H)
     for (int ow = ow_lo; ow <= ow_hi; ++ow) {
       const int w0 = ow * d.st - d.pad;
-      const int64_t o = ((n * d.OH + oh) * d.OW + ow) * d.C + c;
+      const I o = ((n * I(d.OH) + I(oh)) * I(d.OW) + I(ow)) * I(d.C) + I(c);
       const float yv = load(y, o);
       if (!(xv == yv)) continue;  // not a maximum of this window (or NaN, as the CPU)
       // (h, w) is THE first maximum iff no in-bounds position before it in row-major window
@@ -89,7 +93,7 @@ FT_HD inline float maxpool_backward_at(const PoolDims& d, const T* __restrict__ 
       for (int hh = hb; hh <= h && !earlier; ++hh) {
         const int wend = hh < h ? we : w;  // exclusive
         for (int ww = wb; ww < wend; ++ww)
-          if (load(xn, (int64_t(hh) * d.W + ww) * d.C) == yv) {
+          if (load(xn, (I(hh) * I(d.W) + I(ww)) * I(d.C)) == yv) {
             earlier = true;
             break;
           }
@@ -104,22 +108,71 @@ FT_HD inline float maxpool_backward_at(const PoolDims& d, const T* __restrict__ 
 // Dropout.
 
 // out[i] = keep ? in[i] * scale : 0 over (N, H, W, C); i = ((n*H + h)*W + w)*C + c.
-template <class T>
+template <class T, class I>
 FT_HD inline float dropout_at(int H, int W, int C, int c_off, float p, float scale,
-                                            uint64_t seed, uint64_t step,
-                                            const int64_t* samples, const T* in, int64_t i) {
-  int64_t r = i;
-  const int c = int(r % C);
-  r /= C;
-  const int w = int(r % W);
-  r /= W;
-  const int h = int(r % H);
-  const int64_t n = r / H;
+                              uint64_t seed, uint64_t step, const int64_t* samples, const T* in,
+                              I i) {
+  I r = i;
+  const int c = int(r % I(C));
+  r /= I(C);
+  const int w = int(r % I(W));
+  r /= I(W);
+  const int h = int(r % I(H));
+  const I n = r / I(H);
   const uint64_t s = uint64_t(samples[n]);
   const uint64_t elem = (uint64_t(c + c_off) * H + h) * W + w;  // NCHW-logical, as on the CPU
   return dropout_keep(seed, step, s, elem, p) ? load(in, i) * scale : 0.f;
 }
 
+/// Whether every index of tensors of at most n elements can be an int in a grid-stride loop
+/// (index + stride stays below 2^31: grid_for grids of <= 256 threads per block stride by at
+/// most 2^28).
+FT_HD inline bool fits_int32(int64_t n) { return n <= (int64_t(1) << 30); }
+
+// ---------------------------------------------------------------------------------------------
+// Bias gradient (conv2d.cu's bias_grad_partial_kernel): one thread's part.
+
+/// One thread's rows of the bias-gradient pass over dy (P, O), channel c: the rows r0,
+/// r0 + STRIDE, ... below r1. Each g = dy[r, c] is masked by relu_bwd(y) when y is given; then
+/// with dyh (16-bit convolutions) g is stored rounded into dyh and dy is only read, without dyh
+/// (fp32) the masked g is written back into dy when y is given. Returns the float sum of the g
+/// in row order. UNROLL rows per trip, their loads first: more bytes in flight per thread (the
+/// pass is memory-bound); the sum order is the same for any UNROLL.
+template <int STRIDE, int UNROLL, class TY, class TH>
+FT_HD inline float bias_grad_rows(int64_t r0, int64_t r1, int O, int c, const TY* __restrict__ y,
+                                  float* __restrict__ dy, TH* __restrict__ dyh) {
+  float s = 0.f;
+  for (int64_t r = r0; r < r1; r += int64_t(UNROLL) * STRIDE) {
+    float g[UNROLL];
+#ifdef __CUDA_ARCH__
+#pragma unroll
+#endif
+    for (int u = 0; u < UNROLL; ++u) {
+      const int64_t rr = r + int64_t(u) * STRIDE;
+      g[u] = 0.f;
+      if (rr < r1) {
+        const int64_t i = rr * O + c;
+        g[u] = dy[i];
+        if (y) g[u] = relu_bwd(load(y, i), g[u]);
+      }
+    }
+#ifdef __CUDA_ARCH__
+#pragma unroll
+#endif
+    for (int u = 0; u < UNROLL; ++u) {
+      const int64_t rr = r + int64_t(u) * STRIDE;
+      if (rr < r1) {
+        const int64_t i = rr * O + c;
+        if (dyh)
+          store(dyh, i, g[u]);
+        else if (y)
+          dy[i] = g[u];
+        s += g[u];
+      }
+    }
+  }
+  return s;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Weight layouts: OIHW (torch, the parameter arena) and OHWI (= KRSC, cuDNN's NHWC filters).

@@ -41,19 +41,21 @@ __device__ __forceinline__ int64_t thread_index() {
 }
 __device__ __forceinline__ int64_t grid_stride() { return int64_t(gridDim.x) * blockDim.x; }
 
-template <class T>
-__global__ void maxpool_forward_kernel(PoolDims d, const T* __restrict__ x, T* __restrict__ y) {
-  const int64_t total = int64_t(d.N) * d.OH * d.OW * d.C;
-  for (int64_t i = thread_index(); i < total; i += grid_stride())
+// Index type I: int when the input (the larger tensor) fits (fits_int32), else int64_t.
+template <class I, class T>
+__global__ void maxpool_forward_kernel(PoolDims d, I total, const T* __restrict__ x,
+                                       T* __restrict__ y) {
+  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < total;
+       i += I(gridDim.x) * I(blockDim.x))
     store(y, i, maxpool_forward_at(d, x, i));
 }
 
-template <class T>
-__global__ void maxpool_backward_kernel(PoolDims d, const T* __restrict__ x,
+template <class I, class T>
+__global__ void maxpool_backward_kernel(PoolDims d, I total, const T* __restrict__ x,
                                         const T* __restrict__ y,
                                         const float* __restrict__ dy, float* __restrict__ dx) {
-  const int64_t total = int64_t(d.N) * d.H * d.W * d.C;
-  for (int64_t i = thread_index(); i < total; i += grid_stride())
+  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < total;
+       i += I(gridDim.x) * I(blockDim.x))
     dx[i] = maxpool_backward_at(d, x, y, dy, i);
 }
 
@@ -67,10 +69,16 @@ struct CudaMaxPool final : MaxPool2d::Impl {
     const PoolDims d = dims(N);
     const int64_t total = int64_t(N) * d.OH * d.OW * d.C;
     if (total <= 0) return;
+    const bool narrow = fits_int32(int64_t(N) * d.H * d.W * d.C);  // x is the larger
     with_dtype(x.dtype(), [&](auto t) {
       using T = decltype(t);
-      maxpool_forward_kernel<T><<<grid_for(total, kThreads), kThreads, 0, stream()>>>(
-          d, typed<T>(x), typed<T>(y));
+      const unsigned g = grid_for(total, kThreads);
+      if (narrow)
+        maxpool_forward_kernel<int, T><<<g, kThreads, 0, stream()>>>(d, int(total), typed<T>(x),
+                                                                     typed<T>(y));
+      else
+        maxpool_forward_kernel<int64_t, T><<<g, kThreads, 0, stream()>>>(d, total, typed<T>(x),
+                                                                         typed<T>(y));
     });
     FT_CUDA_LAUNCH();
   }
@@ -81,8 +89,13 @@ struct CudaMaxPool final : MaxPool2d::Impl {
     if (total <= 0) return;
     with_dtype(x.dtype(), [&](auto t) {
       using T = decltype(t);
-      maxpool_backward_kernel<T><<<grid_for(total, kThreads), kThreads, 0, stream()>>>(
-          d, typed<T>(x), typed<T>(y), dy, dx);
+      const unsigned g = grid_for(total, kThreads);
+      if (fits_int32(total))
+        maxpool_backward_kernel<int, T><<<g, kThreads, 0, stream()>>>(
+            d, int(total), typed<T>(x), typed<T>(y), dy, dx);
+      else
+        maxpool_backward_kernel<int64_t, T><<<g, kThreads, 0, stream()>>>(
+            d, total, typed<T>(x), typed<T>(y), dy, dx);
     });
     FT_CUDA_LAUNCH();
   }
@@ -104,15 +117,16 @@ __global__ void global_avgpool_forward_kernel(int N, int P, int C, float inv,
   }
 }
 
-// dx (N, P, C) = dy (N, C) * inv.
-__global__ void global_avgpool_backward_kernel(int N, int P, int C, float inv,
+// dx (N, P, C) = dy (N, C) * inv; index type I as the max pooling kernels.
+template <class I>
+__global__ void global_avgpool_backward_kernel(I total, int P, int C, float inv,
                                                const float* __restrict__ dy,
                                                float* __restrict__ dx) {
-  const int64_t total = int64_t(N) * P * C;
-  for (int64_t i = thread_index(); i < total; i += grid_stride()) {
-    const int64_t c = i % C;
-    const int64_t n = i / (int64_t(P) * C);
-    dx[i] = dy[n * C + c] * inv;
+  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < total;
+       i += I(gridDim.x) * I(blockDim.x)) {
+    const I c = i % I(C);
+    const I n = i / (I(P) * I(C));
+    dx[i] = dy[n * I(C) + c] * inv;
   }
 }
 
@@ -140,8 +154,12 @@ void global_avgpool_backward(int N, int H, int W, int C, const float* dy, float*
   if (N <= 0 || C <= 0 || P <= 0) return;
   const float inv = 1.0f / float(P);
   const int64_t total = int64_t(N) * P * C;
-  global_avgpool_backward_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(
-      N, P, C, inv, dy, dx);
+  if (fits_int32(total))
+    global_avgpool_backward_kernel<int><<<grid_for(total, kThreads), kThreads, 0, stream()>>>(
+        int(total), P, C, inv, dy, dx);
+  else
+    global_avgpool_backward_kernel<int64_t><<<grid_for(total, kThreads), kThreads, 0,
+                                              stream()>>>(total, P, C, inv, dy, dx);
   FT_CUDA_LAUNCH();
 }
 
