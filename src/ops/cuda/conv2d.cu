@@ -236,19 +236,33 @@ __global__ void bias_grad_partial_kernel(int64_t P, int O, int64_t rows_per_chun
   }
 }
 
-// db[c] = sum over chunks of partial[chunk, c], in chunk order, in double.
-__global__ void bias_grad_final_kernel(int chunks, int O, const float* __restrict__ partial,
-                                       float* __restrict__ db) {
-  for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < O; c += gridDim.x * blockDim.x) {
-    double s = 0.0;
-    for (int j = 0; j < chunks; ++j) s += double(partial[int64_t(j) * O + c]);
-    db[c] = float(s);
+constexpr int kBiasFinalThreads = 128;  // threads per channel in the final sum (a power of 2)
+
+// db[c] = the sum over chunks of partial[chunk, c] in double, one block per channel c: thread t
+// sums the chunks t, t + 128, ... in order, then a fixed tree over the 128 thread sums (the
+// same shape every call: deterministic). It was one thread per channel walking all (up to
+// 1024) chunks in sequence, a chain of dependent L2 round trips with only O threads busy,
+// once per convolution backward.
+__global__ void __launch_bounds__(kBiasFinalThreads)
+    bias_grad_final_kernel(int chunks, int O, const float* __restrict__ partial,
+                           float* __restrict__ db) {
+  __shared__ double sh[kBiasFinalThreads];
+  const int c = blockIdx.x;
+  double s = 0.0;
+  for (int j = threadIdx.x; j < chunks; j += kBiasFinalThreads)
+    s += double(partial[int64_t(j) * O + c]);
+  sh[threadIdx.x] = s;
+  __syncthreads();
+  for (int w = kBiasFinalThreads / 2; w > 0; w >>= 1) {
+    if (threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
+    __syncthreads();
   }
+  if (threadIdx.x == 0) db[c] = float(sh[0]);
 }
 
 /// Step 1 of every convolution backward, over dy (P, O): masks dy by (y > 0) when y is given
 /// (fused ReLU), sums it over the P rows into db (per-chunk partial sums in `partial`, then a
-/// fixed-order double sum per channel: deterministic, the chunking depends only on P). fp32
+/// fixed-shape double sum per channel: deterministic, the chunking depends only on P). fp32
 /// (dyh null): the mask is applied to dy in place. 16-bit: the masked dy rounded to dt goes to
 /// dyh, and dy is left as it was (the contract of Conv2d::backward: 16-bit shapes leave no
 /// usable values in dy).
@@ -268,7 +282,8 @@ void bias_backward(int64_t P, int O, DType dt, ConstAct y, float* dy, void* dyh,
         P, O, rows, y ? typed<T>(y) : nullptr, dy, static_cast<T*>(dyh), partial.data());
   });
   FT_CUDA_LAUNCH();
-  bias_grad_final_kernel<<<cuda::grid_for(O, 128), 128, 0, st>>>(chunks, O, partial.data(), db);
+  bias_grad_final_kernel<<<unsigned(O), kBiasFinalThreads, 0, st>>>(chunks, O, partial.data(),
+                                                                     db);
   FT_CUDA_LAUNCH();
 }
 
