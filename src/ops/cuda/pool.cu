@@ -41,7 +41,7 @@ __device__ __forceinline__ int64_t thread_index() {
 }
 __device__ __forceinline__ int64_t grid_stride() { return int64_t(gridDim.x) * blockDim.x; }
 
-// Index type I: int when the input (the larger tensor) fits (fits_int32), else int64_t.
+// Index type I: int when both x and y fit (narrow(), fits_int32), else int64_t.
 template <class I, class T>
 __global__ void maxpool_forward_kernel(PoolDims d, I total, const T* __restrict__ x,
                                        T* __restrict__ y) {
@@ -64,16 +64,21 @@ struct CudaMaxPool final : MaxPool2d::Impl {
   PoolDims dims(int N) const {
     return PoolDims{N, s_.H, s_.W, s_.C, s_.OH(), s_.OW(), s_.k, s_.stride, s_.pad};
   }
+  /// Whether every index of x and y fits the kernels' 32-bit index type (y may be the larger
+  /// one: padding in ceil mode can make OH > H).
+  static bool narrow(const PoolDims& d) {
+    const int64_t nx = int64_t(d.N) * d.H * d.W * d.C, ny = int64_t(d.N) * d.OH * d.OW * d.C;
+    return fits_int32(std::max(nx, ny));
+  }
   void forward(int N, ConstAct x, Act y) override {
     FT_REQUIRE(x.dtype() == y.dtype(), "max pooling: x and y must have one dtype");
     const PoolDims d = dims(N);
     const int64_t total = int64_t(N) * d.OH * d.OW * d.C;
     if (total <= 0) return;
-    const bool narrow = fits_int32(int64_t(N) * d.H * d.W * d.C);  // x is the larger
     with_dtype(x.dtype(), [&](auto t) {
       using T = decltype(t);
       const unsigned g = grid_for(total, kThreads);
-      if (narrow)
+      if (narrow(d))
         maxpool_forward_kernel<int, T><<<g, kThreads, 0, stream()>>>(d, int(total), typed<T>(x),
                                                                      typed<T>(y));
       else
@@ -90,7 +95,7 @@ struct CudaMaxPool final : MaxPool2d::Impl {
     with_dtype(x.dtype(), [&](auto t) {
       using T = decltype(t);
       const unsigned g = grid_for(total, kThreads);
-      if (fits_int32(total))
+      if (narrow(d))
         maxpool_backward_kernel<int, T><<<g, kThreads, 0, stream()>>>(
             d, int(total), typed<T>(x), typed<T>(y), dy, dx);
       else
