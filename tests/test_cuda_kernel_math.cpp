@@ -94,6 +94,24 @@ void maxpool_case(PoolShape s, int N, uint32_t seed) {
     if (!(g == dx_ref[i] && g32 == dx_ref[i]) && bad++ == 0) first = i;
   }
   EXPECT_EQ(bad, 0u) << "backward (gather form, first maximum), first difference at " << first;
+
+  // The kernels' form: per pixel (index math and window range once), then its channels.
+  bad = 0;
+  for (int p = 0; p < N * s.OH() * s.OW(); ++p) {
+    const cuda::Pixel<int> o = cuda::pixel_of(p, s.OH(), s.OW());
+    for (int c = 0; c < s.C; ++c)
+      bad += !(cuda::maxpool_forward_px(d, x.data(), o, c) == y_ref[size_t(p) * s.C + c]);
+  }
+  EXPECT_EQ(bad, 0u) << "forward, per pixel";
+  bad = 0;
+  for (int64_t p = 0; p < int64_t(N) * s.H * s.W; ++p) {
+    const cuda::Pixel<int64_t> q = cuda::pixel_of(p, s.H, s.W);
+    const cuda::PoolWindows win = cuda::windows_of(d, q.h, q.w);
+    for (int c = 0; c < s.C; ++c)
+      bad += !(cuda::maxpool_backward_px(d, x.data(), y.data(), dy.data(), q, win, c) ==
+               dx_ref[size_t(p) * s.C + c]);
+  }
+  EXPECT_EQ(bad, 0u) << "backward, per pixel";
 }
 
 TEST(CudaKernelMath, MaxPoolForwardAndGatherBackwardEqualTheCpu) {

@@ -501,6 +501,7 @@ TEST(CudaOps, MaxPoolWithTies) {
   maxpool_parity(pool_shape(5, 8, 9, 3, 2, 1, true), 3, 12);     // padding
   maxpool_parity(pool_shape(3, 6, 7, 2, 2, 0, false), 2, 13);    // floor, disjoint windows
   maxpool_parity(pool_shape(96, 55, 55, 3, 2, 0, true), 2, 14);  // SqueezeNet's first pool
+  maxpool_parity(pool_shape(40, 9, 9, 3, 2, 0, true), 3, 16);     // a warp and a partial one
   maxpool_parity(pool_shape(4, 7, 7, 3, 2, 0, true), 2, 15, /*all_equal=*/true);
 }
 

@@ -25,24 +25,39 @@ FT_HD inline int imax(int a, int b) { return a > b ? a : b; }
 // and a 64-bit integer division is a long emulated sequence on NVIDIA GPUs where a 32-bit one
 // is a few instructions; the results are the same for either type (the CPU test runs both).
 
-// y[i] of y (N, OH, OW, C), i = ((n*OH + oh)*OW + ow)*C + c.
+/// A pixel (n, h, w) of an NHWC tensor, from its pixel index p = (n*H + h)*W + w.
+template <class I>
+struct Pixel {
+  I n;
+  int h, w;
+};
+template <class I>
+FT_HD inline Pixel<I> pixel_of(I p, int H, int W) {
+  Pixel<I> q;
+  q.w = int(p % I(W));
+  p /= I(W);
+  q.h = int(p % I(H));
+  q.n = p / I(H);
+  return q;
+}
+
+// The max pooling kernels run one thread per (pixel, channel) with the channels of one pixel
+// across a warp: the pixel's index decomposition (and, in backward, its window range) is
+// computed once per pixel and used for every channel the thread handles (the *_px functions);
+// the *_at functions are the same math for a flat element index (i = p*C + c).
+
+/// y[o, c] for the output pixel o = (n, oh, ow) of y (N, OH, OW, C).
 template <class T, class I>
-FT_HD inline float maxpool_forward_at(const PoolDims& d, const T* __restrict__ x, I i) {
-  I r = i;
-  const int c = int(r % I(d.C));
-  r /= I(d.C);
-  const int ow = int(r % I(d.OW));
-  r /= I(d.OW);
-  const int oh = int(r % I(d.OH));
-  const I n = r / I(d.OH);
-  const T* xn = x + n * I(d.H) * I(d.W) * I(d.C) + c;
+FT_HD inline float maxpool_forward_px(const PoolDims& d, const T* __restrict__ x,
+                                      const Pixel<I>& o, int c) {
+  const T* xn = x + o.n * I(d.H) * I(d.W) * I(d.C) + c;
   float m = 0.f;
   bool first = true;
   for (int a = 0; a < d.k; ++a) {
-    const int h = oh * d.st - d.pad + a;
+    const int h = o.h * d.st - d.pad + a;
     if (h < 0 || h >= d.H) continue;
     for (int b = 0; b < d.k; ++b) {
-      const int w = ow * d.st - d.pad + b;
+      const int w = o.w * d.st - d.pad + b;
       if (w < 0 || w >= d.W) continue;
       const float v = load(xn, (I(h) * I(d.W) + I(w)) * I(d.C));
       if (first) {
@@ -56,34 +71,42 @@ FT_HD inline float maxpool_forward_at(const PoolDims& d, const T* __restrict__ x
   return m;
 }
 
-// dx[i] of dx (N, H, W, C), i = ((n*H + h)*W + w)*C + c.
+// y[i] of y (N, OH, OW, C), i = ((n*OH + oh)*OW + ow)*C + c.
 template <class T, class I>
-FT_HD inline float maxpool_backward_at(const PoolDims& d, const T* __restrict__ x,
-                                       const T* __restrict__ y, const float* __restrict__ dy,
-                                       I i) {
-  I r = i;
-  const int c = int(r % I(d.C));
-  r /= I(d.C);
-  const int w = int(r % I(d.W));
-  r /= I(d.W);
-  const int h = int(r % I(d.H));
-  const I n = r / I(d.H);
-  const T* xn = x + n * I(d.H) * I(d.W) * I(d.C) + c;  // x[n, ., ., c] at (hh*W + ww)*C
-  const float xv = load(x, i);
+FT_HD inline float maxpool_forward_at(const PoolDims& d, const T* __restrict__ x, I i) {
+  const I p = i / I(d.C);
+  return maxpool_forward_px(d, x, pixel_of(p, d.OH, d.OW), int(i - p * I(d.C)));
+}
 
-  // Windows (oh, ow) containing (h, w): oh*st - pad <= h <= oh*st - pad + k - 1.
+/// The output windows (oh, ow) that contain the input position (h, w):
+/// oh*st - pad <= h <= oh*st - pad + k - 1, likewise for w.
+struct PoolWindows {
+  int oh_lo, oh_hi, ow_lo, ow_hi;
+};
+FT_HD inline PoolWindows windows_of(const PoolDims& d, int h, int w) {
   const int hp = h + d.pad, wp = w + d.pad;  // >= 0
-  const int oh_lo = hp - d.k + 1 <= 0 ? 0 : (hp - d.k + 1 + d.st - 1) / d.st;
-  const int oh_hi = imin(hp / d.st, d.OH - 1);
-  const int ow_lo = wp - d.k + 1 <= 0 ? 0 : (wp - d.k + 1 + d.st - 1) / d.st;
-  const int ow_hi = imin(wp / d.st, d.OW - 1);
+  PoolWindows r;
+  r.oh_lo = hp - d.k + 1 <= 0 ? 0 : (hp - d.k + 1 + d.st - 1) / d.st;
+  r.oh_hi = imin(hp / d.st, d.OH - 1);
+  r.ow_lo = wp - d.k + 1 <= 0 ? 0 : (wp - d.k + 1 + d.st - 1) / d.st;
+  r.ow_hi = imin(wp / d.st, d.OW - 1);
+  return r;
+}
 
+/// dx[q, c] for the input pixel q = (n, h, w) of dx (N, H, W, C), win = windows_of(d, h, w).
+template <class T, class I>
+FT_HD inline float maxpool_backward_px(const PoolDims& d, const T* __restrict__ x,
+                                       const T* __restrict__ y, const float* __restrict__ dy,
+                                       const Pixel<I>& q, const PoolWindows& win, int c) {
+  const T* xn = x + q.n * I(d.H) * I(d.W) * I(d.C) + c;  // x[n, ., ., c] at (hh*W + ww)*C
+  const int h = q.h, w = q.w;
+  const float xv = load(xn, (I(h) * I(d.W) + I(w)) * I(d.C));
   float s = 0.f;
-  for (int oh = oh_lo; oh <= oh_hi; ++oh) {
+  for (int oh = win.oh_lo; oh <= win.oh_hi; ++oh) {
     const int h0 = oh * d.st - d.pad;  // window rows [h0, h0 + k), clipped to [0, H)
-    for (int ow = ow_lo; ow <= ow_hi; ++ow) {
+    for (int ow = win.ow_lo; ow <= win.ow_hi; ++ow) {
       const int w0 = ow * d.st - d.pad;
-      const I o = ((n * I(d.OH) + I(oh)) * I(d.OW) + I(ow)) * I(d.C) + I(c);
+      const I o = ((q.n * I(d.OH) + I(oh)) * I(d.OW) + I(ow)) * I(d.C) + I(c);
       const float yv = load(y, o);
       if (!(xv == yv)) continue;  // not a maximum of this window (or NaN, as the CPU)
       // (h, w) is THE first maximum iff no in-bounds position before it in row-major window
@@ -102,6 +125,16 @@ FT_HD inline float maxpool_backward_at(const PoolDims& d, const T* __restrict__ 
     }
   }
   return s;
+}
+
+// dx[i] of dx (N, H, W, C), i = ((n*H + h)*W + w)*C + c.
+template <class T, class I>
+FT_HD inline float maxpool_backward_at(const PoolDims& d, const T* __restrict__ x,
+                                       const T* __restrict__ y, const float* __restrict__ dy,
+                                       I i) {
+  const I p = i / I(d.C);
+  const Pixel<I> q = pixel_of(p, d.H, d.W);
+  return maxpool_backward_px(d, x, y, dy, q, windows_of(d, q.h, q.w), int(i - p * I(d.C)));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,14 +1,15 @@
 /// @brief CUDA pooling, NHWC: max pooling (ceil mode, windows clipped to the input so padding
 /// never wins) and global average pooling. Same results as src/ops/cpu/pool.cpp, bit for bit.
 ///
-/// Max pooling forward: one thread per output element (n, oh, ow, c), c fastest so a warp
-/// reads contiguous channels. The window is visited in row-major order, seeded by its first
-/// in-bounds element and updated with `x > m ? x : m`, exactly the CPU's expression (so NaN
-/// handling is identical too).
+/// Max pooling forward: each output element (n, oh, ow, c) is computed by one thread; a block
+/// is 32 channels (a warp: contiguous reads) by 8 pixels, and a thread does the index math of
+/// its pixel once for all the channels it takes (c, c + 32, ...). The window is visited in
+/// row-major order, seeded by its first in-bounds element and updated with `x > m ? x : m`,
+/// exactly the CPU's expression (so NaN handling is identical too).
 ///
-/// Max pooling backward is a GATHER, not a scatter: one thread per input element (n, h, w, c)
-/// visits the (at most ceil(k/s)^2) windows containing (h, w) in row-major (oh, ow) order and
-/// adds dy of those windows whose FIRST maximum (first in-bounds position, row-major, with
+/// Max pooling backward is a GATHER, not a scatter: each input element (n, h, w, c) (same
+/// thread layout as forward) visits the (at most ceil(k/s)^2) windows containing (h, w) in
+/// row-major (oh, ow) order and adds dy of those windows whose FIRST maximum (first in-bounds position, row-major, with
 /// x == y, as the CPU's `done` mask) is (h, w). Windows overlap (k=3, s=2), so a scatter would
 /// need atomicAdd, whose order (and float sum) varies from run to run; the gather writes each
 /// dx element exactly once (dx is overwritten, no memset needed), with no atomics, and adds
@@ -41,22 +42,37 @@ __device__ __forceinline__ int64_t thread_index() {
 }
 __device__ __forceinline__ int64_t grid_stride() { return int64_t(gridDim.x) * blockDim.x; }
 
+// Block shape of the max pooling kernels: kPoolCx channels (a warp) by kPoolPx pixels. Each
+// thread takes one pixel at a time (grid-stride over pixels) and the channels c = threadIdx.x,
+// c + kPoolCx, ... of it, so the pixel's index decomposition and window range are computed
+// once per pixel rather than once per element; a warp reads and writes contiguous channels.
 // Index type I: int when both x and y fit (narrow(), fits_int32), else int64_t.
+constexpr int kPoolCx = 32;
+constexpr int kPoolPx = 8;
+
 template <class I, class T>
-__global__ void maxpool_forward_kernel(PoolDims d, I total, const T* __restrict__ x,
-                                       T* __restrict__ y) {
-  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < total;
-       i += I(gridDim.x) * I(blockDim.x))
-    store(y, i, maxpool_forward_at(d, x, i));
+__global__ void __launch_bounds__(kPoolCx* kPoolPx)
+    maxpool_forward_kernel(PoolDims d, I pixels, const T* __restrict__ x, T* __restrict__ y) {
+  for (I p = I(blockIdx.x) * I(kPoolPx) + I(threadIdx.y); p < pixels;
+       p += I(gridDim.x) * I(kPoolPx)) {
+    const Pixel<I> o = pixel_of(p, d.OH, d.OW);
+    for (int c = int(threadIdx.x); c < d.C; c += kPoolCx)
+      store(y, p * I(d.C) + I(c), maxpool_forward_px(d, x, o, c));
+  }
 }
 
 template <class I, class T>
-__global__ void maxpool_backward_kernel(PoolDims d, I total, const T* __restrict__ x,
-                                        const T* __restrict__ y,
-                                        const float* __restrict__ dy, float* __restrict__ dx) {
-  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < total;
-       i += I(gridDim.x) * I(blockDim.x))
-    dx[i] = maxpool_backward_at(d, x, y, dy, i);
+__global__ void __launch_bounds__(kPoolCx* kPoolPx)
+    maxpool_backward_kernel(PoolDims d, I pixels, const T* __restrict__ x,
+                            const T* __restrict__ y, const float* __restrict__ dy,
+                            float* __restrict__ dx) {
+  for (I p = I(blockIdx.x) * I(kPoolPx) + I(threadIdx.y); p < pixels;
+       p += I(gridDim.x) * I(kPoolPx)) {
+    const Pixel<I> q = pixel_of(p, d.H, d.W);
+    const PoolWindows win = windows_of(d, q.h, q.w);
+    for (int c = int(threadIdx.x); c < d.C; c += kPoolCx)
+      dx[p * I(d.C) + I(c)] = maxpool_backward_px(d, x, y, dy, q, win, c);
+  }
 }
 
 struct CudaMaxPool final : MaxPool2d::Impl {
@@ -73,34 +89,36 @@ struct CudaMaxPool final : MaxPool2d::Impl {
   void forward(int N, ConstAct x, Act y) override {
     FT_REQUIRE(x.dtype() == y.dtype(), "max pooling: x and y must have one dtype");
     const PoolDims d = dims(N);
-    const int64_t total = int64_t(N) * d.OH * d.OW * d.C;
-    if (total <= 0) return;
+    const int64_t pixels = int64_t(N) * d.OH * d.OW;
+    if (pixels <= 0 || d.C <= 0) return;
+    const dim3 block(kPoolCx, kPoolPx);
+    const unsigned g = grid_for(pixels, kPoolPx);
     with_dtype(x.dtype(), [&](auto t) {
       using T = decltype(t);
-      const unsigned g = grid_for(total, kThreads);
       if (narrow(d))
-        maxpool_forward_kernel<int, T><<<g, kThreads, 0, stream()>>>(d, int(total), typed<T>(x),
-                                                                     typed<T>(y));
+        maxpool_forward_kernel<int, T><<<g, block, 0, stream()>>>(d, int(pixels), typed<T>(x),
+                                                                  typed<T>(y));
       else
-        maxpool_forward_kernel<int64_t, T><<<g, kThreads, 0, stream()>>>(d, total, typed<T>(x),
-                                                                         typed<T>(y));
+        maxpool_forward_kernel<int64_t, T><<<g, block, 0, stream()>>>(d, pixels, typed<T>(x),
+                                                                      typed<T>(y));
     });
     FT_CUDA_LAUNCH();
   }
   void backward(int N, ConstAct x, ConstAct y, const float* dy, float* dx) override {
     FT_REQUIRE(x.dtype() == y.dtype(), "max pooling: x and y must have one dtype");
     const PoolDims d = dims(N);
-    const int64_t total = int64_t(N) * d.H * d.W * d.C;
-    if (total <= 0) return;
+    const int64_t pixels = int64_t(N) * d.H * d.W;
+    if (pixels <= 0 || d.C <= 0) return;
+    const dim3 block(kPoolCx, kPoolPx);
+    const unsigned g = grid_for(pixels, kPoolPx);
     with_dtype(x.dtype(), [&](auto t) {
       using T = decltype(t);
-      const unsigned g = grid_for(total, kThreads);
       if (narrow(d))
-        maxpool_backward_kernel<int, T><<<g, kThreads, 0, stream()>>>(
-            d, int(total), typed<T>(x), typed<T>(y), dy, dx);
+        maxpool_backward_kernel<int, T><<<g, block, 0, stream()>>>(
+            d, int(pixels), typed<T>(x), typed<T>(y), dy, dx);
       else
-        maxpool_backward_kernel<int64_t, T><<<g, kThreads, 0, stream()>>>(
-            d, total, typed<T>(x), typed<T>(y), dy, dx);
+        maxpool_backward_kernel<int64_t, T><<<g, block, 0, stream()>>>(
+            d, pixels, typed<T>(x), typed<T>(y), dy, dx);
     });
     FT_CUDA_LAUNCH();
   }
