@@ -159,6 +159,44 @@ TEST(CudaKernelMath, DropoutEqualsTheCpu) {
   }
 }
 
+// The bias + ReLU loop of every thread of a grid (start = thread, stride = grid size) covers
+// each element once with the right channel's bias, for strides below, equal to and above O
+// and not multiples of it; in place on bf16 too.
+TEST(CudaKernelMath, BiasActStridedMatchesTheModuloForm) {
+  for (int64_t n : {int64_t(1), int64_t(37), int64_t(960)})
+    for (int O : {1, 3, 16, 96})
+      for (int64_t stride : {int64_t(1), int64_t(5), int64_t(64), int64_t(96), int64_t(999)}) {
+        if (n % O) continue;  // n = rows * O
+        SCOPED_TRACE("n=" + std::to_string(n) + " O=" + std::to_string(O) +
+                     " stride=" + std::to_string(stride));
+        const fvec in = test::random_floats(size_t(n), uint32_t(n + O));
+        const fvec b = test::random_floats(size_t(O), uint32_t(O + 5));
+        for (bool relu : {false, true}) {
+          fvec y(size_t(n), 7.f);
+          fvec ref(static_cast<size_t>(n));
+          for (int64_t i = 0; i < n; ++i) {
+            const float v = in[size_t(i)] + b[size_t(i % O)];
+            ref[size_t(i)] = relu ? relu_fwd(v) : v;
+          }
+          for (int64_t t = 0; t < stride; ++t)
+            cuda::bias_act_strided(int(t), int(stride), int(n), O, b.data(), relu, in.data(),
+                                   y.data());
+          EXPECT_EQ(y, ref) << "relu=" << relu;
+          // In place, 16-bit.
+          fvec yw;
+          std::vector<Bf16> yb = as<Bf16>(in, &yw);
+          for (int64_t t = 0; t < stride; ++t)
+            cuda::bias_act_strided(t, stride, n, O, b.data(), relu, yb.data(), yb.data());
+          size_t bad = 0;
+          for (int64_t i = 0; i < n; ++i) {
+            const float v = yw[size_t(i)] + b[size_t(i % O)];
+            bad += yb[size_t(i)].bits != cvt::fp32_to_bf16(relu ? relu_fwd(v) : v);
+          }
+          EXPECT_EQ(bad, 0u) << "bf16 in place, relu=" << relu;
+        }
+      }
+}
+
 /// The bias-gradient pass as conv2d.cu launches it: chunks of rows_per_chunk rows, 8 row
 /// lanes per chunk (kBiasTy), one thread per (chunk, lane, channel) running bias_grad_rows;
 /// returns the per-channel sums of the per-thread sums (double).

@@ -67,7 +67,8 @@ class Conv2d {
   /// the ReLU mask (y > 0) when ReLU is fused and y is given; pass y = nullptr when the caller
   /// has already masked dy. 16-bit shapes leave no usable values in dy: the CPU's bf16
   /// overwrites it with its bf16 rounding (packed into its first half); CUDA's bf16 / fp16
-  /// leave it unmasked (the masked 16-bit copy goes to scratch). dx may be null (first
+  /// leave it unmasked (the masked 16-bit copy goes to scratch), or masked where a layer fell
+  /// back to fp32. dx may be null (first
   /// layer). dx, dw, db are fp32 and overwritten (not accumulated).
   void backward(int N, ConstAct x, const float* w, ConstAct y, float* dy, float* dx, float* dw,
                 float* db);

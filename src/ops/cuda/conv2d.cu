@@ -180,15 +180,13 @@ __global__ void ohwi_to_oihw_kernel(int64_t total, int C, int k, const TI* in, T
 }
 
 // y (n / O rows, O) = relu?(in + b), bias broadcast over the last (channel) dimension, stored
-// as TO (in place when in == y). Index type I is 32-bit when n fits (cheaper modulo), 64-bit
-// otherwise.
+// as TO (in place when in == y); the loop is cuda::bias_act_strided (kernel_math.cuh, tested on
+// the CPU). Index type I is 32-bit when n fits, 64-bit otherwise.
 template <class I, class TI, class TO>
-__global__ void bias_act_kernel(I n, I O, const float* __restrict__ b, bool relu, const TI* in,
+__global__ void bias_act_kernel(I n, int O, const float* __restrict__ b, bool relu, const TI* in,
                                 TO* y) {
-  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < n; i += I(gridDim.x) * I(blockDim.x)) {
-    const float v = load(in, i) + b[i % O];
-    store(y, i, relu ? relu_fwd(v) : v);
-  }
+  cuda::bias_act_strided(I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x),
+                         I(gridDim.x) * I(blockDim.x), n, O, b, relu, in, y);
 }
 
 template <class TI, class TO>
@@ -268,11 +266,15 @@ __global__ void __launch_bounds__(kBiasFinalThreads)
 /// usable values in dy).
 void bias_backward(int64_t P, int O, DType dt, ConstAct y, float* dy, void* dyh, Buffer& partial,
                    float* db) {
+  cudaStream_t st = cuda::stream();
+  if (P <= 0) {  // an empty batch: no rows to launch over, db = 0
+    FT_CUDA(cudaMemsetAsync(db, 0, size_t(O) * sizeof(float), st));
+    return;
+  }
   const int64_t rows = std::max<int64_t>(kBiasMinRows, (P + kBiasMaxChunks - 1) / kBiasMaxChunks);
   const int chunks = int((P + rows - 1) / rows);
   const size_t need = size_t(chunks) * size_t(O);
   if (partial.size() < need) partial.resize(need);
-  cudaStream_t st = cuda::stream();
   dim3 block(kBiasTx, kBiasTy);
   dim3 grid(unsigned((O + kBiasTx - 1) / kBiasTx), unsigned(chunks));
   with_dtype(dt, [&](auto t) {
@@ -798,7 +800,7 @@ void CudaConv::backward(int N, ConstAct x, const float* w, ConstAct y, float* dy
 /// convolution (FMA math, the tested fp32 path) and rounds y to the 16-bit type; weights and
 /// gradients are fp32 anyway. The switch is per batch size (plans are), reported on stderr. Backward
 /// may switch after a 16-bit forward: it only reads x, y and w, and a 16-bit backward
-/// interrupted by NoAlgorithm has at most masked dy in place by the same mask (idempotent).
+/// interrupted by NoAlgorithm has left dy untouched (it only writes the 16-bit masked copy).
 struct CudaConvHalf final : Conv2d::Impl {
   explicit CudaConvHalf(const ConvShape& s) : s_(s), half_(s) {}
   void forward(int N, ConstAct x, const float* w, const float* b, Act y) override {

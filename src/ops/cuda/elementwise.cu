@@ -27,6 +27,7 @@ namespace ft::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+static_assert(kThreads <= 256, "fits_int32 assumes grid strides below 2^28");
 
 __device__ __forceinline__ int64_t thread_index() {
   return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -187,7 +188,7 @@ void strided_add(int64_t P, int n, ConstAct x, int ldx, Act y, int ldy) {
       using TX = decltype(tx);
       using TY = decltype(ty);
       const unsigned g = grid_for(P * n, kThreads);
-      if (fits_int32(P * std::max(ldx, ldy)))
+      if (fits_int32(P * std::max(n, std::max(ldx, ldy))))
         strided_add_kernel<int, TX, TY><<<g, kThreads, 0, stream()>>>(
             int(P * n), n, typed<TX>(x), ldx, typed<TY>(y), ldy);
       else

@@ -1,6 +1,6 @@
 /// @brief Internal header of the CUDA backend: the per-element bodies of the kernels whose index
 /// math is not trivial (max pooling forward and its gather-form backward, dropout, the OIHW <->
-/// OHWI weight reorders, one thread's rows of the bias-gradient pass), written as __host__ __device__ functions with no CUDA dependency, so
+/// OHWI weight reorders, one thread's part of the bias + ReLU and bias-gradient passes), written as __host__ __device__ functions with no CUDA dependency, so
 /// that tests/test_cuda_kernel_math.cpp runs them on the CPU against the cpu:: ops in every
 /// build, GPU or not. The kernels (pool.cu, elementwise.cu, conv2d.cu) call these functions
 /// once per output element.
@@ -161,6 +161,26 @@ FT_HD inline float dropout_at(int H, int W, int C, int c_off, float p, float sca
 /// (index + stride stays below 2^31: grid_for grids of <= 256 threads per block stride by at
 /// most 2^28).
 FT_HD inline bool fits_int32(int64_t n) { return n <= (int64_t(1) << 30); }
+
+// ---------------------------------------------------------------------------------------------
+// Bias + activation (conv2d.cu's bias_act_kernel): one thread's grid-stride loop.
+
+/// y[i] = relu?(in[i] + b[i % O]) for i = start, start + stride, ... below n, stored as TO: the
+/// channel i % O is computed once and then advanced by stride % O (one add and compare per
+/// element instead of an integer division).
+template <class I, class TI, class TO>
+FT_HD inline void bias_act_strided(I start, I stride, I n, int O, const float* __restrict__ b,
+                                   bool relu, const TI* in, TO* y) {
+  if (start >= n) return;
+  int c = int(start % I(O));
+  const int cs = int(stride % I(O));
+  for (I i = start; i < n; i += stride) {
+    const float v = load(in, i) + b[c];
+    store(y, i, relu ? relu_fwd(v) : v);
+    c += cs;
+    if (c >= O) c -= O;
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Bias gradient (conv2d.cu's bias_grad_partial_kernel): one thread's part.

@@ -36,6 +36,7 @@ namespace ft::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+static_assert(kThreads <= 256, "fits_int32 assumes grid strides below 2^28");
 
 __device__ __forceinline__ int64_t thread_index() {
   return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
