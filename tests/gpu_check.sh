@@ -10,7 +10,8 @@
 #      there is reported; what can still run, runs)
 #   2. GPU tests, one process each, CUDA_LAUNCH_BLOCKING=1: CudaOps (op parity), Archs/CudaNet
 #      (fp32 steps), Archs/CudaHalfNet (bf16/fp16 steps), any other Cuda* suite, MpiNccl (1 rank)
-#   3. benchmark rows fp32 and bf16 of squeezenet1_0, then of squeezenet1_1
+#   3. benchmark rows fp32 and bf16 of squeezenet1_0, then of squeezenet1_1, then the
+#      squeezenet1_0 bf16 step without the stem's channel padding (FT_CONV_PAD_CHANNELS=0)
 #   4. train smoke test fp32, then bf16; the GPU faults (NaN gradient, fp16 overflow skipping,
 #      a stalled NCCL stream against --collective-timeout)
 #   5. the rest: per-layer firetrain vs PyTorch on the GPU (bf16, fp32), the per-kernel
@@ -184,7 +185,13 @@ BATCH="${BATCH:-256}" STEPS="${STEPS:-10}"
 T="$OUT/bench_gpu.txt"
 BROWS=("squeezenet1_0 fp32" "squeezenet1_0 bf16" "squeezenet1_0 fp16" "squeezenet1_1 fp32" "squeezenet1_1 bf16")
 declare -A BROW=()  # "arch prec" -> the table's row
-COPY_ROW=""
+# Variants of the squeezenet1_0 bf16 step (one setting changed), each beside the default
+# ZC_MS of the same run: the zero-copy Fire concat against copying it for cuDNN, and the
+# stem's channel padding (C = 3 -> 8 for tensor cores) against none.
+VARIANTS=(copy pad)
+declare -A VROW=() VENV=([copy]=FT_CONV_TWO_PART=copy [pad]=FT_CONV_PAD_CHANNELS=0)
+declare -A VLABEL=([copy]="Fire concat copied (FT_CONV_TWO_PART=copy)"
+                   [pad]="stem input channels not padded (FT_CONV_PAD_CHANNELS=0)")
 pos() { [[ ${1:-} =~ ^[0-9]*\.?[0-9]+$ ]] && awk -v x="$1" 'BEGIN { exit !(x > 0) }'; }
 write_bench_table() {  # the table so far (FINAL=1: rows never run are marked skipped)
   local k final=${1:-0}
@@ -196,8 +203,10 @@ write_bench_table() {  # the table so far (FINAL=1: rows never run are marked sk
       if [[ -n ${BROW[$k]:-} ]]; then echo "${BROW[$k]}"
       elif (( final )); then printf "  %-14s %-9s %s\n" "${k% *}" "${k#* }" "$NOT_RUN"; fi
     done
-    if [[ -n $COPY_ROW ]]; then echo "$COPY_ROW"
-    elif (( final )); then echo "# squeezenet1_0 bf16, Fire concat copied (FT_CONV_TWO_PART=copy): $NOT_RUN"; fi
+    for k in "${VARIANTS[@]}"; do
+      if [[ -n ${VROW[$k]:-} ]]; then echo "${VROW[$k]}"
+      elif (( final )); then echo "# squeezenet1_0 bf16, ${VLABEL[$k]}: $NOT_RUN"; fi
+    done
     echo "# ratio = PyTorch ms / firetrain ms (> 1: firetrain faster); n/a: that side failed or timed out" \
       "(bench_*.log in logs.tgz)"
     echo "# PyTorch: torchvision model, channels_last, autocast bf16/fp16 (fp16 with GradScaler), TF32 off for fp32;" \
@@ -508,19 +517,17 @@ bench_row() {  # ARCH PREC
   pack_logs
 }
 ZC_MS=""
-# The zero-copy Fire concat (two-part 1x1 convolutions as cuBLAS GEMMs on the parts, the
-# default) against copying the concat for cuDNN (FT_CONV_TWO_PART=copy), in the same run.
-copy_row() {
-  local cp_ms
-  need firetrain "bench copy vs zero-copy" || { COPY_ROW="# squeezenet1_0 bf16, Fire concat copied: skipped: firetrain not built"; return; }
-  in_time "bench squeezenet1_0 bf16 FT_CONV_TWO_PART=copy" || return
-  cp_ms=$(ft_step squeezenet1_0 bf16 bench_squeezenet1_0_bf16_copy_ft.log FT_CONV_TWO_PART=copy)
-  [[ -z $cp_ms ]] && fail=1
-  COPY_ROW=$(awk -v z="$ZC_MS" -v c="$cp_ms" 'BEGIN {
-    printf "# squeezenet1_0 bf16, Fire concat copied (FT_CONV_TWO_PART=copy): %s ms; zero-copy: %s ms; copy/zero-copy %s\n",
+variant_row() {  # KEY (of VARIANTS): the squeezenet1_0 bf16 step with VENV[KEY] set
+  local v=$1 ms
+  need firetrain "bench $v variant" || { VROW[$v]="# squeezenet1_0 bf16, ${VLABEL[$v]}: skipped: firetrain not built"; return; }
+  in_time "bench squeezenet1_0 bf16 ${VENV[$v]}" || return
+  ms=$(ft_step squeezenet1_0 bf16 "bench_squeezenet1_0_bf16_${v}_ft.log" "${VENV[$v]}")
+  [[ -z $ms ]] && fail=1
+  VROW[$v]=$(awk -v z="$ZC_MS" -v c="$ms" -v l="${VLABEL[$v]}" 'BEGIN {
+    printf "# squeezenet1_0 bf16, %s: %s ms; default: %s ms; this/default %s\n", l,
       (c > 0 ? sprintf("%.2f", c) : "n/a"), (z > 0 ? sprintf("%.2f", z) : "n/a"),
       (c > 0 && z > 0 ? sprintf("%.2f", c / z) : "n/a") }')
-  echo "$COPY_ROW"
+  echo "${VROW[$v]}"
   write_bench_table
   pack_logs
 }
@@ -530,6 +537,7 @@ if [[ ${SKIP_BENCH:-0} != 1 ]]; then
   for a in squeezenet1_0 squeezenet1_1; do
     for p in fp32 bf16; do bench_row "$a" "$p"; done
   done
+  variant_row pad
 fi
 
 # --- 4. (and 5.) the trainer end to end on the GPU (1 rank: NCCL, uploads, checkpoints, resume,
@@ -714,7 +722,7 @@ fi
 if [[ ${SKIP_BENCH:-0} != 1 ]]; then
   log "step benchmark (fp16, Fire concat copy vs zero-copy)"
   bench_row squeezenet1_0 fp16  # (fp16 on one arch only: the time budget)
-  copy_row
+  variant_row copy
 fi
 # The NCCL reducer at 1 rank: NCCL's in-place all-reduce on one rank has nothing to sum, so
 # `bench comm` prints only the bucketed reducer and the 1-bucket reducer (the reducer's fixed

@@ -266,19 +266,56 @@ TEST(CudaKernelMath, BiasGradRowsVisitEveryRowOnceAndMask) {
 }
 
 TEST(CudaKernelMath, WeightReordersAreInverseAndMatchTheLayouts) {
-  for (auto [O, C, k] : {std::tuple{5, 3, 7}, {4, 6, 3}, {8, 1, 5}, {3, 4, 1}}) {
-    const int64_t n = int64_t(O) * C * k * k;
+  // ck > C: the zero-padded channels of a 16-bit convolution with C % 8 != 0.
+  for (auto [O, C, k, ck] : {std::tuple{5, 3, 7, 3}, {4, 6, 3, 6}, {8, 1, 5, 1}, {3, 4, 1, 4},
+                             {5, 3, 7, 8}, {2, 1, 3, 8}, {3, 5, 1, 8}}) {
+    SCOPED_TRACE("O=" + std::to_string(O) + " C=" + std::to_string(C) + " k=" +
+                 std::to_string(k) + " ck=" + std::to_string(ck));
+    const int64_t n = int64_t(O) * C * k * k, nk = int64_t(O) * k * k * ck;
     for (int o = 0; o < O; ++o)
       for (int c = 0; c < C; ++c)
         for (int y = 0; y < k; ++y)
           for (int x = 0; x < k; ++x) {
             const int64_t oihw = ((int64_t(o) * C + c) * k + y) * k + x;
-            const int64_t ohwi = ((int64_t(o) * k + y) * k + x) * C + c;
-            ASSERT_EQ(cuda::ohwi_index_of_oihw(oihw, C, k), ohwi);
-            ASSERT_EQ(cuda::oihw_index_of_ohwi(ohwi, C, k), oihw);
+            const int64_t ohwi = ((int64_t(o) * k + y) * k + x) * ck + c;
+            ASSERT_EQ(cuda::ohwi_index_of_oihw(oihw, C, k, ck), ohwi);
+            ASSERT_EQ(cuda::oihw_index_of_ohwi(ohwi, C, k, ck), oihw);
           }
     for (int64_t i = 0; i < n; ++i)
-      ASSERT_EQ(cuda::oihw_index_of_ohwi(cuda::ohwi_index_of_oihw(i, C, k), C, k), i);
+      ASSERT_EQ(cuda::oihw_index_of_ohwi(cuda::ohwi_index_of_oihw(i, C, k, ck), C, k, ck), i);
+    int64_t padding = 0;  // OHWI elements that are padding: exactly the channels c >= C
+    for (int64_t i = 0; i < nk; ++i) {
+      const int64_t j = cuda::oihw_index_of_ohwi(i, C, k, ck);
+      ASSERT_EQ(j < 0, i % ck >= C);
+      padding += j < 0;
+    }
+    EXPECT_EQ(padding, nk - n);
+  }
+}
+
+// The padded input and the cut-back gradient: pad then unpad is the identity, the extra
+// channels are zero, for fp32 and bf16 and both index types.
+TEST(CudaKernelMath, ChannelPaddingRoundTrips) {
+  for (auto [P, C, ck] : {std::tuple{7, 3, 8}, {5, 1, 8}, {4, 8, 8}, {3, 5, 16}}) {
+    const fvec x = test::random_floats(size_t(P) * C, uint32_t(P + C));
+    fvec xw;
+    const std::vector<Bf16> xb = as<Bf16>(x, &xw);
+    fvec padded(size_t(P) * ck), padded_b(size_t(P) * ck);
+    for (int i = 0; i < P * ck; ++i) {
+      padded[size_t(i)] = cuda::pad_channels_at(i, C, ck, x.data());
+      padded_b[size_t(i)] = cuda::pad_channels_at(int64_t(i), C, ck, xb.data());
+      if (i % ck >= C) {
+        EXPECT_EQ(padded[size_t(i)], 0.f);
+        EXPECT_EQ(padded_b[size_t(i)], 0.f);
+      }
+    }
+    fvec back(size_t(P) * C), back_b(size_t(P) * C);
+    for (int i = 0; i < P * C; ++i) {
+      back[size_t(i)] = cuda::unpad_channels_at(i, C, ck, padded.data());
+      back_b[size_t(i)] = cuda::unpad_channels_at(int64_t(i), C, ck, padded_b.data());
+    }
+    EXPECT_EQ(back, x);
+    EXPECT_EQ(back_b, xw);
   }
 }
 

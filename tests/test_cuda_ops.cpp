@@ -791,8 +791,16 @@ TEST(CudaOps, HalfConvolutionsMatchTheCpu) {
   for (DType t : kHalves) {
     conv_case(shape(16, 64, 13, 13, 3, 1, 1, true, 0, t), 3, false, 100);   // Fire expand 3x3
     conv_case(shape(96, 16, 9, 11, 1, 1, 0, true, 0, t), 2, false, 200);    // squeeze 1x1
-    conv_case(shape(3, 96, 39, 33, 7, 2, 0, true, 0, t), 2, true, 300, false);  // 1.0's stem
-    conv_case(shape(3, 64, 31, 29, 3, 2, 1, true, 0, t), 2, true, 400);     // 1.1's stem
+    // The stems (C = 3, and C = 1 as Fashion-MNIST's) with their input channels padded to 8
+    // for tensor cores (the default) and without (FT_CONV_PAD_CHANNELS=0).
+    for (const char* pad : {"1", "0"}) {
+      SCOPED_TRACE(std::string("FT_CONV_PAD_CHANNELS=") + pad);
+      setenv("FT_CONV_PAD_CHANNELS", pad, 1);
+      conv_case(shape(3, 96, 39, 33, 7, 2, 0, true, 0, t), 2, true, 300, false);  // 1.0's stem
+      conv_case(shape(3, 64, 31, 29, 3, 2, 1, true, 0, t), 2, true, 400);     // 1.1's stem
+      conv_case(shape(1, 16, 14, 13, 3, 1, 1, true, 0, t), 2, false, 410);   // C = 1, with dx
+      unsetenv("FT_CONV_PAD_CHANNELS");
+    }
     conv_case(shape(5, 7, 10, 9, 3, 2, 1, false, 11, t), 3, false, 600);    // uneven parts
     for (const char* path : kTwoPartPaths) {
       SCOPED_TRACE(std::string("FT_CONV_TWO_PART=") + path);

@@ -46,15 +46,19 @@
 ///   dw and dy all of the 16-bit type T, accumulation in fp32 (convolution descriptor
 ///   CUDNN_DATA_FLOAT); the searches run with CUDNN_TENSOR_OP_MATH (tensor cores allowed) and
 ///   each call then runs with the math type its algorithm was timed with (as PyTorch does).
-///   cuDNN's tensor-core kernels want C and O multiples of 8; other layers (the stems' C = 3
-///   or 1, conv10's O = 10 or 1000) are expected to get non-tensor-core kernels, and if cuDNN
-///   had none the layer fails with "cuDNN has no bf16 NHWC ... algorithm for <shape>". The fp32 master weights are rounded (and reordered to OHWI) into a per-layer
-///   T copy once per forward; an fp32 x (the first layer's image) is rounded into shared
-///   scratch; y is T and the bias + ReLU kernel rounds it a second time (the CPU's oneDNN
-///   rounds once: parity is within two bf16/fp16 ulps, see tests/test_cuda_ops.cpp). Backward:
-///   the mask/bias kernel writes the masked dy rounded to T into shared scratch (and leaves the
-///   fp32 dy unmasked: one write less); backward-data writes a T dx into shared scratch that one kernel widens
-///   into the fp32 dx; backward-filter writes a T dw (OHWI) that one kernel widens (and
+///   cuDNN's tensor-core kernels want C and O multiples of 8: a dense input whose C is not
+///   (the stems' C = 3 or 1) is padded with zero channels to the next multiple of 8, in the
+///   16-bit copies of x and of the weights that the layer makes anyway (kernel_channels;
+///   FT_CONV_PAD_CHANNELS=0 turns it off); the padding's part of dx and dw is dropped when
+///   they are widened. Other layers cuDNN has no 16-bit algorithm for run in fp32
+///   (CudaConvHalf). The fp32 master weights are rounded (and reordered to OHWI) into a
+///   per-layer T copy once per forward; an fp32 x (the first layer's image) is rounded into
+///   shared scratch; y is T and the bias + ReLU kernel rounds it a second time (the CPU's
+///   oneDNN rounds once: parity is within two bf16/fp16 ulps, see tests/test_cuda_ops.cpp).
+///   Backward: the mask/bias kernel writes the masked dy rounded to T into shared scratch (and
+///   leaves the fp32 dy unmasked: one write less); backward-data writes a T dx into shared
+///   scratch that one kernel widens into the fp32 dx; backward-filter writes a T dw (OHWI)
+///   that one kernel widens (and
 ///   transposes) into the fp32 OIHW dw — the weight gradient is thus rounded to T once, as with
 ///   autocast (whose fp32 master gradient is the widened bf16/fp16 gradient of the cast).
 ///   Shared scratch: a few grow-only device buffers of this file (Scratch below) reused by
@@ -161,22 +165,42 @@ struct ConvDesc {
 // ---------------------------------------------------------------------------------------------
 // Kernels.
 
-// out (O, k, k, C) <- in (O, C, k, k), converted to TO. One thread per output element.
+// out (O, k, k, ck) <- in (O, C, k, k), converted to TO, zero in the padding channels c >= C.
+// One thread per output element.
 template <class TI, class TO>
-__global__ void oihw_to_ohwi_kernel(int64_t total, int C, int k, const TI* in, TO* out) {
+__global__ void oihw_to_ohwi_kernel(int64_t total, int C, int k, int ck, const TI* in, TO* out) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
-    store(out, i, load(in, cuda::oihw_index_of_ohwi(i, C, k)));
+    const int64_t j = cuda::oihw_index_of_ohwi(i, C, k, ck);
+    store(out, i, j < 0 ? 0.f : load(in, j));
   }
 }
 
-// out (O, C, k, k) <- in (O, k, k, C), converted to TO. One thread per output element.
+// out (O, C, k, k) <- in (O, k, k, ck), converted to TO (padding channels dropped). One thread
+// per output element.
 template <class TI, class TO>
-__global__ void ohwi_to_oihw_kernel(int64_t total, int C, int k, const TI* in, TO* out) {
+__global__ void ohwi_to_oihw_kernel(int64_t total, int C, int k, int ck, const TI* in, TO* out) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
-    store(out, i, load(in, cuda::ohwi_index_of_oihw(i, C, k)));
+    store(out, i, load(in, cuda::ohwi_index_of_oihw(i, C, k, ck)));
   }
+}
+
+// The channel padding of a 16-bit convolution's input and the cut-back of its input gradient
+// (kernel_math.cuh). Index type I: int when the padded tensor fits (fits_int32).
+template <class I, class TI, class TO>
+__global__ void pad_channels_kernel(I total, int C, int ck, const TI* __restrict__ x,
+                                    TO* __restrict__ xk) {
+  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < total;
+       i += I(gridDim.x) * I(blockDim.x))
+    store(xk, i, cuda::pad_channels_at(i, C, ck, x));
+}
+template <class I, class TI>
+__global__ void unpad_channels_kernel(I total, int C, int ck, const TI* __restrict__ xk,
+                                      float* __restrict__ dx) {
+  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < total;
+       i += I(gridDim.x) * I(blockDim.x))
+    dx[i] = cuda::unpad_channels_at(i, C, ck, xk);
 }
 
 // y (n / O rows, O) = relu?(in + b), bias broadcast over the last (channel) dimension, stored
@@ -424,14 +448,53 @@ const void* input_as(DType dt, int64_t n, ConstAct x) {
   return xk;
 }
 
+/// x (P pixels of C channels, fp32 or dt) as dt with ck > C channels, the extra ones zero, in
+/// the shared scratch: the input of a channel-padded 16-bit convolution.
+const void* input_padded(DType dt, int64_t P, int C, int ck, ConstAct x) {
+  FT_REQUIRE(x.dtype() == dt || x.dtype() == DType::F32,
+             std::string("a ") + dtype_name(dt) + " convolution takes an fp32 or " +
+                 dtype_name(dt) + " input, got " + dtype_name(x.dtype()));
+  const int64_t total = P * ck;
+  void* xk = scratch(kSlotX16, size_t(total) * dtype_size(dt));
+  const unsigned g = cuda::grid_for(total);
+  with_dtype(x.dtype(), [&](auto tx) {
+    with_dtype(dt, [&](auto tk) {
+      using TX = decltype(tx);
+      using TK = decltype(tk);
+      if (cuda::fits_int32(total))
+        pad_channels_kernel<int, TX, TK><<<g, 256, 0, cuda::stream()>>>(
+            int(total), C, ck, typed<TX>(x), static_cast<TK*>(xk));
+      else
+        pad_channels_kernel<int64_t, TX, TK><<<g, 256, 0, cuda::stream()>>>(
+            total, C, ck, typed<TX>(x), static_cast<TK*>(xk));
+    });
+  });
+  FT_CUDA_LAUNCH();
+  return xk;
+}
+
+/// The input channels a convolution's kernels see: C, or (16-bit, C not a multiple of 8: the
+/// stems' C = 3 or 1) C rounded up to a multiple of 8 with zero channels, so that cuDNN's
+/// tensor-core kernels apply (the NHWC 16-bit ones want C % 8 == 0; MLPerf's ResNet pads its
+/// input likewise). The zeros add nothing to y or dw, and the padding's part of dx and dw is
+/// dropped. FT_CONV_PAD_CHANNELS=0 turns it off (read when a layer is made), to compare.
+int kernel_channels(const ConvShape& s, DType dt) {
+  if (dt == DType::F32 || s.C2 > 0 || s.C % 8 == 0 || !env_not_zero("FT_CONV_PAD_CHANNELS"))
+    return s.Ct();
+  return (s.C + 7) / 8 * 8;
+}
+
 /// The weights as a convolution's kernels read them: the fp32 OIHW arena itself (`direct`:
 /// fp32 with OIHW and OHWI the same bytes, k == 1 or C == 1), or a per-layer copy of dtype dt,
-/// reordered OIHW -> OHWI unless the two layouts are the same bytes (then only rounded).
+/// reordered OIHW -> OHWI (with ck >= C channels, the extra ones zero: kernel_channels) unless
+/// the two layouts are the same bytes (then only rounded).
 class KernelWeights {
  public:
-  KernelWeights(DType dt, const ConvShape& s)
-      : s_(s), same_layout_(s.k == 1 || s.Ct() == 1), direct_(same_layout_ && dt == DType::F32),
-        copy_(Device::CUDA, dt) {}
+  KernelWeights(DType dt, const ConvShape& s, int ck)
+      : s_(s), ck_(ck), same_layout_((s.k == 1 || s.Ct() == 1) && ck == s.Ct()),
+        direct_(same_layout_ && dt == DType::F32), copy_(Device::CUDA, dt) {}
+  /// Elements of the kernel-layout weights (O, k, k, ck).
+  int64_t numel() const { return int64_t(s_.O) * s_.k * s_.k * ck_; }
   bool direct() const { return direct_; }
   bool same_layout() const { return same_layout_; }
   /// The kernel-layout weights of w; the copy is remade unless it was made from this same
@@ -439,7 +502,7 @@ class KernelWeights {
   /// backward; forward always remakes it, the values may have changed in place).
   const void* get(const float* w, bool reuse_ok) {
     if (direct_) return w;
-    const int64_t total = s_.weight_numel();
+    const int64_t total = numel();
     if (copy_.size() != size_t(total)) {
       copy_.resize(size_t(total));
       src_ = nullptr;
@@ -451,7 +514,7 @@ class KernelWeights {
         with_dtype(copy_.dtype(), [&](auto t) {
           using T = decltype(t);
           oihw_to_ohwi_kernel<float, T><<<cuda::grid_for(total), 256, 0, cuda::stream()>>>(
-              total, s_.Ct(), s_.k, w, typed<T>(copy_.view()));
+              total, s_.Ct(), s_.k, ck_, w, typed<T>(copy_.view()));
         });
         FT_CUDA_LAUNCH();
       }
@@ -464,6 +527,7 @@ class KernelWeights {
 
  private:
   ConvShape s_;
+  int ck_;  // channels of the kernel layout (>= C)
   bool same_layout_, direct_;
   ActBuffer copy_;
   const float* src_ = nullptr;  // the weights the copy was made from
@@ -531,9 +595,12 @@ struct CudaConv final : Conv2d::Impl {
 
  private:
   Plan& plan_for(int N);
-  /// x as dt_: x itself, or (an fp32 x of a 16-bit convolution) its rounding in scratch.
+  /// x as the kernels read it: x itself, or in scratch its rounding to dt_ (an fp32 x of a
+  /// 16-bit convolution) or its channel padding to ck_.
   const void* input_k(int N, ConstAct x) {
-    return input_as(dt_, int64_t(N) * s_.H * s_.W * s_.C, x);
+    const int64_t P = int64_t(N) * s_.H * s_.W;
+    if (ck_ != s_.C) return input_padded(dt_, P, s_.C, ck_, x);
+    return input_as(dt_, P * s_.C, x);
   }
   void choose_fwd(Plan& p, int N, const void* x, const void* wk, void* y);
   void choose_bwd_data(Plan& p, int N, const void* wk, const void* dy, void* dx);
@@ -564,7 +631,8 @@ struct CudaConv final : Conv2d::Impl {
   ConvShape s_;
   DType dt_;                  // F32, BF16 or F16
   cudnnDataType_t cdt_;       // its cuDNN type
-  FilterDesc wdesc_;          // NHWC (KRSC = OHWI) cdt_, dims (O, C, k, k)
+  int ck_;                    // input channels the kernels see (kernel_channels: C, or padded)
+  FilterDesc wdesc_;          // NHWC (KRSC = OHWI) cdt_, dims (O, ck, k, k)
   ConvDesc conv_;
   std::map<int, std::unique_ptr<Plan>> plans_;
   KernelWeights w_k_;         // the weights in the filter descriptor's layout and type
@@ -581,10 +649,11 @@ CudaConv::CudaConv(const ConvShape& s)
     : s_(s),
       dt_(conv_dtype(s)),
       cdt_(cudnn_type(dt_)),
-      w_k_(dt_, s),
+      ck_(kernel_channels(s, dt_)),
+      w_k_(dt_, s, ck_),
       dw_k_(Device::CUDA, dt_) {
   FT_REQUIRE(s.C2 == 0, "CudaConv takes a dense input (a two-part one goes to CudaConvTwoPart*)");
-  FT_CUDNN(cudnnSetFilter4dDescriptor(wdesc_.d, cdt_, CUDNN_TENSOR_NHWC, s.O, s.C, s.k, s.k));
+  FT_CUDNN(cudnnSetFilter4dDescriptor(wdesc_.d, cdt_, CUDNN_TENSOR_NHWC, s.O, ck_, s.k, s.k));
   // Accumulation in fp32 for every dtype (PSEUDO_HALF / PSEUDO_BFLOAT16 for 16-bit).
   FT_CUDNN(cudnnSetConvolution2dDescriptor(conv_.d, s.pad, s.pad, s.stride, s.stride, 1, 1,
                                            CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
@@ -598,7 +667,7 @@ Plan& CudaConv::plan_for(int N) {
   FT_REQUIRE(N > 0, "convolution batch size must be positive");
   auto p = std::make_unique<Plan>();
   const int OH = s_.OH(), OW = s_.OW();
-  FT_CUDNN(cudnnSetTensor4dDescriptor(p->x.d, CUDNN_TENSOR_NHWC, cdt_, N, s_.C, s_.H, s_.W));
+  FT_CUDNN(cudnnSetTensor4dDescriptor(p->x.d, CUDNN_TENSOR_NHWC, cdt_, N, ck_, s_.H, s_.W));
   FT_CUDNN(cudnnSetTensor4dDescriptor(p->y.d, CUDNN_TENSOR_NHWC, cdt_, N, s_.O, OH, OW));
   int n = 0, c = 0, h = 0, w = 0;
   FT_CUDNN(cudnnGetConvolution2dForwardOutputDim(conv_.d, p->x.d, wdesc_.d, &n, &c, &h, &w));
@@ -754,7 +823,8 @@ void CudaConv::backward(int N, ConstAct x, const float* w, ConstAct y, float* dy
   if (dx) {
     const void* wk = w_k_.get(w, /*reuse_ok=*/true);
     const int64_t nx = int64_t(N) * s_.H * s_.W * s_.C;
-    void* dxk = half ? scratch(kSlotDx16, size_t(nx) * dtype_size(dt_)) : dx;
+    const int64_t nxk = int64_t(N) * s_.H * s_.W * ck_;  // (padded channels included)
+    void* dxk = half ? scratch(kSlotDx16, size_t(nxk) * dtype_size(dt_)) : dx;
     if (!p.have_bwd_data) choose_bwd_data(p, N, wk, dyk, dxk);
     void* ws = p.bwd_data_ws ? cuda::workspace(p.bwd_data_ws) : nullptr;
     set_math(p.bwd_data_math);
@@ -762,7 +832,18 @@ void CudaConv::backward(int N, ConstAct x, const float* w, ConstAct y, float* dy
                                           p.bwd_data_algo, ws, p.bwd_data_ws, &zero, p.x.d, dxk));
     if (half)
       with_dtype(dt_, [&](auto t) {
-        cuda::copy(nx, ConstAct(static_cast<const decltype(t)*>(dxk)), dx);  // widens
+        using T = decltype(t);
+        if (ck_ == s_.C) {
+          cuda::copy(nx, ConstAct(static_cast<const T*>(dxk)), dx);  // widens
+        } else {  // widens and drops the padding channels
+          if (cuda::fits_int32(nxk))
+            unpad_channels_kernel<int, T><<<cuda::grid_for(nx), 256, 0, st>>>(
+                int(nx), s_.C, ck_, static_cast<const T*>(dxk), dx);
+          else
+            unpad_channels_kernel<int64_t, T><<<cuda::grid_for(nx), 256, 0, st>>>(
+                nx, s_.C, ck_, static_cast<const T*>(dxk), dx);
+          FT_CUDA_LAUNCH();
+        }
       });
   }
 
@@ -772,7 +853,7 @@ void CudaConv::backward(int N, ConstAct x, const float* w, ConstAct y, float* dy
   const int64_t nw = s_.weight_numel();
   void* dwk = dw;
   if (!w_k_.direct()) {
-    if (dw_k_.size() != size_t(nw)) dw_k_.resize(size_t(nw));
+    if (dw_k_.size() != size_t(w_k_.numel())) dw_k_.resize(size_t(w_k_.numel()));
     dwk = dw_k_.view().raw();
   }
   if (!p.have_bwd_filter) choose_bwd_filter(p, N, xk, dyk, dwk);
@@ -787,15 +868,15 @@ void CudaConv::backward(int N, ConstAct x, const float* w, ConstAct y, float* dy
     with_dtype(dt_, [&](auto t) {
       using T = decltype(t);
       ohwi_to_oihw_kernel<T, float><<<cuda::grid_for(nw), 256, 0, st>>>(
-          nw, s_.C, s_.k, static_cast<const T*>(dwk), dw);
+          nw, s_.C, s_.k, ck_, static_cast<const T*>(dwk), dw);
     });
     FT_CUDA_LAUNCH();
   }
 }
 
 /// A 16-bit convolution (dense input) that runs in fp32 when cuDNN has no 16-bit algorithm for
-/// its shape (the algorithm searches throw NoAlgorithm; possible for layers whose C or O is not
-/// a multiple of 8, such as the stems' C = 3 or 1 and conv10's O = 10 or 1000): the layer then
+/// its shape (the algorithm searches throw NoAlgorithm; possible for layers whose O is not a
+/// multiple of 8, or C without the channel padding, FT_CONV_PAD_CHANNELS=0): the layer then
 /// widens its input (and, in backward, y for the ReLU mask) into fp32 scratch, runs the fp32
 /// convolution (FMA math, the tested fp32 path) and rounds y to the 16-bit type; weights and
 /// gradients are fp32 anyway. The switch is per batch size (plans are), reported on stderr. Backward
@@ -961,7 +1042,7 @@ cudaDataType_t cuda_data_type(DType t) {
 /// cuBLAS GEMMs give bitwise-identical results run to run on one stream and one GPU model.
 struct CudaConvTwoPartGemm final : Conv2d::Impl {
   explicit CudaConvTwoPartGemm(const ConvShape& s)
-      : s_(s), dt_(conv_dtype(s)), w_k_(dt_, s) {
+      : s_(s), dt_(conv_dtype(s)), w_k_(dt_, s, s.Ct()) {
     FT_REQUIRE(s.C2 > 0 && s.k == 1 && s.stride == 1 && s.pad == 0,
                "the GEMM form of a two-part convolution needs a 1x1, stride-1, unpadded shape");
   }

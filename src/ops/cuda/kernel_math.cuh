@@ -229,26 +229,49 @@ FT_HD inline float bias_grad_rows(int64_t r0, int64_t r1, int O, int c, const TY
 
 // ---------------------------------------------------------------------------------------------
 // Weight layouts: OIHW (torch, the parameter arena) and OHWI (= KRSC, cuDNN's NHWC filters).
+// The OHWI side may have ck >= C channels: a 16-bit convolution whose C is not a multiple of 8
+// (the stems' C = 3 or 1) pads its input and weights with zero channels to ck (conv2d.cu).
 
-/// For element i of an OHWI tensor (O, k, k, C), the index of the same weight in OIHW (O, C, k, k).
-FT_HD inline int64_t oihw_index_of_ohwi(int64_t i, int C, int k) {
-  const int64_t c = i % C;
-  int64_t t = i / C;
+/// For element i of an OHWI tensor (O, k, k, ck), the index of the same weight in OIHW
+/// (O, C, k, k), or -1 for a padding channel (c >= C).
+FT_HD inline int64_t oihw_index_of_ohwi(int64_t i, int C, int k, int ck) {
+  const int64_t c = i % ck;
+  int64_t t = i / ck;
+  if (c >= C) return -1;
   const int64_t kx = t % k;
   t /= k;
   const int64_t ky = t % k;
   const int64_t o = t / k;
   return ((o * C + c) * k + ky) * k + kx;
 }
-/// For element i of an OIHW tensor (O, C, k, k), the index of the same weight in OHWI (O, k, k, C).
-FT_HD inline int64_t ohwi_index_of_oihw(int64_t i, int C, int k) {
+/// For element i of an OIHW tensor (O, C, k, k), the index of the same weight in OHWI
+/// (O, k, k, ck).
+FT_HD inline int64_t ohwi_index_of_oihw(int64_t i, int C, int k, int ck) {
   const int64_t kx = i % k;
   int64_t t = i / k;
   const int64_t ky = t % k;
   t /= k;
   const int64_t c = t % C;
   const int64_t o = t / C;
-  return ((o * k + ky) * k + kx) * C + c;
+  return ((o * k + ky) * k + kx) * ck + c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Channel padding of activations (N, H, W, C) <-> (N, H, W, ck), ck >= C: the padded input of
+// a 16-bit convolution (zeros in the extra channels), and its input gradient cut back to C.
+
+/// Element i of the padded (P, ck) tensor: x[p, c] for c < C, else 0.
+template <class T, class I>
+FT_HD inline float pad_channels_at(I i, int C, int ck, const T* __restrict__ x) {
+  const I p = i / I(ck);
+  const int c = int(i - p * I(ck));
+  return c < C ? load(x, p * I(C) + I(c)) : 0.f;
+}
+/// Element i of the (P, C) tensor cut from the padded (P, ck) one.
+template <class T, class I>
+FT_HD inline float unpad_channels_at(I i, int C, int ck, const T* __restrict__ xk) {
+  const I p = i / I(C);
+  return load(xk, p * I(ck) + (i - p * I(C)));
 }
 
 }  // namespace ft::cuda
