@@ -26,7 +26,7 @@
 # machine (16 cores, 2026-11-29): extraction 3 s, configure + build 38 s, GPU tests 23 s, the 4
 # first benchmark rows 105 s, smoke tests 10 s, the fp16 and copy rows 34 s, bench comm 27 s,
 # the rest 9 s: 249 s in all, before the per-layer comparison and the GPU faults were added
-# (estimated +60 s). The machine started in ~30 s; 3 such calls fit the 15 minutes.
+# (estimated +60 s) and the stem-padding variant row (one more bf16 step process, ~15-25 s). The machine started in ~30 s; 3 such calls fit the 15 minutes.
 #
 # With the `device` tool (15 min of device time per task, all calls and machine starts together;
 # <= 10 min per call; the machine goes back 30 s after a call ends, so a second call usually

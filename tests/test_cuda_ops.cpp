@@ -795,11 +795,13 @@ TEST(CudaOps, HalfConvolutionsMatchTheCpu) {
     // for tensor cores (the default) and without (FT_CONV_PAD_CHANNELS=0).
     for (const char* pad : {"1", "0"}) {
       SCOPED_TRACE(std::string("FT_CONV_PAD_CHANNELS=") + pad);
-      setenv("FT_CONV_PAD_CHANNELS", pad, 1);
+      struct PadEnv {  // set for these cases only, whatever happens in them
+        explicit PadEnv(const char* v) { setenv("FT_CONV_PAD_CHANNELS", v, 1); }
+        ~PadEnv() { unsetenv("FT_CONV_PAD_CHANNELS"); }
+      } use(pad);
       conv_case(shape(3, 96, 39, 33, 7, 2, 0, true, 0, t), 2, true, 300, false);  // 1.0's stem
       conv_case(shape(3, 64, 31, 29, 3, 2, 1, true, 0, t), 2, true, 400);     // 1.1's stem
       conv_case(shape(1, 16, 14, 13, 3, 1, 1, true, 0, t), 2, false, 410);   // C = 1, with dx
-      unsetenv("FT_CONV_PAD_CHANNELS");
     }
     conv_case(shape(5, 7, 10, 9, 3, 2, 1, false, 11, t), 3, false, 600);    // uneven parts
     for (const char* path : kTwoPartPaths) {

@@ -478,6 +478,8 @@ const void* input_padded(DType dt, int64_t P, int C, int ck, ConstAct x) {
 /// tensor-core kernels apply (the NHWC 16-bit ones want C % 8 == 0; MLPerf's ResNet pads its
 /// input likewise). The zeros add nothing to y or dw, and the padding's part of dx and dw is
 /// dropped. FT_CONV_PAD_CHANNELS=0 turns it off (read when a layer is made), to compare.
+/// CudaConv's inputs are dense (C2 == 0): the dense convolution over a copied two-part concat
+/// (CudaConvTwoPart) is padded too when its C + C2 is not a multiple of 8 (none in SqueezeNet).
 int kernel_channels(const ConvShape& s, DType dt) {
   if (dt == DType::F32 || s.C2 > 0 || s.C % 8 == 0 || !env_not_zero("FT_CONV_PAD_CHANNELS"))
     return s.Ct();
@@ -602,6 +604,10 @@ struct CudaConv final : Conv2d::Impl {
     if (ck_ != s_.C) return input_padded(dt_, P, s_.C, ck_, x);
     return input_as(dt_, P * s_.C, x);
   }
+  /// The shape for FT_CONV_DEBUG lines, with the padded channel count when there is one.
+  std::string shape_k(int N) const {
+    return shape_str(s_, N) + (ck_ != s_.C ? " ck=" + std::to_string(ck_) : std::string());
+  }
   void choose_fwd(Plan& p, int N, const void* x, const void* wk, void* y);
   void choose_bwd_data(Plan& p, int N, const void* wk, const void* dy, void* dx);
   void choose_bwd_filter(Plan& p, int N, const void* x, const void* dy, void* dwk);
@@ -700,7 +706,7 @@ void CudaConv::choose_fwd(Plan& p, int N, const void* x, const void* wk, void* y
                  " within the workspace cap (" + perf_list(perf, returned) + ")");
   if (conv_debug())
     std::fprintf(stderr, "firetrain: conv %s %s: chose #%d of [%s]\n", dtype_name(dt_),
-                 ("forward " + shape_str(s_, N)).c_str(), i, perf_list(perf, returned).c_str());
+                 ("forward " + shape_k(N)).c_str(), i, perf_list(perf, returned).c_str());
   p.fwd_algo = perf[size_t(i)].algo;
   if (dt_ != DType::F32) p.fwd_math = perf[size_t(i)].mathType;
   set_math(p.fwd_math);
@@ -735,7 +741,7 @@ void CudaConv::choose_bwd_data(Plan& p, int N, const void* wk, const void* dy, v
                  " within the workspace cap (" + perf_list(perf, returned) + ")");
   if (conv_debug())
     std::fprintf(stderr, "firetrain: conv %s %s: chose #%d of [%s]\n", dtype_name(dt_),
-                 ("backward-data " + shape_str(s_, N)).c_str(), i, perf_list(perf, returned).c_str());
+                 ("backward-data " + shape_k(N)).c_str(), i, perf_list(perf, returned).c_str());
   p.bwd_data_algo = perf[size_t(i)].algo;
   if (dt_ != DType::F32) p.bwd_data_math = perf[size_t(i)].mathType;
   set_math(p.bwd_data_math);
@@ -771,7 +777,7 @@ void CudaConv::choose_bwd_filter(Plan& p, int N, const void* x, const void* dy, 
                  " within the workspace cap (" + perf_list(perf, returned) + ")");
   if (conv_debug())
     std::fprintf(stderr, "firetrain: conv %s %s: chose #%d of [%s]\n", dtype_name(dt_),
-                 ("backward-filter " + shape_str(s_, N)).c_str(), i, perf_list(perf, returned).c_str());
+                 ("backward-filter " + shape_k(N)).c_str(), i, perf_list(perf, returned).c_str());
   p.bwd_filter_algo = perf[size_t(i)].algo;
   if (dt_ != DType::F32) p.bwd_filter_math = perf[size_t(i)].mathType;
   set_math(p.bwd_filter_math);
