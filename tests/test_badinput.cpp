@@ -46,6 +46,7 @@ struct Case {
   std::function<std::string(const fs::path& dir)> make;
   std::string file;
   std::vector<std::string> words;
+  std::vector<std::string> any_of = {};  // if not empty, the message has one of these
 };
 
 /// Test names in ctest show the case name, not the bytes of the struct.
@@ -376,21 +377,31 @@ std::vector<Case> cases() {
                {"not a checkpoint"}});
   // --- files that crash libhdf5 1.10.8 itself (fuzzer findings): the validation child dies,
   // the trainer reports it (src/io/sandbox.cpp) ---
-  auto libhdf5_crash = [](std::string name, std::string role) {
-    return Case{name,
-                [name, role](const fs::path& d) {
-                  const fs::path f = d / (name + ".h5");
-                  fs::copy_file(fs::path(FT_TEST_DATA_DIR) / ".." / "fuzz" / "regressions" /
-                                    "h5aexists_heap_overflow_segv.h5",
-                                f);
-                  if (role == "info") return "info " + f.string();
-                  return train_on(dataset(d / "good.h5")) + " " + role + " " + f.string();
-                },
-                name + ".h5",
-                {"not a valid HDF5 file: libhdf5 crashed while reading it (SIGSEGV)"}};
+  // The file overflows a heap buffer inside H5Aexists: whether that faults depends on the
+  // heap's layout in the validating child (it varies with the libraries linked in: the CUDA
+  // build's test binary read past the buffer without a fault in about 1 run of 4). Without a
+  // fault libhdf5 returns what it read, and the checkpoint's key check rejects the file: also
+  // exit 2 with one message naming it. `info` has faulted in every run so far.
+  auto libhdf5_crash = [](std::string name, std::string role,
+                          std::vector<std::string> any_of) {
+    Case k{name,
+           [name, role](const fs::path& d) {
+             const fs::path f = d / (name + ".h5");
+             fs::copy_file(fs::path(FT_TEST_DATA_DIR) / ".." / "fuzz" / "regressions" /
+                               "h5aexists_heap_overflow_segv.h5",
+                           f);
+             if (role == "info") return "info " + f.string();
+             return train_on(dataset(d / "good.h5")) + " " + role + " " + f.string();
+           },
+           name + ".h5",
+           {}};
+    k.any_of = std::move(any_of);
+    return k;
   };
-  c.push_back(libhdf5_crash("libhdf5_crash_info", "info"));
-  c.push_back(libhdf5_crash("libhdf5_crash_resume", "--resume"));
+  const std::string crashed = "not a valid HDF5 file: libhdf5 crashed while reading it (SIGSEGV)";
+  c.push_back(libhdf5_crash("libhdf5_crash_info", "info", {crashed}));
+  c.push_back(
+      libhdf5_crash("libhdf5_crash_resume", "--resume", {crashed, "/model: 50 missing keys"}));
   // --- config and flags: rejected before any work ---
   auto flags = [](std::string name, std::string args, std::vector<std::string> words,
                   std::string file = "") {
@@ -432,11 +443,19 @@ TEST_P(BadInput, ExitCode2AndOneMessageNamingTheFileAndTheProblem) {
   const std::string args = c.make(dir);
   Out r = run_cli(std::string(FT_BINARY) + " " + args);
   EXPECT_EQ(r.code, 2) << args << "\n" << r.text;
-  if (!c.file.empty())
+  if (!c.file.empty()) {
     EXPECT_NE(r.text.find(c.file), std::string::npos) << "does not name " << c.file << ":\n"
                                                       << r.text;
+  }
   for (auto& w : c.words)
     EXPECT_NE(r.text.find(w), std::string::npos) << "lacks '" << w << "':\n" << r.text;
+  if (!c.any_of.empty()) {
+    bool found = false;
+    for (auto& w : c.any_of) found = found || r.text.find(w) != std::string::npos;
+    EXPECT_TRUE(found) << "has none of '" << c.any_of.front() << "'"
+                       << (c.any_of.size() > 1 ? " or its alternatives" : "") << ":\n"
+                       << r.text;
+  }
   size_t errors = 0;
   for (size_t p = r.text.find("error"); p != std::string::npos; p = r.text.find("error", p + 1))
     ++errors;
