@@ -145,7 +145,8 @@ TEST(CudaKernelMath, DropoutEqualsTheCpu) {
     for (size_t i = 0; i < n; ++i) {
       const float g = cuda::dropout_at(H, W, C, c_off, p, scale, 11, 5, samples.data(), xw.data(), int64_t(i));
       const float gb = cuda::dropout_at(H, W, C, c_off, p, scale, 11, 5, samples.data(), xb.data(), int64_t(i));
-      const float g32 = cuda::dropout_at(H, W, C, c_off, p, scale, 11, 5, samples.data(), xb.data(), int(i));
+      const float g32 =
+          cuda::dropout_at(H, W, C, c_off, p, scale, 11, 5, samples.data(), xb.data(), int(i));
       bad += !(g == ref[i]) + !(gb == ref[i]) + !(g32 == ref[i]);
       kept += g != 0.f;
     }

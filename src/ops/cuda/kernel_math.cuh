@@ -1,9 +1,10 @@
 /// @brief Internal header of the CUDA backend: the per-element bodies of the kernels whose index
 /// math is not trivial (max pooling forward and its gather-form backward, dropout, the OIHW <->
-/// OHWI weight reorders, one thread's part of the bias + ReLU and bias-gradient passes), written as __host__ __device__ functions with no CUDA dependency, so
+/// OHWI weight reorders and channel padding, one thread's part of the bias + ReLU and
+/// bias-gradient passes), written as __host__ __device__ functions with no CUDA dependency, so
 /// that tests/test_cuda_kernel_math.cpp runs them on the CPU against the cpu:: ops in every
 /// build, GPU or not. The kernels (pool.cu, elementwise.cu, conv2d.cu) call these functions
-/// once per output element.
+/// for each element they compute.
 #pragma once
 
 #include <cstdint>

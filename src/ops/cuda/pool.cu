@@ -9,12 +9,12 @@
 ///
 /// Max pooling backward is a GATHER, not a scatter: each input element (n, h, w, c) (same
 /// thread layout as forward) visits the (at most ceil(k/s)^2) windows containing (h, w) in
-/// row-major (oh, ow) order and adds dy of those windows whose FIRST maximum (first in-bounds position, row-major, with
-/// x == y, as the CPU's `done` mask) is (h, w). Windows overlap (k=3, s=2), so a scatter would
-/// need atomicAdd, whose order (and float sum) varies from run to run; the gather writes each
-/// dx element exactly once (dx is overwritten, no memset needed), with no atomics, and adds
-/// the contributions in the same (oh, ow) order, starting from +0, as the CPU's
-/// `dxi += hit ? dy : 0` loop — the same float sum. No argmax is stored; like the CPU we
+/// row-major (oh, ow) order and adds dy of those windows whose FIRST maximum (first in-bounds
+/// position, row-major, with x == y, as the CPU's `done` mask) is (h, w). Windows overlap (k=3,
+/// s=2), so a scatter would need atomicAdd, whose order (and float sum) varies from run to run;
+/// the gather writes each dx element exactly once (dx is overwritten, no memset needed), with
+/// no atomics, and adds the contributions in the same (oh, ow) order, starting from +0, as the
+/// CPU's `dxi += hit ? dy : 0` loop — the same float sum. No argmax is stored; like the CPU we
 /// re-derive it from the forward's x and y.
 ///
 /// Global average pooling: one thread per (n, c), summing the H*W pixels in order in float and
