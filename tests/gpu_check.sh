@@ -13,12 +13,11 @@
 #   3. benchmark rows fp32 and bf16 of squeezenet1_0, then of squeezenet1_1, then the
 #      squeezenet1_0 bf16 step without the stem's channel padding (FT_CONV_PAD_CHANNELS=0)
 #   4. train smoke test fp32, then bf16; the GPU faults (NaN gradient, fp16 overflow skipping,
-#      a stalled NCCL stream against --collective-timeout)
+#      a stalled NCCL stream against --collective-timeout); one epoch of the main job in bf16
 #   5. the rest: per-layer firetrain vs PyTorch on the GPU (bf16, fp32), the per-kernel
 #      profile of a bf16 step (Nsight Compute, where it works), the fp16 row, the
 #      Fire-concat copy vs zero-copy row, bench comm, the fp16 smoke test, eval GPU vs CPU,
-#      the main job (fp32, bf16) if enough time is left for it (MAINJOB_MIN_S), else one epoch
-#      of it in bf16 (with >= 90 s left)
+#      the 15-epoch main job (fp32, bf16) if enough time is left for it (MAINJOB_MIN_S)
 # Each step is started only before DEADLINE_S (default 420 s after the script's start); what is
 # left then prints "skipped: out of time (DEADLINE_S)", and every table is printed and the logs
 # packed all the same. Each command that could hang runs under `timeout -k 10` (test binary
@@ -680,6 +679,62 @@ if [[ ${SKIP_TRAIN:-0} != 1 ]]; then
   # data parallel over every GPU (NCCL across GPUs, gradients all-reduced in bf16)
   (( NGPU > 1 )) && train_case bf16 "$NGPU" --grad-comm-dtype bf16
 fi
+# datasets/fashion-mnist-{train,test}.h5 from the IDX files --prepare packed into .gpudeps
+# (xz -> gzip with python3, then `firetrain convert`); false if there are none or it fails.
+fm_from_deps() {
+  local d f rc
+  compgen -G "$DEPS/fashion-mnist/*-ubyte.xz" >/dev/null || return 1
+  log "converting the carried Fashion-MNIST files into datasets/"
+  d=$(mktemp -d)
+  for f in "$DEPS"/fashion-mnist/*-ubyte.xz; do
+    "${PYENV[@]}" python3 -c 'import gzip, lzma, shutil, sys
+with lzma.open(sys.argv[1]) as i, gzip.open(sys.argv[2], "wb", compresslevel=1) as o:
+    shutil.copyfileobj(i, o)' "$f" "$d/$(basename "$f" .xz).gz" || { rm -rf "$d"; return 1; }
+  done
+  tm 120 "$FT" convert fashion-mnist "$d" "$ROOT/datasets" >"$LOGS/convert.log" 2>&1
+  rc=$?
+  rm -rf "$d"
+  return $rc
+}
+# The main job's data (the carried IDX files converted on first use) and one run of it.
+have_fm() {
+  [[ -e $ROOT/datasets/fashion-mnist-train.h5 && -e $ROOT/datasets/fashion-mnist-test.h5 ]] ||
+    fm_from_deps
+}
+mainjob_run() {  # PREC LIMIT_S LABEL LOGNAME [EXTRA FLAGS...]
+  local prec=$1 lim=$2 label=$3 lg="$LOGS/$4" rc t0=$SECONDS
+  shift 4
+  log "main job on the GPU, $label (launch/fashion_mnist.cfg, 1 rank)"
+  tm "$lim" "$FT" train --device cuda --precision "$prec" \
+    --config "$ROOT/launch/fashion_mnist.cfg" --data "$ROOT/datasets/fashion-mnist-train.h5" \
+    --val "$ROOT/datasets/fashion-mnist-test.h5" --progress plain "$@" \
+    >"$lg" 2>&1
+  rc=$?
+  if is_timeout $rc && (( LIMIT < lim )); then  # cut short by the deadline, not its own limit
+    oot=1
+    echo "  main job $label: cut at ${LIMIT} s, $OOT [$((SECONDS - t0)) s]" | tee -a "$TE"
+  elif (( rc != 0 )); then
+    fail=1
+    echo "  main job $label: FAILED ($(rc_text $rc)) [$((SECONDS - t0)) s]" | tee -a "$TE"
+    tail -5 "$lg" >&2
+  else
+    echo "  main job $label: $(grep "final: val" "$lg" | tail -1)  [$((SECONDS - t0)) s]" \
+      | tee -a "$TE"
+  fi
+  pack_logs
+}
+# One epoch of the main job on the GPU in bf16, right after the smoke tests (~20-40 s,
+# estimated): --epochs 1 is the same config with its schedule over 1 epoch, comparable with the
+# CPU's one-epoch run of the README's first command (test top-1 0.8007 on 2 ranks, the same
+# global batch). The 15-epoch runs come last, if time is left (MAINJOB_MIN_S).
+if [[ ${SKIP_TRAIN:-0} != 1 && ${SKIP_MAINJOB:-0} != 1 && ${BUILT[firetrain]:-0} == 1 ]] &&
+   in_time "main job, 1 epoch"; then
+  if have_fm; then
+    mainjob_run bf16 80 "bf16, 1 epoch" mainjob_bf16_1epoch.log --epochs 1
+  else
+    echo "  main job, 1 epoch: skipped: no Fashion-MNIST files (datasets/*.h5 or .gpudeps)" | tee -a "$TE"
+  fi
+fi
 
 # --- 5. the rest, while time is left ----------------------------------------------------------
 # Per layer, firetrain vs PyTorch on the GPU (bench/layers_vs_torch.sh DEVICE=cuda: both sides
@@ -756,59 +811,13 @@ if [[ ${SKIP_BENCH:-0} != 1 ]]; then
     pack_logs
   fi
 fi
-# datasets/fashion-mnist-{train,test}.h5 from the IDX files --prepare packed into .gpudeps
-# (xz -> gzip with python3, then `firetrain convert`); false if there are none or it fails.
-fm_from_deps() {
-  local d f rc
-  compgen -G "$DEPS/fashion-mnist/*-ubyte.xz" >/dev/null || return 1
-  log "converting the carried Fashion-MNIST files into datasets/"
-  d=$(mktemp -d)
-  for f in "$DEPS"/fashion-mnist/*-ubyte.xz; do
-    "${PYENV[@]}" python3 -c 'import gzip, lzma, shutil, sys
-with lzma.open(sys.argv[1]) as i, gzip.open(sys.argv[2], "wb", compresslevel=1) as o:
-    shutil.copyfileobj(i, o)' "$f" "$d/$(basename "$f" .xz).gz" || { rm -rf "$d"; return 1; }
-  done
-  tm 120 "$FT" convert fashion-mnist "$d" "$ROOT/datasets" >"$LOGS/convert.log" 2>&1
-  rc=$?
-  rm -rf "$d"
-  return $rc
-}
 if [[ ${SKIP_TRAIN:-0} != 1 ]]; then
   train_case fp16
   eval_check
 fi
 # The main job on the GPU (1 rank, the README's config) where the Fashion-MNIST files are there
 # (datasets/*.h5, or the IDX files --prepare packed): test top-1 and time, fp32 and bf16. Runs
-# unless SKIP_MAINJOB=1 (also with SKIP_TRAIN=1: a call for the main job alone). Short of time
-# for the 15 epochs (MAINJOB_MIN_S) but with >= 90 s left, one epoch of it runs in bf16 instead
-# (--epochs 1: the same config, its schedule over 1 epoch), comparable with the CPU's one-epoch
-# run of the README's first command (test top-1 0.8007 on 2 ranks, the same global batch).
-have_fm() {
-  [[ -e $ROOT/datasets/fashion-mnist-train.h5 && -e $ROOT/datasets/fashion-mnist-test.h5 ]] ||
-    fm_from_deps
-}
-mainjob_run() {  # PREC LIMIT_S LABEL LOGNAME [EXTRA FLAGS...]
-  local prec=$1 lim=$2 label=$3 lg="$LOGS/$4" rc t0=$SECONDS
-  shift 4
-  log "main job on the GPU, $label (launch/fashion_mnist.cfg, 1 rank)"
-  tm "$lim" "$FT" train --device cuda --precision "$prec" \
-    --config "$ROOT/launch/fashion_mnist.cfg" --data "$ROOT/datasets/fashion-mnist-train.h5" \
-    --val "$ROOT/datasets/fashion-mnist-test.h5" --progress plain "$@" \
-    >"$lg" 2>&1
-  rc=$?
-  if is_timeout $rc && (( LIMIT < lim )); then  # cut short by the deadline, not its own limit
-    oot=1
-    echo "  main job $label: cut at ${LIMIT} s, $OOT [$((SECONDS - t0)) s]" | tee -a "$TE"
-  elif (( rc != 0 )); then
-    fail=1
-    echo "  main job $label: FAILED ($(rc_text $rc)) [$((SECONDS - t0)) s]" | tee -a "$TE"
-    tail -5 "$lg" >&2
-  else
-    echo "  main job $label: $(grep "final: val" "$lg" | tail -1)  [$((SECONDS - t0)) s]" \
-      | tee -a "$TE"
-  fi
-  pack_logs
-}
+# unless SKIP_MAINJOB=1 (also with SKIP_TRAIN=1: a call for the main job alone).
 if [[ ${SKIP_MAINJOB:-0} == 1 ]]; then
   echo "  main job: skipped (SKIP_MAINJOB=1)" | tee -a "$TE"
 elif [[ ${BUILT[firetrain]:-0} != 1 ]]; then
@@ -817,9 +826,6 @@ elif (( HARD_S - SECONDS < MAINJOB_MIN_S )); then
   oot=1
   echo "  main job: $OOT (one precision needs ~$MAINJOB_MIN_S s, $((HARD_S - SECONDS)) s were left;" \
     "run it alone: see MAINJOB_PREC in the header)" | tee -a "$TE"
-  if (( HARD_S - SECONDS >= 90 )) && in_time "main job, 1 epoch" && have_fm; then
-    mainjob_run bf16 80 "bf16, 1 epoch only" mainjob_bf16_1epoch.log --epochs 1
-  fi
 elif ! have_fm; then
   echo "  main job: skipped: no datasets/fashion-mnist-{train,test}.h5 and no Fashion-MNIST files in .gpudeps" \
     "(or their conversion failed: convert.log)" | tee -a "$TE"
