@@ -66,6 +66,17 @@ cublasHandle_t blas();
 /// are serialized on one stream). Grows, never shrinks; the pointer may change on growth.
 void* workspace(size_t bytes);
 
+/// A grid-stride loop's first index and step over x, in the index type I (int64_t, or int
+/// where the tensors fit: fits_int32 / with_index in kernel_math.cuh).
+template <class I = int64_t>
+__device__ __forceinline__ I thread_index() {
+  return I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x);
+}
+template <class I = int64_t>
+__device__ __forceinline__ I grid_stride() {
+  return I(gridDim.x) * I(blockDim.x);
+}
+
 /// Grid size for n elements at `threads` per block, capped (grid-stride loops cover the rest).
 inline unsigned grid_for(int64_t n, int threads = 256) {
   int64_t b = (n + threads - 1) / threads;

@@ -191,15 +191,13 @@ __global__ void ohwi_to_oihw_kernel(int64_t total, int C, int k, int ck, const T
 template <class I, class TI, class TO>
 __global__ void pad_channels_kernel(I total, int C, int ck, const TI* __restrict__ x,
                                     TO* __restrict__ xk) {
-  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < total;
-       i += I(gridDim.x) * I(blockDim.x))
+  for (I i = cuda::thread_index<I>(); i < total; i += cuda::grid_stride<I>())
     store(xk, i, cuda::pad_channels_at(i, C, ck, x));
 }
 template <class I, class TI>
 __global__ void unpad_channels_kernel(I total, int C, int ck, const TI* __restrict__ xk,
                                       float* __restrict__ dx) {
-  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < total;
-       i += I(gridDim.x) * I(blockDim.x))
+  for (I i = cuda::thread_index<I>(); i < total; i += cuda::grid_stride<I>())
     dx[i] = cuda::unpad_channels_at(i, C, ck, xk);
 }
 
@@ -209,22 +207,20 @@ __global__ void unpad_channels_kernel(I total, int C, int ck, const TI* __restri
 template <class I, class TI, class TO>
 __global__ void bias_act_kernel(I n, int O, const float* __restrict__ b, bool relu, const TI* in,
                                 TO* y) {
-  cuda::bias_act_strided(I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x),
-                         I(gridDim.x) * I(blockDim.x), n, O, b, relu, in, y);
+  cuda::bias_act_strided(cuda::thread_index<I>(), cuda::grid_stride<I>(), n, O, b, relu, in, y);
 }
 
 template <class TI, class TO>
 void bias_act(int64_t n, int O, const float* b, bool relu, const TI* in, TO* y) {
-  if (n <= (int64_t(1) << 30))  // i + grid stride (< 2^28) stays below 2^31
-    bias_act_kernel<int, TI, TO><<<cuda::grid_for(n), 256, 0, cuda::stream()>>>(int(n), O, b,
-                                                                                relu, in, y);
-  else
-    bias_act_kernel<int64_t, TI, TO><<<cuda::grid_for(n), 256, 0, cuda::stream()>>>(n, O, b,
-                                                                                    relu, in, y);
+  cuda::with_index(n, [&](auto it) {
+    using I = decltype(it);
+    bias_act_kernel<I, TI, TO><<<cuda::grid_for(n), 256, 0, cuda::stream()>>>(I(n), O, b, relu,
+                                                                              in, y);
+  });
   FT_CUDA_LAUNCH();
 }
 
-constexpr int kBiasTx = 32;  // channels per block
+constexpr int kBiasTx = 32;     // channels per block
 constexpr int kBiasTy = 8;      // row lanes per block
 constexpr int kBiasUnroll = 4;  // rows per loop trip of a thread (cuda::bias_grad_rows)
 constexpr int kBiasMaxChunks = 1024;
@@ -436,13 +432,18 @@ void require_y_dtype(DType dt, ConstAct y, bool forward) {
                         dtype_name(y.dtype()));
 }
 
+/// A convolution of dtype dt reads an x of dt or (the first layer's image) fp32.
+void require_input_dtype(DType dt, ConstAct x) {
+  FT_REQUIRE(x.dtype() == dt || x.dtype() == DType::F32,
+             std::string("a ") + dtype_name(dt) + " convolution takes an fp32 or " +
+                 dtype_name(dt) + " input, got " + dtype_name(x.dtype()));
+}
+
 /// x (n elements) as dt: x itself, or (an fp32 x of a 16-bit convolution: the first layer's
 /// image) its rounding in the shared scratch.
 const void* input_as(DType dt, int64_t n, ConstAct x) {
   if (x.dtype() == dt) return x.raw();
-  FT_REQUIRE(x.dtype() == DType::F32,
-             std::string("a ") + dtype_name(dt) + " convolution takes an fp32 or " +
-                 dtype_name(dt) + " input, got " + dtype_name(x.dtype()));
+  require_input_dtype(dt, x);
   void* xk = scratch(kSlotX16, size_t(n) * dtype_size(dt));
   with_dtype(dt, [&](auto t) { cuda::copy(n, x, Act(static_cast<decltype(t)*>(xk))); });
   return xk;
@@ -451,9 +452,7 @@ const void* input_as(DType dt, int64_t n, ConstAct x) {
 /// x (P pixels of C channels, fp32 or dt) as dt with ck > C channels, the extra ones zero, in
 /// the shared scratch: the input of a channel-padded 16-bit convolution.
 const void* input_padded(DType dt, int64_t P, int C, int ck, ConstAct x) {
-  FT_REQUIRE(x.dtype() == dt || x.dtype() == DType::F32,
-             std::string("a ") + dtype_name(dt) + " convolution takes an fp32 or " +
-                 dtype_name(dt) + " input, got " + dtype_name(x.dtype()));
+  require_input_dtype(dt, x);
   const int64_t total = P * ck;
   void* xk = scratch(kSlotX16, size_t(total) * dtype_size(dt));
   const unsigned g = cuda::grid_for(total);
@@ -461,12 +460,11 @@ const void* input_padded(DType dt, int64_t P, int C, int ck, ConstAct x) {
     with_dtype(dt, [&](auto tk) {
       using TX = decltype(tx);
       using TK = decltype(tk);
-      if (cuda::fits_int32(total))
-        pad_channels_kernel<int, TX, TK><<<g, 256, 0, cuda::stream()>>>(
-            int(total), C, ck, typed<TX>(x), static_cast<TK*>(xk));
-      else
-        pad_channels_kernel<int64_t, TX, TK><<<g, 256, 0, cuda::stream()>>>(
-            total, C, ck, typed<TX>(x), static_cast<TK*>(xk));
+      cuda::with_index(total, [&](auto it) {
+        using I = decltype(it);
+        pad_channels_kernel<I, TX, TK><<<g, 256, 0, cuda::stream()>>>(
+            I(total), C, ck, typed<TX>(x), static_cast<TK*>(xk));
+      });
     });
   });
   FT_CUDA_LAUNCH();
@@ -842,12 +840,11 @@ void CudaConv::backward(int N, ConstAct x, const float* w, ConstAct y, float* dy
         if (ck_ == s_.C) {
           cuda::copy(nx, ConstAct(static_cast<const T*>(dxk)), dx);  // widens
         } else {  // widens and drops the padding channels
-          if (cuda::fits_int32(nxk))
-            unpad_channels_kernel<int, T><<<cuda::grid_for(nx), 256, 0, st>>>(
-                int(nx), s_.C, ck_, static_cast<const T*>(dxk), dx);
-          else
-            unpad_channels_kernel<int64_t, T><<<cuda::grid_for(nx), 256, 0, st>>>(
-                nx, s_.C, ck_, static_cast<const T*>(dxk), dx);
+          cuda::with_index(nxk, [&](auto it) {
+            using I = decltype(it);
+            unpad_channels_kernel<I, T><<<cuda::grid_for(nx), 256, 0, st>>>(
+                I(nx), s_.C, ck_, static_cast<const T*>(dxk), dx);
+          });
           FT_CUDA_LAUNCH();
         }
       });

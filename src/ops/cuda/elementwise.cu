@@ -29,11 +29,6 @@ namespace {
 constexpr int kThreads = 256;
 static_assert(kThreads <= 256, "fits_int32 assumes grid strides below 2^28");
 
-__device__ __forceinline__ int64_t thread_index() {
-  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t grid_stride() { return int64_t(gridDim.x) * blockDim.x; }
-
 __global__ void relu_forward_kernel(int64_t n, const float* x, float* y) {
   for (int64_t i = thread_index(); i < n; i += grid_stride()) y[i] = relu_fwd(x[i]);
 }
@@ -89,8 +84,7 @@ __global__ void add_inplace_kernel(int64_t n, const TX* x, TY* y) {
 // element is a long emulated sequence on the GPU).
 template <class I, class TX, class TY>
 __global__ void strided_add_kernel(I total, int n, const TX* x, int ldx, TY* y, int ldy) {
-  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < total;
-       i += I(gridDim.x) * I(blockDim.x)) {
+  for (I i = thread_index<I>(); i < total; i += grid_stride<I>()) {
     const I p = i / I(n);
     const I c = i - p * I(n);
     store(y, p * I(ldy) + c, load(y, p * I(ldy) + c) + load(x, p * I(ldx) + c));
@@ -106,8 +100,7 @@ template <class I, class TI, class TO>
 __global__ void dropout_kernel(I total, int H, int W, int C, int c_off, float p, float scale,
                                uint64_t seed, uint64_t step, const int64_t* samples,
                                const TI* in, TO* out) {
-  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < total;
-       i += I(gridDim.x) * I(blockDim.x))
+  for (I i = thread_index<I>(); i < total; i += grid_stride<I>())
     store(out, i, dropout_at(H, W, C, c_off, p, scale, seed, step, samples, in, i));
 }
 
@@ -118,12 +111,11 @@ void dropout_apply(int N, int H, int W, int C, int c_off, float p, uint64_t seed
   if (total <= 0) return;
   const float scale = p < 1.f ? 1.f / (1.f - p) : 0.f;  // same float expression as the CPU
   const unsigned g = grid_for(total, kThreads);
-  if (fits_int32(total))
-    dropout_kernel<int, TI, TO><<<g, kThreads, 0, stream()>>>(int(total), H, W, C, c_off, p,
-                                                              scale, seed, step, samples, in, out);
-  else
-    dropout_kernel<int64_t, TI, TO><<<g, kThreads, 0, stream()>>>(total, H, W, C, c_off, p, scale,
-                                                                  seed, step, samples, in, out);
+  with_index(total, [&](auto it) {
+    using I = decltype(it);
+    dropout_kernel<I, TI, TO><<<g, kThreads, 0, stream()>>>(I(total), H, W, C, c_off, p, scale,
+                                                            seed, step, samples, in, out);
+  });
   FT_CUDA_LAUNCH();
 }
 
@@ -188,12 +180,11 @@ void strided_add(int64_t P, int n, ConstAct x, int ldx, Act y, int ldy) {
       using TX = decltype(tx);
       using TY = decltype(ty);
       const unsigned g = grid_for(P * n, kThreads);
-      if (fits_int32(P * std::max(n, std::max(ldx, ldy))))
-        strided_add_kernel<int, TX, TY><<<g, kThreads, 0, stream()>>>(
-            int(P * n), n, typed<TX>(x), ldx, typed<TY>(y), ldy);
-      else
-        strided_add_kernel<int64_t, TX, TY><<<g, kThreads, 0, stream()>>>(
-            P * n, n, typed<TX>(x), ldx, typed<TY>(y), ldy);
+      with_index(P * std::max(n, std::max(ldx, ldy)), [&](auto it) {
+        using I = decltype(it);
+        strided_add_kernel<I, TX, TY><<<g, kThreads, 0, stream()>>>(
+            I(P * n), n, typed<TX>(x), ldx, typed<TY>(y), ldy);
+      });
     });
   });
   FT_CUDA_LAUNCH();

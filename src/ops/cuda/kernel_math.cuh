@@ -163,6 +163,16 @@ FT_HD inline float dropout_at(int H, int W, int C, int c_off, float p, float sca
 /// most 2^28).
 FT_HD inline bool fits_int32(int64_t n) { return n <= (int64_t(1) << 30); }
 
+/// Calls f(I{}) with I = int when fits_int32(n), else int64_t: the one place a kernel's index
+/// type is chosen (the host-side twin of with_dtype).
+template <class F>
+void with_index(int64_t n, F&& f) {
+  if (fits_int32(n))
+    f(int{});
+  else
+    f(int64_t{});
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bias + activation (conv2d.cu's bias_act_kernel): one thread's grid-stride loop.
 

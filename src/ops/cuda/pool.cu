@@ -38,16 +38,11 @@ namespace {
 constexpr int kThreads = 256;
 static_assert(kThreads <= 256, "fits_int32 assumes grid strides below 2^28");
 
-__device__ __forceinline__ int64_t thread_index() {
-  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t grid_stride() { return int64_t(gridDim.x) * blockDim.x; }
-
 // Block shape of the max pooling kernels: kPoolCx channels (a warp) by kPoolPx pixels. Each
 // thread takes one pixel at a time (grid-stride over pixels) and the channels c = threadIdx.x,
 // c + kPoolCx, ... of it, so the pixel's index decomposition and window range are computed
 // once per pixel rather than once per element; a warp reads and writes contiguous channels.
-// Index type I: int when both x and y fit (narrow(), fits_int32), else int64_t.
+// Index type I: int when both x and y fit (with_index of max_numel), else int64_t.
 constexpr int kPoolCx = 32;
 constexpr int kPoolPx = 8;
 
@@ -81,11 +76,10 @@ struct CudaMaxPool final : MaxPool2d::Impl {
   PoolDims dims(int N) const {
     return PoolDims{N, s_.H, s_.W, s_.C, s_.OH(), s_.OW(), s_.k, s_.stride, s_.pad};
   }
-  /// Whether every index of x and y fits the kernels' 32-bit index type (y may be the larger
-  /// one: padding in ceil mode can make OH > H).
-  static bool narrow(const PoolDims& d) {
-    const int64_t nx = int64_t(d.N) * d.H * d.W * d.C, ny = int64_t(d.N) * d.OH * d.OW * d.C;
-    return fits_int32(std::max(nx, ny));
+  /// Elements of the larger of x and y, which sets the kernels' index type (y may be the
+  /// larger one: padding in ceil mode can make OH > H).
+  static int64_t max_numel(const PoolDims& d) {
+    return int64_t(d.N) * d.C * std::max(int64_t(d.H) * d.W, int64_t(d.OH) * d.OW);
   }
   void forward(int N, ConstAct x, Act y) override {
     FT_REQUIRE(x.dtype() == y.dtype(), "max pooling: x and y must have one dtype");
@@ -95,13 +89,12 @@ struct CudaMaxPool final : MaxPool2d::Impl {
     const dim3 block(kPoolCx, kPoolPx);
     const unsigned g = grid_for(pixels, kPoolPx);
     with_dtype(x.dtype(), [&](auto t) {
-      using T = decltype(t);
-      if (narrow(d))
-        maxpool_forward_kernel<int, T><<<g, block, 0, stream()>>>(d, int(pixels), typed<T>(x),
-                                                                  typed<T>(y));
-      else
-        maxpool_forward_kernel<int64_t, T><<<g, block, 0, stream()>>>(d, pixels, typed<T>(x),
-                                                                      typed<T>(y));
+      with_index(max_numel(d), [&](auto it) {
+        using T = decltype(t);
+        using I = decltype(it);
+        maxpool_forward_kernel<I, T><<<g, block, 0, stream()>>>(d, I(pixels), typed<T>(x),
+                                                                typed<T>(y));
+      });
     });
     FT_CUDA_LAUNCH();
   }
@@ -113,13 +106,12 @@ struct CudaMaxPool final : MaxPool2d::Impl {
     const dim3 block(kPoolCx, kPoolPx);
     const unsigned g = grid_for(pixels, kPoolPx);
     with_dtype(x.dtype(), [&](auto t) {
-      using T = decltype(t);
-      if (narrow(d))
-        maxpool_backward_kernel<int, T><<<g, block, 0, stream()>>>(
-            d, int(pixels), typed<T>(x), typed<T>(y), dy, dx);
-      else
-        maxpool_backward_kernel<int64_t, T><<<g, block, 0, stream()>>>(
-            d, pixels, typed<T>(x), typed<T>(y), dy, dx);
+      with_index(max_numel(d), [&](auto it) {
+        using T = decltype(t);
+        using I = decltype(it);
+        maxpool_backward_kernel<I, T><<<g, block, 0, stream()>>>(d, I(pixels), typed<T>(x),
+                                                                 typed<T>(y), dy, dx);
+      });
     });
     FT_CUDA_LAUNCH();
   }
@@ -146,8 +138,7 @@ template <class I>
 __global__ void global_avgpool_backward_kernel(I total, int P, int C, float inv,
                                                const float* __restrict__ dy,
                                                float* __restrict__ dx) {
-  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < total;
-       i += I(gridDim.x) * I(blockDim.x)) {
+  for (I i = thread_index<I>(); i < total; i += grid_stride<I>()) {
     const I c = i % I(C);
     const I n = i / (I(P) * I(C));
     dx[i] = dy[n * I(C) + c] * inv;
@@ -178,12 +169,11 @@ void global_avgpool_backward(int N, int H, int W, int C, const float* dy, float*
   if (N <= 0 || C <= 0 || P <= 0) return;
   const float inv = 1.0f / float(P);
   const int64_t total = int64_t(N) * P * C;
-  if (fits_int32(total))
-    global_avgpool_backward_kernel<int><<<grid_for(total, kThreads), kThreads, 0, stream()>>>(
-        int(total), P, C, inv, dy, dx);
-  else
-    global_avgpool_backward_kernel<int64_t><<<grid_for(total, kThreads), kThreads, 0,
-                                              stream()>>>(total, P, C, inv, dy, dx);
+  with_index(total, [&](auto it) {
+    using I = decltype(it);
+    global_avgpool_backward_kernel<I><<<grid_for(total, kThreads), kThreads, 0, stream()>>>(
+        I(total), P, C, inv, dy, dx);
+  });
   FT_CUDA_LAUNCH();
 }
 
