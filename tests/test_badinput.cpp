@@ -379,7 +379,7 @@ std::vector<Case> cases() {
   // the trainer reports it (src/io/sandbox.cpp) ---
   // The file overflows a heap buffer inside H5Aexists: whether that faults depends on the
   // heap's layout in the validating child (it varies with the libraries linked in: the CUDA
-  // build's test binary read past the buffer without a fault in about 1 run of 4). Without a
+  // build's test binary read past the buffer without a fault in 2 of 7 runs). Without a
   // fault libhdf5 returns what it read, and the checkpoint's key check rejects the file: also
   // exit 2 with one message naming it. `info` has faulted in every run so far.
   auto libhdf5_crash = [](std::string name, std::string role,
